@@ -1,0 +1,25 @@
+# The two commands a newcomer needs, and their opposites.
+#   make up     build what is missing, start the platform, wait until ready
+#   make test   build what is missing, run the whole test suite
+#   make down   stop and remove the platform's containers
+#   make clean  also remove its volumes and the images built here
+
+.PHONY: up test down clean images
+
+up:
+	@compose/up.sh
+
+test:
+	@compose/test.sh
+
+images:
+	@compose/images.sh all
+
+down:
+	@bash -c '. compose/compose.sh && compose down --remove-orphans'
+
+clean:
+	@bash -c '. compose/compose.sh && compose down --remove-orphans --volumes'
+	@docker ps -aq --filter label=orders-platform.test | xargs -r docker rm -f >/dev/null
+	@docker images --format '{{.Repository}}:{{.Tag}}' | grep '^orders-platform/' | xargs -r docker rmi >/dev/null || true
+	@rm -f compose/.images.env

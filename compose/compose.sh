@@ -1,0 +1,18 @@
+# Sourced by the compose scripts: defines `compose`, which runs Docker
+# Compose (v2 plugin or v1 docker-compose) on compose/compose.yaml with the
+# image names recorded by compose/images.sh.
+_compose_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if docker compose version >/dev/null 2>&1; then
+    _compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    _compose_cmd=(docker-compose)
+else
+    echo "Docker Compose is missing: install the docker-compose-plugin or docker-compose package" >&2
+    exit 1
+fi
+touch "$_compose_dir/.images.env"
+compose() {
+    "${_compose_cmd[@]}" --project-name orders-platform \
+        --env-file "$_compose_dir/.images.env" \
+        --file "$_compose_dir/compose.yaml" "$@"
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Finds or builds every container image the platform needs, on machines with
+# or without a container registry, and records the chosen names in
+# compose/.images.env (read by the Makefile, compose and the test harness).
+#
+#   compose/images.sh postgres kafka services   # any subset; `all` = all three
+#
+# Each step is idempotent: an image that is already there is not built again,
+# and the expensive intermediate products (the Debian root filesystem, the
+# tansu binary) are cached under $ORDERS_CACHE_DIR (default
+# ~/.cache/orders-platform) so that a fresh clone on the same machine reuses
+# them.
+#
+# Choices, in order:
+#   PostgreSQL: $POSTGRES_IMAGE if set; else postgres:16 if present or
+#               pullable; else orders-platform/postgres:15-bookworm built from
+#               Debian's packages.
+#   Kafka:      $KAFKA_IMAGE if set; else apache/kafka:3.9.1 if present or
+#               pullable; else orders-platform/tansu:0.6.0 (tansu with sqlite
+#               storage, see ../shared/FACTS.md).
+#   services:   orders-platform/services:latest, built with the multi-stage
+#               compose/Dockerfile when rust:1-bookworm is present or
+#               pullable, else from binaries built on the host copied into the
+#               debootstrapped Debian base image.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+cache=${ORDERS_CACHE_DIR:-$HOME/.cache/orders-platform}
+env_file=$here/.images.env
+
+official_postgres=postgres:16
+official_kafka=apache/kafka:3.9.1
+official_rust=rust:1-bookworm
+base_image=orders-platform/debian:bookworm
+debian_postgres=orders-platform/postgres:15-bookworm
+tansu_version=0.6.0
+tansu_image=orders-platform/tansu:$tansu_version
+services_image=${SERVICES_IMAGE:-orders-platform/services:latest}
+
+# The legacy builder needs no buildx plugin, which Debian's docker.io lacks.
+if ! docker buildx version >/dev/null 2>&1; then
+    export DOCKER_BUILDKIT=0
+fi
+
+started=$SECONDS
+say() { printf '[images %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Uses an image that is present, or pulls it; fails fast without a registry.
+present_or_pullable() {
+    have_image "$1" && return 0
+    [ "${OFFLINE:-0}" = 1 ] && return 1
+    say "trying to pull $1"
+    if timeout 600 docker pull -q "$1" >/dev/null 2>&1; then
+        return 0
+    fi
+    say "$1 cannot be pulled (no registry?); building from source instead"
+    return 1
+}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Records KEY=VALUE in compose/.images.env, replacing an earlier value.
+record() {
+    touch "$env_file"
+    grep -v "^$1=" "$env_file" >"$env_file.tmp" || true
+    printf '%s=%s\n' "$1" "$2" >>"$env_file.tmp"
+    mv "$env_file.tmp" "$env_file"
+}
+
+# A Debian bookworm root filesystem with PostgreSQL 15, imported as one image
+# layer that the PostgreSQL, tansu and services images all start from, so the
+# ~250 MB are stored once.
+ensure_base() {
+    if have_image "$base_image"; then
+        say "$base_image is present"
+        return
+    fi
+    local rootfs=$cache/rootfs-bookworm
+    if [ ! -f "$rootfs/.complete" ]; then
+        if ! command -v debootstrap >/dev/null 2>&1; then
+            say "installing debootstrap"
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+        fi
+        say "debootstrapping Debian bookworm with postgresql-15 into $rootfs (about 1-2 min)"
+        as_root rm -rf "$rootfs"
+        mkdir -p "$cache"
+        as_root debootstrap --variant=minbase --include=postgresql-15,ca-certificates \
+            bookworm "$rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$cache/debootstrap.log" 2>&1 || {
+            tail -n 30 "$cache/debootstrap.log" >&2
+            exit 1
+        }
+        # The package's own cluster is unused (the entrypoint runs initdb in
+        # $PGDATA); caches and documentation are dead weight in an image.
+        as_root rm -rf "$rootfs/var/lib/postgresql/15" "$rootfs/etc/postgresql/15" \
+            "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+            "$rootfs/usr/share/doc" "$rootfs/usr/share/man" "$rootfs/usr/share/info"
+        as_root touch "$rootfs/.complete"
+    fi
+    say "importing $rootfs as $base_image"
+    as_root tar --exclude=./.complete -C "$rootfs" -c . | docker import \
+        --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$base_image" >/dev/null
+}
+
+ensure_postgres() {
+    local image
+    if [ -n "${POSTGRES_IMAGE:-}" ]; then
+        image=$POSTGRES_IMAGE
+        have_image "$image" || present_or_pullable "$image" || { say "POSTGRES_IMAGE=$image is not available"; exit 1; }
+    elif present_or_pullable "$official_postgres"; then
+        image=$official_postgres
+    else
+        image=$debian_postgres
+        if have_image "$image"; then
+            say "$image is present"
+        else
+            ensure_base
+            say "building $image"
+            docker build -q -t "$image" --build-arg BASE="$base_image" "$here/postgres" >/dev/null
+        fi
+    fi
+    say "PostgreSQL image: $image"
+    record POSTGRES_IMAGE "$image"
+}
+
+ensure_tansu_binary() {
+    local bin=$cache/tansu-$tansu_version/bin/tansu
+    if [ -x "$bin" ]; then
+        return
+    fi
+    say "building tansu $tansu_version from crates.io (about 10 min on 2 cores; cached afterwards)"
+    # --locked: without it a newer dependency breaks the build (FACTS.md).
+    cargo install tansu --version "$tansu_version" --locked --features libsql \
+        --root "$cache/tansu-$tansu_version" >"$cache/tansu-build.log" 2>&1 || {
+        tail -n 30 "$cache/tansu-build.log" >&2
+        exit 1
+    }
+}
+
+ensure_kafka() {
+    local image kind
+    if [ -n "${KAFKA_IMAGE:-}" ]; then
+        image=$KAFKA_IMAGE
+        have_image "$image" || present_or_pullable "$image" || { say "KAFKA_IMAGE=$image is not available"; exit 1; }
+    elif present_or_pullable "$official_kafka"; then
+        image=$official_kafka
+    else
+        image=$tansu_image
+        if have_image "$image"; then
+            say "$image is present"
+        else
+            ensure_base
+            ensure_tansu_binary
+            local ctx
+            ctx=$(mktemp -d)
+            cp "$cache/tansu-$tansu_version/bin/tansu" "$here/kafka/tansu-entrypoint.sh" "$here/kafka/Dockerfile" "$ctx/"
+            say "building $image"
+            docker build -q -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
+            rm -rf "$ctx"
+        fi
+    fi
+    case "$image" in
+        *tansu*) kind=tansu ;;
+        *) kind=apache ;;
+    esac
+    say "Kafka image: $image ($kind)"
+    record KAFKA_IMAGE "$image"
+    record KAFKA_KIND "$kind"
+}
+
+ensure_services() {
+    local bins="command-service query-service projector saga-orchestrator"
+    if present_or_pullable "$official_rust"; then
+        say "building $services_image with the multi-stage Dockerfile"
+        docker build -q -t "$services_image" -f "$here/Dockerfile" "$root" >/dev/null
+    else
+        ensure_base
+        say "building the service binaries on the host (cargo build --release)"
+        (cd "$root" && cargo build --release --locked --quiet $(printf -- '-p %s ' $bins))
+        local ctx
+        ctx=$(mktemp -d)
+        for b in $bins; do cp "$root/target/release/$b" "$ctx/"; done
+        cp "$here/Dockerfile.offline" "$ctx/Dockerfile"
+        # Docker's build cache keys COPY on file content, so unchanged
+        # binaries give the same image id and `make up` recreates nothing.
+        say "building $services_image from the host binaries"
+        docker build -q -t "$services_image" --build-arg BASE="$base_image" "$ctx" >/dev/null
+        rm -rf "$ctx"
+    fi
+    say "services image: $services_image"
+    record SERVICES_IMAGE "$services_image"
+}
+
+[ $# -gt 0 ] || set -- all
+for what in "$@"; do
+    case "$what" in
+        postgres) ensure_postgres ;;
+        kafka) ensure_kafka ;;
+        services) ensure_services ;;
+        all) ensure_postgres; ensure_kafka; ensure_services ;;
+        *) echo "usage: $0 [postgres|kafka|services|all]..." >&2; exit 2 ;;
+    esac
+done
+say "done; image names are in ${env_file#"$root"/}"

@@ -1,0 +1,20 @@
+#!/bin/bash
+# Starts tansu with sqlite storage.
+#   BROKER_LISTEN      address to listen on (default 0.0.0.0:9092)
+#   BROKER_ADVERTISED  host:port clients are told to connect to (default
+#                      127.0.0.1 and the listen port); it must be reachable
+#                      from the clients, e.g. the host port mapped to 9092
+#   BROKER_DATA_DIR    where the sqlite database lives (default
+#                      /var/lib/kafka/data; mount a volume there to keep data)
+set -euo pipefail
+listen=${BROKER_LISTEN:-0.0.0.0:9092}
+advertised=${BROKER_ADVERTISED:-127.0.0.1:${listen##*:}}
+data=${BROKER_DATA_DIR:-/var/lib/kafka/data}
+mkdir -p "$data/db"
+# tansu resolves a sqlite URL's path relative to its working directory.
+cd "$data"
+exec tansu broker \
+    --listener-url "tcp://$listen" \
+    --advertised-listener-url "tcp://$advertised" \
+    --storage-engine "sqlite://db/tansu.db" \
+    "$@"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make up`: finds or builds every image, starts the platform with compose,
+# waits until all four services are ready and prints where they are.
+# Running it again with nothing changed leaves the running containers alone.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+started=$SECONDS
+say() { printf '[up %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
+
+"$here/images.sh" all
+# shellcheck source=compose/compose.sh
+. "$here/compose.sh"
+
+say "starting the platform"
+compose up -d --remove-orphans
+
+declare -A ports=(
+    [command-service]=${COMMAND_SERVICE_PORT:-8081}
+    [query-service]=${QUERY_SERVICE_PORT:-8082}
+    [saga-orchestrator]=${SAGA_ORCHESTRATOR_PORT:-8083}
+    [projector]=${PROJECTOR_PORT:-8084}
+)
+deadline=$((SECONDS + ${UP_TIMEOUT:-180}))
+for service in command-service query-service saga-orchestrator projector; do
+    url=http://localhost:${ports[$service]}
+    until curl -fsS -o /dev/null "$url/health/ready" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then
+            say "$service is not ready at $url/health/ready; its last logs:"
+            compose logs --tail=30 "$service" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    say "$service ready"
+done
+
+cat <<MSG
+
+The platform is up:
+  command-service    http://localhost:${ports[command-service]}
+  query-service      http://localhost:${ports[query-service]}
+  saga-orchestrator  http://localhost:${ports[saga-orchestrator]}
+  projector          http://localhost:${ports[projector]}
+  PostgreSQL         postgres://${POSTGRES_USER:-postgres}:***@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}
+  Kafka              127.0.0.1:${KAFKA_PORT:-9092}
+Each serves /health/live, /health/ready and /metrics. Stop with \`make down\`.
+MSG

@@ -1,0 +1,24 @@
+//! The plumbing every service binary shares, so that each service's own crate
+//! holds only its behaviour.
+//!
+//! - [`config`]: the settings common to all services (PostgreSQL, Kafka,
+//!   logging), parsed by clap from flags or environment variables.
+//! - [`telemetry`]: structured JSON logs through `tracing`.
+//! - [`deps`]: the PostgreSQL pool and Kafka client a service depends on, and
+//!   the readiness check over both.
+//! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
+//! - [`shutdown`]: one cancellation token, cancelled on SIGTERM or Ctrl-C,
+//!   shared by the HTTP server and every worker loop.
+//! - [`serve`]: runs an axum router until that token is cancelled.
+
+pub mod config;
+pub mod deps;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+mod serve;
+
+pub use config::CommonConfig;
+pub use deps::Deps;
+pub use serve::{serve, service_main};

@@ -1,0 +1,91 @@
+//! Operational endpoints every service serves: liveness, readiness and
+//! Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::Deps;
+
+#[derive(Clone)]
+struct OpsState {
+    deps: Deps,
+    registry: Arc<Registry>,
+    ready: Gauge,
+}
+
+/// Adds the process-wide metrics every service exports to `registry`.
+pub fn register_common_metrics(registry: &mut Registry, service: &'static str) -> Gauge {
+    registry.register(
+        "service",
+        "Which service this process is and its version",
+        Info::new(vec![
+            ("name", service),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ]),
+    );
+    let ready = Gauge::default();
+    registry.register(
+        "ready",
+        "1 when the last readiness probe found PostgreSQL and Kafka working, else 0",
+        ready.clone(),
+    );
+    ready
+}
+
+/// `/health/live`, `/health/ready` and `/metrics`, over the given
+/// dependencies and metric registry.
+pub fn router(service: &'static str, deps: Deps, mut registry: Registry) -> Router {
+    let ready = register_common_metrics(&mut registry, service);
+    let state = OpsState {
+        deps,
+        registry: Arc::new(registry),
+        ready,
+    };
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(readiness))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn live() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "live" }))
+}
+
+async fn readiness(State(state): State<OpsState>) -> Response {
+    let readiness = state.deps.readiness().await;
+    let status = if readiness.is_ready() {
+        state.ready.set(1);
+        StatusCode::OK
+    } else {
+        state.ready.set(0);
+        tracing::warn!(down = ?readiness.down, checks = ?readiness.checks, "not ready");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
+async fn metrics(State(state): State<OpsState>) -> Response {
+    let mut body = String::new();
+    if let Err(error) = encode(&mut body, &state.registry) {
+        tracing::error!(%error, "encoding metrics failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,52 @@
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{CommonConfig, shutdown, telemetry};
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")
+}
+
+/// The body of every service's `main`: logging, the listener, the signal
+/// handler, then the service's own `run`.
+pub async fn service_main<F, Fut>(
+    service: &'static str,
+    common: &CommonConfig,
+    http_addr: SocketAddr,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    telemetry::init(&common.log_format, &common.log_filter);
+    tracing::info!(service, config = ?common, "starting");
+    let listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding {http_addr}"))?;
+    let shutdown = shutdown::on_signal();
+    let result = run(listener, shutdown).await;
+    match &result {
+        Ok(()) => tracing::info!(service, "stopped"),
+        Err(error) => tracing::error!(service, error = format!("{error:#}"), "failed"),
+    }
+    result
+}

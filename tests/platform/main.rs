@@ -1,0 +1,6 @@
+//! Integration tests of the whole platform, one binary with a module per
+//! area. Each test gets its own database and topic prefix from
+//! `harness::TestEnv`; the containers are shared.
+
+mod broker;
+mod health;

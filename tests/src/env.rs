@@ -1,0 +1,76 @@
+//! One test's private slice of the shared containers.
+
+use std::sync::Once;
+
+use sqlx::{Connection, PgPool};
+use uuid::Uuid;
+
+use crate::infra::infra;
+
+/// A database and a topic prefix of this test's own.
+pub struct TestEnv {
+    /// Short unique id, also part of the database name and topic prefix.
+    pub id: String,
+    pub database_url: String,
+    pub kafka_brokers: String,
+    pub topic_prefix: String,
+    /// A pool on the test's database, for assertions.
+    pub pg: PgPool,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let infra = infra().clone();
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let database = format!("test_{id}");
+        let mut admin = sqlx::PgConnection::connect(&infra.database_url("postgres"))
+            .await
+            .expect("connecting to the test PostgreSQL");
+        // The name is generated above from a uuid, not taken from input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {database}")))
+            .execute(&mut admin)
+            .await
+            .expect("creating the test database");
+        let database_url = infra.database_url(&database);
+        let pg = PgPool::connect(&database_url)
+            .await
+            .expect("connecting to the test database");
+        Self {
+            topic_prefix: format!("test-{id}."),
+            id,
+            database_url,
+            kafka_brokers: infra.kafka_brokers,
+            pg,
+        }
+    }
+
+    /// Settings for a service running against this test's database and
+    /// topics.
+    pub fn common_config(&self) -> service_kit::CommonConfig {
+        service_kit::CommonConfig {
+            database_url: self.database_url.clone(),
+            database_max_connections: 8,
+            kafka_brokers: self.kafka_brokers.clone(),
+            kafka_topic_prefix: self.topic_prefix.clone(),
+            log_format: "pretty".into(),
+            log_filter: "info".into(),
+            ready_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Logs stay silent unless `TEST_LOG=1`.
+pub(crate) fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}

@@ -1,0 +1,277 @@
+//! PostgreSQL and a Kafka-protocol broker in containers, started once per
+//! test binary and shared by every test in it.
+//!
+//! The containers live on a thread of their own with its own tokio runtime,
+//! because each `#[tokio::test]` has a runtime that ends with the test. They
+//! carry the label `orders-platform.test`, by which `compose/test.sh` removes
+//! them when the test binary has exited.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sqlx::Connection;
+use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::eventually;
+
+/// Label on every container the harness starts.
+pub const CONTAINER_LABEL: &str = "orders-platform.test";
+
+const PG_USER: &str = "postgres";
+const PG_PASSWORD: &str = "postgres";
+
+/// Where the shared containers can be reached from the tests.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    /// `postgres://user:password@host:port` without a database name.
+    pub pg_base_url: String,
+    /// Bootstrap servers for Kafka clients.
+    pub kafka_brokers: String,
+}
+
+impl Infra {
+    pub fn database_url(&self, database: &str) -> String {
+        format!("{}/{database}", self.pg_base_url)
+    }
+}
+
+/// The shared containers, started on first use.
+pub fn infra() -> &'static Infra {
+    static INFRA: OnceLock<Infra> = OnceLock::new();
+    INFRA.get_or_init(|| {
+        crate::env::init_test_logging();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-containers".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("building the containers' runtime");
+                runtime.block_on(async move {
+                    match start().await {
+                        Ok((infra, containers)) => {
+                            let _ = sender.send(Ok(infra));
+                            // Keep the containers (and this runtime) for the
+                            // life of the test binary.
+                            let _keep = containers;
+                            std::future::pending::<()>().await;
+                        }
+                        Err(error) => {
+                            let _ = sender.send(Err(error));
+                        }
+                    }
+                });
+            })
+            .expect("spawning the containers' thread");
+        match receiver.recv() {
+            Ok(Ok(infra)) => infra,
+            Ok(Err(error)) => panic!("starting the test containers failed: {error:#}"),
+            Err(_) => panic!("the containers' thread died"),
+        }
+    })
+}
+
+struct Images {
+    postgres: String,
+    kafka: String,
+    kafka_kind: String,
+}
+
+/// Image names from the environment, else from `compose/.images.env` as
+/// written by `compose/images.sh`.
+fn images() -> anyhow::Result<Images> {
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/.images.env");
+    let mut file_values = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string(&recorded) {
+        for line in text.lines() {
+            if let Some((key, value)) = line.split_once('=') {
+                file_values.insert(key.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+    let get = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| file_values.get(key).cloned())
+            .with_context(|| {
+                format!(
+                    "{key} is not set and not recorded in {}; run `make test` \
+                     (or `compose/images.sh postgres kafka`) first",
+                    recorded.display()
+                )
+            })
+    };
+    Ok(Images {
+        postgres: get("POSTGRES_IMAGE")?,
+        kafka: get("KAFKA_IMAGE")?,
+        kafka_kind: get("KAFKA_KIND").unwrap_or_else(|_| "apache".into()),
+    })
+}
+
+fn generic_image(reference: &str) -> GenericImage {
+    // The tag follows the last ':' after the last '/' (a registry host may
+    // carry a port).
+    let slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[slash..].rfind(':') {
+        Some(colon) => {
+            GenericImage::new(&reference[..slash + colon], &reference[slash + colon + 1..])
+        }
+        None => GenericImage::new(reference, "latest"),
+    }
+}
+
+async fn start() -> anyhow::Result<(Infra, Vec<ContainerAsync<GenericImage>>)> {
+    let images = images()?;
+    let (postgres, kafka) = tokio::join!(
+        start_postgres(&images.postgres),
+        start_kafka(&images.kafka, &images.kafka_kind)
+    );
+    let (postgres, pg_base_url) = postgres?;
+    let (kafka, kafka_brokers) = kafka?;
+    Ok((
+        Infra {
+            pg_base_url,
+            kafka_brokers,
+        },
+        vec![postgres, kafka],
+    ))
+}
+
+async fn start_postgres(image: &str) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
+    let container = generic_image(image)
+        .with_exposed_port(5432.tcp())
+        .with_labels([(CONTAINER_LABEL, "1")])
+        .with_env_var("POSTGRES_USER", PG_USER)
+        .with_env_var("POSTGRES_PASSWORD", PG_PASSWORD)
+        // Durability is not under test here and costs time; many tests each
+        // open a few connections.
+        .with_cmd([
+            "postgres",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=500",
+        ])
+        .with_startup_timeout(Duration::from_secs(120))
+        .start()
+        .await
+        .with_context(|| format!("starting {image}"))?;
+    let host = container.get_host().await?;
+    let port = container.get_host_port_ipv4(5432.tcp()).await?;
+    let base = format!("postgres://{PG_USER}:{PG_PASSWORD}@{host}:{port}");
+    // The official image runs a temporary server without TCP while it
+    // initialises, so a TCP connection that works means it is ready.
+    let url = format!("{base}/postgres");
+    eventually(
+        Duration::from_secs(90),
+        "PostgreSQL accepting connections",
+        || {
+            let url = url.clone();
+            async move {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query("select 1").execute(&mut conn).await?;
+                Ok(())
+            }
+        },
+    )
+    .await;
+    Ok((container, base))
+}
+
+async fn start_kafka(
+    image: &str,
+    kind: &str,
+) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
+    // A broker tells clients where to reconnect (its advertised listener), so
+    // it must know the host port before it starts: pick a free one and map it
+    // explicitly.
+    let port = free_port()?;
+    let advertised = format!("127.0.0.1:{port}");
+    let request = generic_image(image)
+        .with_mapped_port(port, 9092.tcp())
+        .with_labels([(CONTAINER_LABEL, "1")])
+        .with_startup_timeout(Duration::from_secs(120));
+    let request = match kind {
+        "tansu" => request
+            .with_env_var("BROKER_LISTEN_PORT", "9092")
+            .with_env_var("BROKER_ADVERTISED", &advertised),
+        "apache" => {
+            let mut request = request;
+            for (key, value) in apache_kafka_env(&advertised) {
+                request = request.with_env_var(key, value);
+            }
+            request
+        }
+        other => bail!("KAFKA_KIND must be `tansu` or `apache`, not `{other}`"),
+    };
+    let container = request
+        .start()
+        .await
+        .with_context(|| format!("starting {image}"))?;
+    let brokers = advertised;
+    eventually(
+        Duration::from_secs(90),
+        "Kafka answering metadata requests",
+        || {
+            let brokers = brokers.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let consumer: BaseConsumer = ClientConfig::new()
+                        .set("bootstrap.servers", &brokers)
+                        .set("log_level", "0")
+                        .create()?;
+                    consumer.fetch_metadata(None, Duration::from_secs(2))?;
+                    anyhow::Ok(())
+                })
+                .await?
+            }
+        },
+    )
+    .await;
+    Ok((container, brokers))
+}
+
+/// Single-node KRaft settings for the official apache/kafka image.
+fn apache_kafka_env(advertised: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("KAFKA_NODE_ID", "1".into()),
+        ("KAFKA_PROCESS_ROLES", "broker,controller".into()),
+        (
+            "KAFKA_LISTENERS",
+            "PLAINTEXT://:9092,CONTROLLER://:9093".into(),
+        ),
+        (
+            "KAFKA_ADVERTISED_LISTENERS",
+            format!("PLAINTEXT://{advertised}"),
+        ),
+        ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER".into()),
+        (
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into(),
+        ),
+        ("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093".into()),
+        ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1".into()),
+        ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1".into()),
+        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1".into()),
+        ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
+    ]
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}

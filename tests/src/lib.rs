@@ -1,0 +1,22 @@
+//! Test harness for the platform's integration tests.
+//!
+//! - [`infra`] starts PostgreSQL and a Kafka-protocol broker in containers
+//!   with testcontainers, once per test binary, from the image names that
+//!   `make test` recorded (or `POSTGRES_IMAGE` / `KAFKA_IMAGE` /
+//!   `KAFKA_KIND`).
+//! - [`TestEnv`] gives each test its own database and topic prefix on those
+//!   shared containers, so tests run in parallel without seeing each other.
+//! - [`services`] starts the real services in-process on port 0.
+//! - [`eventually`] is the only way tests wait: bounded polling with a
+//!   deadline.
+//!
+//! Logs stay silent unless `TEST_LOG=1`.
+
+pub mod infra;
+pub mod services;
+
+mod env;
+mod wait;
+
+pub use env::TestEnv;
+pub use wait::eventually;
