@@ -53,6 +53,10 @@ if [ "$(printf '%s\n%s\n' "$engine_api" "$required_api" | sort -V | head -n1)" !
     rm -f "$port_file"
 fi
 
+say "checking formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+
 say "running cargo test --workspace"
 cargo test --workspace --locked "$@"
 say "all tests passed"

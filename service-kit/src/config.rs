@@ -11,7 +11,7 @@ pub struct CommonConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/orders"
     )]
     pub database_url: String,
 

@@ -207,7 +207,7 @@ async fn start_kafka(
         .with_startup_timeout(Duration::from_secs(120));
     let request = match kind {
         "tansu" => request
-            .with_env_var("BROKER_LISTEN_PORT", "9092")
+            .with_env_var("BROKER_LISTEN", "0.0.0.0:9092")
             .with_env_var("BROKER_ADVERTISED", &advertised),
         "apache" => {
             let mut request = request;
