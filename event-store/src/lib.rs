@@ -1,6 +1,71 @@
 //! An ordered event log on PostgreSQL: appends with optimistic concurrency,
-//! reads of one stream or of the whole log in global order without gaps, and
-//! the relay that publishes the log to Kafka.
+//! reads of one stream or of the whole log in global order without gaps,
+//! snapshots, upcasting of old event shapes, and the relay that publishes the
+//! log to Kafka.
 //!
-//! The log itself is built under the event-store issue; until then this crate
-//! is an empty member of the workspace.
+//! Layout: [`model`] holds the values the store takes and returns; `append`,
+//! `read`, `subscription`, `snapshot` each add their part of [`EventStore`];
+//! [`upcast`] turns old schema versions into current ones on read; [`relay`]
+//! publishes the log. The store is generic over event types: it stores JSON
+//! with a type name and schema version, and the caller owns the meaning.
+//!
+//! Only this crate knows the `events` table.
+
+mod append;
+mod error;
+pub mod model;
+mod notify;
+mod read;
+pub mod relay;
+mod snapshot;
+mod subscription;
+pub mod upcast;
+
+use std::sync::Arc;
+
+pub use append::{AppendError, AppendOutcome};
+pub use error::Error;
+pub use model::{
+    Appended, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
+};
+pub use read::HeldBack;
+pub use snapshot::{Aggregate, Loaded, Snapshot};
+pub use subscription::{Subscription, SubscriptionOptions};
+pub use upcast::Upcasters;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The event store: a PostgreSQL pool plus the upcasters applied on read.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: sqlx::PgPool,
+    upcasters: Arc<Upcasters>,
+    notifier: notify::Notifier,
+}
+
+impl EventStore {
+    /// A store over `pool`; call [`EventStore::migrate`] once at start-up.
+    /// Must be called inside a tokio runtime (it starts the task that wakes
+    /// subscribers after appends).
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self::with_upcasters(pool, Upcasters::default())
+    }
+
+    pub fn with_upcasters(pool: sqlx::PgPool, upcasters: Upcasters) -> Self {
+        let notifier = notify::Notifier::start(pool.clone());
+        Self {
+            pool,
+            upcasters: Arc::new(upcasters),
+            notifier,
+        }
+    }
+
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+
+    /// Applies the event store's migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await
+    }
+}

@@ -3,4 +3,6 @@
 //! `harness::TestEnv`; the containers are shared.
 
 mod broker;
+mod event_store;
 mod health;
+mod relay;

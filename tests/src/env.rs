@@ -44,6 +44,13 @@ impl TestEnv {
         }
     }
 
+    /// An event store on this test's database, migrated.
+    pub async fn event_store(&self) -> event_store::EventStore {
+        let store = event_store::EventStore::new(self.pg.clone());
+        store.migrate().await.expect("migrating the event store");
+        store
+    }
+
     /// Settings for a service running against this test's database and
     /// topics.
     pub fn common_config(&self) -> service_kit::CommonConfig {

@@ -1,0 +1,298 @@
+//! Appending events to one or more streams in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::{Appended, Error, EventStore, ExpectedVersion, Result, StreamAppend};
+
+/// How many times an append whose streams all expect `Any` is retried after
+/// losing a race for the next version.
+const ANY_RETRIES: usize = 5;
+
+/// The result of [`EventStore::append_in`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Version and position of each event, in the order given.
+    pub events: Vec<Appended>,
+    /// True when every event id was already stored with the same content, so
+    /// nothing was written and `events` is the original result.
+    pub already_stored: bool,
+}
+
+impl EventStore {
+    /// Appends events to one or more streams, all or nothing, and returns
+    /// each event's version and position in the order given.
+    ///
+    /// Fails with [`Error::ConcurrencyConflict`] when a stream is not at its
+    /// expected version. When every event id is already stored with the same
+    /// stream, type and data, returns the original result and writes nothing.
+    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.pool.begin().await?;
+            match self.append_in(&mut tx, appends).await {
+                Ok(outcome) if outcome.already_stored => {
+                    tx.rollback().await?;
+                    return Ok(outcome.events);
+                }
+                Ok(outcome) => {
+                    tx.commit().await?;
+                    self.notify_appended();
+                    return Ok(outcome.events);
+                }
+                Err(AppendError::Lost) if attempt < ANY_RETRIES => {
+                    drop(tx);
+                    continue;
+                }
+                Err(AppendError::Lost) => {
+                    drop(tx);
+                    return Err(self.conflict_after_race(appends).await);
+                }
+                Err(AppendError::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Appends inside a transaction the caller owns, so other writes (an
+    /// idempotency record, say) commit or roll back with the events. After
+    /// committing, call [`EventStore::notify_appended`] to wake subscribers
+    /// at once (they poll otherwise).
+    ///
+    /// A lost race for a version or event id surfaces as
+    /// [`AppendError::Lost`]: the transaction is aborted, and a new one may
+    /// succeed (or report the conflict precisely).
+    pub async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Result<AppendOutcome, AppendError> {
+        validate(appends)?;
+        if let Some(existing) = already_stored(conn, appends).await? {
+            return Ok(AppendOutcome {
+                events: existing,
+                already_stored: true,
+            });
+        }
+
+        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let current = current_versions(conn, &stream_ids).await?;
+
+        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut event_ids = Vec::with_capacity(total);
+        let mut streams = Vec::with_capacity(total);
+        let mut versions = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut schema_versions = Vec::with_capacity(total);
+        let mut data = Vec::with_capacity(total);
+        let mut metadata = Vec::with_capacity(total);
+        for append in appends {
+            let at = current.get(append.stream_id.as_str()).copied().unwrap_or(0);
+            check_expected(&append.stream_id, append.expected, at)?;
+            for (i, event) in append.events.iter().enumerate() {
+                event_ids.push(event.event_id);
+                streams.push(append.stream_id.as_str());
+                versions.push((at + 1 + i as u64) as i64);
+                types.push(event.event_type.as_str());
+                schema_versions.push(event.schema_version);
+                data.push(event.data.clone());
+                metadata.push(serde_json::to_value(&event.metadata).expect("metadata is JSON"));
+            }
+        }
+
+        // One statement for every event of every stream. `with ordinality`
+        // keeps the input order so results map back to the caller's events.
+        let inserted = sqlx::query(
+            "insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
+             select event_id, stream_id, version, type, schema_version, data, metadata
+             from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+                  with ordinality as e(event_id, stream_id, version, type, schema_version, data, metadata, n)
+             order by n
+             returning event_id, version, position",
+        )
+        .bind(&event_ids)
+        .bind(&streams)
+        .bind(&versions)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&data)
+        .bind(&metadata)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify_insert_error)?;
+
+        let by_id: HashMap<Uuid, Appended> = inserted
+            .iter()
+            .map(|row| {
+                let appended = Appended {
+                    event_id: row.get("event_id"),
+                    version: row.get::<i64, _>("version") as u64,
+                    position: row.get("position"),
+                };
+                (appended.event_id, appended)
+            })
+            .collect();
+        let events = event_ids.iter().map(|id| by_id[id]).collect();
+        Ok(AppendOutcome {
+            events,
+            already_stored: false,
+        })
+    }
+
+    /// Wakes subscribers after a commit made through
+    /// [`EventStore::append_in`].
+    pub fn notify_appended(&self) {
+        self.notifier.appended();
+    }
+
+    /// The conflict to report once retries are exhausted: the first stream
+    /// whose version moved.
+    async fn conflict_after_race(&self, appends: &[StreamAppend]) -> Error {
+        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(error) => return error.into(),
+        };
+        let current = match current_versions(&mut conn, &stream_ids).await {
+            Ok(current) => current,
+            Err(error) => return error,
+        };
+        let first = &appends[0];
+        Error::ConcurrencyConflict {
+            stream_id: first.stream_id.clone(),
+            expected: first.expected,
+            actual: current.get(first.stream_id.as_str()).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Why [`EventStore::append_in`] did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// A concurrent append took a version or event id first. The
+    /// transaction is aborted; starting over may succeed.
+    #[error("a concurrent append won the race for a version or event id")]
+    Lost,
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+fn validate(appends: &[StreamAppend]) -> Result<()> {
+    if appends.iter().all(|a| a.events.is_empty()) {
+        return Err(Error::EmptyAppend);
+    }
+    let mut seen = HashSet::new();
+    for append in appends {
+        if !seen.insert(append.stream_id.as_str()) {
+            return Err(Error::DuplicateStream(append.stream_id.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn check_expected(stream_id: &str, expected: ExpectedVersion, actual: u64) -> Result<()> {
+    let ok = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => actual == 0,
+        ExpectedVersion::Exact(v) => actual == v,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ConcurrencyConflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// A unique violation means another append got there first: on
+/// `(stream_id, version)` it took the version we computed, on `event_id` it
+/// stored the same event (the retry then returns that result).
+fn classify_insert_error(error: sqlx::Error) -> AppendError {
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+    {
+        return AppendError::Lost;
+    }
+    AppendError::Failed(error.into())
+}
+
+async fn current_versions(
+    conn: &mut PgConnection,
+    stream_ids: &[&str],
+) -> Result<HashMap<String, u64>> {
+    let rows = sqlx::query(
+        "select stream_id, max(version) as version from events
+         where stream_id = any($1) group by stream_id",
+    )
+    .bind(stream_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get("stream_id"), row.get::<i64, _>("version") as u64))
+        .collect())
+}
+
+/// When every event id of the append is stored with the same stream, type,
+/// schema version and data, returns where they were stored. Metadata is not
+/// compared: a retried request may carry a new trace.
+async fn already_stored(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Option<Vec<Appended>>> {
+    let ids: Vec<Uuid> = appends
+        .iter()
+        .flat_map(|a| a.events.iter().map(|e| e.event_id))
+        .collect();
+    let rows = sqlx::query(
+        "select event_id, stream_id, version, position, type, schema_version, data
+         from events where event_id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let stored: HashMap<Uuid, &sqlx::postgres::PgRow> =
+        rows.iter().map(|row| (row.get("event_id"), row)).collect();
+    let mut result = Vec::with_capacity(ids.len());
+    for append in appends {
+        for event in &append.events {
+            let Some(row) = stored.get(&event.event_id) else {
+                // Part of this append is stored and part is not: it is not
+                // a repeat of an earlier one.
+                let first_stored = *stored.keys().next().expect("not empty");
+                return Err(Error::EventIdReused {
+                    event_id: first_stored,
+                });
+            };
+            let same = row.get::<String, _>("stream_id") == append.stream_id
+                && row.get::<String, _>("type") == event.event_type
+                && row.get::<i32, _>("schema_version") == event.schema_version
+                && row.get::<serde_json::Value, _>("data") == event.data;
+            if !same {
+                return Err(Error::EventIdReused {
+                    event_id: event.event_id,
+                });
+            }
+            result.push(Appended {
+                event_id: event.event_id,
+                version: row.get::<i64, _>("version") as u64,
+                position: row.get("position"),
+            });
+        }
+    }
+    Ok(Some(result))
+}

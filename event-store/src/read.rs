@@ -1,0 +1,172 @@
+//! Reading one stream, and the whole log in global order.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+
+use crate::{Checkpoint, EventStore, RecordedEvent, Result};
+
+const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
+                       schema_version, data, metadata, recorded_at";
+
+impl EventStore {
+    /// Events of one stream from `from_version` (inclusive), oldest first,
+    /// at most `limit`, upcast to their current schema.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.read_stream_with(&self.pool, stream_id, from_version, limit)
+            .await
+    }
+
+    pub(crate) async fn read_stream_with<'e>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from events
+             where stream_id = $1 and version >= $2
+             order by version limit $3"
+        )))
+        .bind(stream_id)
+        .bind(from_version as i64)
+        .bind(i64::from(limit))
+        .fetch_all(executor)
+        .await?;
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// Events of one stream recorded at or before `as_of`, oldest first.
+    pub async fn read_stream_until(
+        &self,
+        stream_id: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from events
+             where stream_id = $1 and recorded_at <= $2
+             order by version"
+        )))
+        .bind(stream_id)
+        .bind(as_of)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// The current version of a stream, 0 when it does not exist.
+    pub async fn stream_version(&self, stream_id: &str) -> Result<u64> {
+        let version: Option<i64> =
+            sqlx::query_scalar("select max(version) from events where stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(version.unwrap_or(0) as u64)
+    }
+
+    /// The next events of the whole log after `after`, in global order, at
+    /// most `limit`.
+    ///
+    /// Global order is (transaction_id, position). Only events written by
+    /// transactions older than the oldest transaction still running are
+    /// returned: those transactions have all committed or rolled back, so
+    /// no event can later appear before the last one returned. The bound
+    /// and the rows come from the statement's single snapshot. A
+    /// long-running writing transaction therefore holds readers back (never
+    /// makes them skip); see [`EventStore::held_back`].
+    pub async fn read_all(&self, after: Checkpoint, limit: u32) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from events
+             where (transaction_id, position) > ($1, $2)
+               and transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             order by transaction_id, position
+             limit $3"
+        )))
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// How far readers of the global order are held back right now: the
+    /// number of committed events they cannot read yet because an older
+    /// transaction is still running, and that transaction's age in seconds.
+    pub async fn held_back(&self) -> Result<HeldBack> {
+        let row = sqlx::query(
+            "with bound as (select pg_snapshot_xmin(pg_current_snapshot())::text::bigint as xmin)
+             select
+               (select count(*) from events, bound where transaction_id >= bound.xmin) as events,
+               -- The oldest transaction that has written something is the
+               -- one holding the bound back.
+               coalesce((select extract(epoch from now() - min(xact_start))::float8
+                         from pg_stat_activity
+                         where backend_xid is not null and pid <> pg_backend_pid()), 0) as seconds",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(HeldBack {
+            events: row.get::<i64, _>("events") as u64,
+            seconds: row.get("seconds"),
+        })
+    }
+
+    /// The checkpoint just after the last event readable now.
+    pub async fn head(&self) -> Result<Checkpoint> {
+        let row = sqlx::query(
+            "select transaction_id, position from events
+             where transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             order by transaction_id desc, position desc limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map_or(Checkpoint::START, |row| Checkpoint {
+            transaction_id: row.get("transaction_id"),
+            position: row.get("position"),
+        }))
+    }
+
+    /// How many events of the readable log come after `after`.
+    pub async fn count_after(&self, after: Checkpoint) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "select count(*) from events
+             where (transaction_id, position) > ($1, $2)
+               and transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        )
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count as u64)
+    }
+
+    fn decode(&self, row: &PgRow) -> Result<RecordedEvent> {
+        let event = RecordedEvent {
+            event_id: row.get("event_id"),
+            stream_id: row.get("stream_id"),
+            version: row.get::<i64, _>("version") as u64,
+            position: row.get("position"),
+            transaction_id: row.get("transaction_id"),
+            event_type: row.get("type"),
+            schema_version: row.get("schema_version"),
+            data: row.get("data"),
+            metadata: row.get("metadata"),
+            recorded_at: row.get("recorded_at"),
+        };
+        self.upcasters.upcast(event)
+    }
+}
+
+/// See [`EventStore::held_back`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldBack {
+    pub events: u64,
+    pub seconds: f64,
+}

@@ -1,0 +1,385 @@
+//! The relay: publishes the stored log to Kafka in global order.
+//!
+//! - Exactly one relay is active across all replicas: it holds a PostgreSQL
+//!   session advisory lock on a connection of its own. When its process or
+//!   connection dies the lock is released and a standby, retrying every
+//!   `poll_interval`, takes over.
+//! - The checkpoint is written only after the broker acknowledged every
+//!   event up to it, so after a crash events may be published again but none
+//!   is skipped. Consumers deduplicate by (stream_id, version).
+//! - Key = stream_id (per-stream order within a partition); value = the
+//!   event as JSON; CloudEvents binary-mode headers.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Checkpoint, EventStore, RecordedEvent, SubscriptionOptions};
+
+/// How the relay publishes.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Names the checkpoint row; relays of different logs need different
+    /// names.
+    pub name: String,
+    pub topic: String,
+    pub partitions: i32,
+    /// CloudEvents `source` of every event.
+    pub source: String,
+    pub batch_size: u32,
+    /// The advisory lock key that elects the active relay.
+    pub lock_key: i64,
+    /// How often a standby tries to take over and how often the active one
+    /// checks it still holds the lock.
+    pub poll_interval: Duration,
+}
+
+impl RelayConfig {
+    pub fn new(topic: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            name: "kafka".into(),
+            topic: topic.into(),
+            partitions: 6,
+            source: source.into(),
+            batch_size: 1000,
+            lock_key: 0x6576_656e_7473,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Relay metrics, registered in a service's registry.
+#[derive(Clone, Default)]
+pub struct RelayMetrics {
+    pub published: Counter,
+    pub lag_events: Gauge,
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    pub active: Gauge,
+    /// Committed events no reader of the global order can read yet because
+    /// an older writing transaction is still open.
+    pub held_back_events: Gauge,
+    /// Age of the oldest open writing transaction.
+    pub held_back_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl RelayMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "relay_published_events",
+            "Events the relay published and the broker acknowledged",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "relay_lag_events",
+            "Readable events not yet published",
+            metrics.lag_events.clone(),
+        );
+        registry.register(
+            "relay_lag_seconds",
+            "Age of the oldest event not yet published",
+            metrics.lag_seconds.clone(),
+        );
+        registry.register(
+            "relay_active",
+            "1 while this process is the active relay",
+            metrics.active.clone(),
+        );
+        registry.register(
+            "event_store_readers_held_back_events",
+            "Committed events readers cannot read yet because an older writing transaction is open",
+            metrics.held_back_events.clone(),
+        );
+        registry.register(
+            "event_store_readers_held_back_seconds",
+            "Age of the oldest open writing transaction, which bounds what readers may read",
+            metrics.held_back_seconds.clone(),
+        );
+        metrics
+    }
+}
+
+/// Runs the relay until `shutdown`: waits to become the active relay, then
+/// publishes; on any failure starts over from the stored checkpoint.
+pub async fn run(
+    store: EventStore,
+    kafka: ClientConfig,
+    config: RelayConfig,
+    metrics: RelayMetrics,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let result = tokio::select! {
+            () = shutdown.cancelled() => Ok(()),
+            result = lead(&store, &kafka, &config, &metrics) => result,
+        };
+        metrics.active.set(0);
+        if let Err(error) = result {
+            tracing::warn!(error = format!("{error:#}"), "relay stopped; starting over");
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(config.poll_interval) => {}
+            }
+        }
+    }
+}
+
+/// Becomes the active relay and publishes until something fails.
+async fn lead(
+    store: &EventStore,
+    kafka: &ClientConfig,
+    config: &RelayConfig,
+    metrics: &RelayMetrics,
+) -> anyhow::Result<()> {
+    let mut lock = PgConnection::connect_with(&store.pool().connect_options())
+        .await
+        .context("connecting for the relay lock")?;
+    loop {
+        let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(config.lock_key)
+            .fetch_one(&mut lock)
+            .await
+            .context("trying the relay lock")?;
+        if acquired {
+            break;
+        }
+        tokio::time::sleep(config.poll_interval).await;
+    }
+    tracing::info!(topic = %config.topic, "this process is now the active relay");
+    metrics.active.set(1);
+
+    ensure_topic(kafka, config).await?;
+    let producer: FutureProducer = kafka
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .context("creating the relay's producer")?;
+
+    let mut checkpoint = load_checkpoint(store, &config.name).await?;
+    let mut subscription = store.subscribe(
+        checkpoint,
+        SubscriptionOptions {
+            batch_size: config.batch_size,
+            poll_interval: config.poll_interval.min(Duration::from_millis(500)),
+        },
+    );
+    let mut last_lag_update = Instant::now() - Duration::from_secs(10);
+    let mut batch = Vec::with_capacity(config.batch_size as usize);
+    loop {
+        // Wait for at least one event, checking the lock meanwhile.
+        let first = tokio::select! {
+            next = subscription.next() => next,
+            () = tokio::time::sleep(config.poll_interval) => {
+                still_holding(&mut lock).await?;
+                update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
+                continue;
+            }
+        };
+        match first {
+            Some(event) => batch.push(event?),
+            None => anyhow::bail!("the subscription ended"),
+        }
+        // Take whatever else is already waiting, up to a batch.
+        while batch.len() < config.batch_size as usize {
+            match tokio::time::timeout(Duration::ZERO, subscription.next()).await {
+                Ok(Some(event)) => batch.push(event?),
+                Ok(None) => anyhow::bail!("the subscription ended"),
+                Err(_) => break,
+            }
+        }
+        publish(&producer, config, &batch).await?;
+        still_holding(&mut lock).await?;
+        let last = batch.last().expect("not empty").checkpoint();
+        save_checkpoint(store, &config.name, last).await?;
+        checkpoint = last;
+        metrics.published.inc_by(batch.len() as u64);
+        batch.clear();
+        update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
+    }
+}
+
+async fn still_holding(lock: &mut PgConnection) -> anyhow::Result<()> {
+    // The lock lives as long as this connection; if the connection is gone
+    // so is the lock, and another relay may be active.
+    lock.ping()
+        .await
+        .context("the relay lock connection was lost")
+}
+
+async fn ensure_topic(kafka: &ClientConfig, config: &RelayConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.create().context("creating the admin client")?;
+    let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("creating the events topic")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Sends the batch in order and waits until the broker acknowledged all of
+/// it. The idempotent producer keeps per-partition order across retries.
+async fn publish(
+    producer: &FutureProducer,
+    config: &RelayConfig,
+    batch: &[RecordedEvent],
+) -> anyhow::Result<()> {
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for event in batch {
+        let payload = serde_json::to_vec(event).context("encoding an event")?;
+        let id = event.event_id.to_string();
+        let time = event
+            .recorded_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut headers = OwnedHeaders::new_with_capacity(8)
+            .insert(Header {
+                key: "ce_specversion",
+                value: Some("1.0"),
+            })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(id.as_str()),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some(config.source.as_str()),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(event.event_type.as_str()),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some(time.as_str()),
+            })
+            .insert(Header {
+                key: "ce_subject",
+                value: Some(event.stream_id.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
+        if let Some(traceparent) = event.metadata.get("traceparent").and_then(|v| v.as_str()) {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            });
+        }
+        let record = FutureRecord::to(&config.topic)
+            .key(event.stream_id.as_str())
+            .payload(&payload)
+            .headers(headers);
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(error, _)| error)
+            .context("queueing an event for the broker")?;
+        deliveries.push(delivery);
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .context("the producer dropped a delivery")?
+            .map_err(|(error, _)| error)
+            .context("the broker did not acknowledge an event")?;
+    }
+    Ok(())
+}
+
+async fn load_checkpoint(store: &EventStore, name: &str) -> anyhow::Result<Checkpoint> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id, position from event_relay_checkpoints where name = $1",
+    )
+    .bind(name)
+    .fetch_optional(store.pool())
+    .await
+    .context("loading the relay checkpoint")?;
+    Ok(
+        row.map_or(Checkpoint::START, |(transaction_id, position)| Checkpoint {
+            transaction_id,
+            position,
+        }),
+    )
+}
+
+async fn save_checkpoint(
+    store: &EventStore,
+    name: &str,
+    checkpoint: Checkpoint,
+) -> anyhow::Result<()> {
+    // Only ever forward: a relay that lost the lock without noticing must
+    // not move the checkpoint back under the new one.
+    sqlx::query(
+        "insert into event_relay_checkpoints (name, transaction_id, position) values ($1, $2, $3)
+         on conflict (name) do update
+           set transaction_id = excluded.transaction_id, position = excluded.position, updated_at = now()
+           where (event_relay_checkpoints.transaction_id, event_relay_checkpoints.position)
+                 < (excluded.transaction_id, excluded.position)",
+    )
+    .bind(name)
+    .bind(checkpoint.transaction_id)
+    .bind(checkpoint.position)
+    .execute(store.pool())
+    .await
+    .context("saving the relay checkpoint")?;
+    Ok(())
+}
+
+/// Refreshes the lag gauges at most once a second (counting is not free).
+async fn update_lag(
+    store: &EventStore,
+    checkpoint: Checkpoint,
+    metrics: &RelayMetrics,
+    last: &mut Instant,
+) {
+    if last.elapsed() < Duration::from_secs(1) {
+        return;
+    }
+    *last = Instant::now();
+    match store.count_after(checkpoint).await {
+        Ok(count) => {
+            metrics.lag_events.set(count as i64);
+        }
+        Err(error) => tracing::debug!(%error, "counting relay lag failed"),
+    }
+    match store.held_back().await {
+        Ok(held) => {
+            metrics.held_back_events.set(held.events as i64);
+            metrics.held_back_seconds.set(held.seconds);
+        }
+        Err(error) => tracing::debug!(%error, "measuring held-back readers failed"),
+    }
+    match store.read_all(checkpoint, 1).await {
+        Ok(next) => {
+            let seconds = next.first().map_or(0.0, |event| {
+                (chrono::Utc::now() - event.recorded_at).num_milliseconds() as f64 / 1000.0
+            });
+            metrics.lag_seconds.set(seconds.max(0.0));
+        }
+        Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+    }
+}

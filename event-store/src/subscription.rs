@@ -1,0 +1,121 @@
+//! Following the whole log: catch up from a checkpoint, then receive live
+//! appends, woken by LISTEN/NOTIFY with a bounded polling fallback.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::notify::CHANNEL;
+use crate::{Checkpoint, EventStore, RecordedEvent, Result};
+
+/// How a subscription reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionOptions {
+    /// Events read per query.
+    pub batch_size: u32,
+    /// Longest wait between two reads when no notification arrives; bounds
+    /// the delay when a notification is lost or readers were held back by
+    /// a transaction that did not append.
+    pub poll_interval: Duration,
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A running subscription; dropping it stops the reader.
+pub struct Subscription {
+    events: mpsc::Receiver<Result<RecordedEvent>>,
+    stop: CancellationToken,
+}
+
+impl Subscription {
+    /// The next event in global order, or the error that ended the
+    /// subscription. `None` once it has stopped.
+    pub async fn next(&mut self) -> Option<Result<RecordedEvent>> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl EventStore {
+    /// Follows the log from just after `after`: every event committed later
+    /// arrives exactly once, in global order.
+    pub fn subscribe(&self, after: Checkpoint, options: SubscriptionOptions) -> Subscription {
+        let (sender, events) = mpsc::channel(options.batch_size as usize);
+        let stop = CancellationToken::new();
+        let store = self.clone();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = store.follow(after, options, &sender) => {}
+            }
+        });
+        Subscription { events, stop }
+    }
+
+    async fn follow(
+        &self,
+        mut after: Checkpoint,
+        options: SubscriptionOptions,
+        sender: &mpsc::Sender<Result<RecordedEvent>>,
+    ) {
+        let mut listener = match self.listen().await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "LISTEN failed; the subscription polls");
+                None
+            }
+        };
+        loop {
+            let batch = match self.read_all(after, options.batch_size).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            let full = batch.len() == options.batch_size as usize;
+            for event in batch {
+                after = event.checkpoint();
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            // Caught up: wait for a notification, at most one interval.
+            match &mut listener {
+                Some(l) => {
+                    if let Ok(Err(error)) =
+                        tokio::time::timeout(options.poll_interval, l.recv()).await
+                    {
+                        tracing::debug!(%error, "LISTEN connection lost; reconnecting");
+                        tokio::time::sleep(options.poll_interval).await;
+                    }
+                }
+                None => tokio::time::sleep(options.poll_interval).await,
+            }
+        }
+    }
+
+    async fn listen(&self) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    }
+}

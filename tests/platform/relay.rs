@@ -1,0 +1,235 @@
+//! The relay publishes the stored log to Kafka in order, with CloudEvents
+//! headers, and exactly one replica is active; another takes over when it
+//! stops.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use event_store::relay::{self, RelayConfig, RelayMetrics};
+use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+use harness::{TestEnv, eventually};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn kafka(env: &TestEnv) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &env.kafka_brokers)
+        .set("log_level", "3");
+    config
+}
+
+fn relay_config(env: &TestEnv) -> RelayConfig {
+    let mut config = RelayConfig::new(format!("{}events", env.topic_prefix), "/tests");
+    config.partitions = 3;
+    config.poll_interval = Duration::from_millis(200);
+    config
+}
+
+fn start_relay(env: &TestEnv, store: &EventStore) -> (CancellationToken, RelayMetrics) {
+    let stop = CancellationToken::new();
+    let metrics = RelayMetrics::default();
+    tokio::spawn(relay::run(
+        store.clone(),
+        kafka(env),
+        relay_config(env),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    (stop, metrics)
+}
+
+async fn append_numbered(store: &EventStore, streams: usize, per_stream: u64, from: u64) {
+    for s in 0..streams {
+        let events = (from..from + per_stream)
+            .map(|n| {
+                let metadata = Metadata {
+                    correlation_id: format!("c-{s}"),
+                    causation_id: format!("c-{s}-{n}"),
+                    traceparent: Some(
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                    ),
+                    ..Metadata::default()
+                };
+                NewEvent::new("Numbered", json!({ "n": n }), metadata)
+            })
+            .collect();
+        store
+            .append(&[StreamAppend::new(
+                format!("stream-{s}"),
+                ExpectedVersion::Any,
+                events,
+            )])
+            .await
+            .unwrap();
+    }
+}
+
+/// Reads the topic until `count` distinct events arrived; returns the
+/// payloads by stream in arrival order, and the headers of the first one.
+async fn consume(
+    env: &TestEnv,
+    count: usize,
+) -> (HashMap<String, Vec<u64>>, HashMap<String, String>) {
+    let consumer: StreamConsumer = kafka(env)
+        .set("group.id", format!("{}check", env.topic_prefix))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let topic = format!("{}events", env.topic_prefix);
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut by_stream: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut first_headers = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while ids.len() < count {
+        let message = match tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .expect("the relayed events arrive within 90 s")
+        {
+            Ok(message) => message,
+            // Until the relay has created the topic, the consumer reports it
+            // unknown; keep waiting.
+            Err(_) => continue,
+        };
+        let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        if first_headers.is_empty() {
+            for header in message.headers().unwrap().iter() {
+                first_headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8(header.value.unwrap().to_vec()).unwrap(),
+                );
+            }
+            assert_eq!(
+                message.key().unwrap(),
+                value["stream_id"].as_str().unwrap().as_bytes()
+            );
+            first_headers.insert(
+                "event_id".into(),
+                value["event_id"].as_str().unwrap().into(),
+            );
+            first_headers.insert(
+                "stream_id".into(),
+                value["stream_id"].as_str().unwrap().into(),
+            );
+        }
+        if ids.insert(value["event_id"].as_str().unwrap().to_owned()) {
+            by_stream
+                .entry(value["stream_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(value["data"]["n"].as_u64().unwrap());
+        }
+    }
+    (by_stream, first_headers)
+}
+
+#[tokio::test]
+async fn the_relay_publishes_every_event_in_stream_order_with_cloudevents_headers() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    append_numbered(&store, 5, 20, 0).await;
+    let (_stop, metrics) = start_relay(&env, &store);
+    append_numbered(&store, 5, 20, 20).await;
+
+    let (by_stream, headers) = consume(&env, 200).await;
+    for (stream, numbers) in &by_stream {
+        assert_eq!(
+            numbers,
+            &(0..40).collect::<Vec<_>>(),
+            "{stream} in order, complete"
+        );
+    }
+    assert_eq!(by_stream.len(), 5);
+    assert_eq!(headers["ce_specversion"], "1.0");
+    assert_eq!(headers["ce_id"], headers["event_id"]);
+    assert_eq!(headers["ce_subject"], headers["stream_id"]);
+    assert_eq!(headers["ce_type"], "Numbered");
+    assert_eq!(headers["ce_source"], "/tests");
+    assert!(chrono::DateTime::parse_from_rfc3339(&headers["ce_time"]).is_ok());
+    assert_eq!(
+        headers["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+
+    eventually(Duration::from_secs(10), "lag reaches zero", || async {
+        anyhow::ensure!(
+            metrics.published.get() == 200,
+            "published {}",
+            metrics.published.get()
+        );
+        anyhow::ensure!(
+            metrics.lag_events.get() == 0,
+            "lag {}",
+            metrics.lag_events.get()
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_one_relay_is_active_and_another_takes_over_when_it_stops() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    let (stop_a, a) = start_relay(&env, &store);
+    let (stop_b, b) = start_relay(&env, &store);
+
+    eventually(
+        Duration::from_secs(20),
+        "one relay becomes active",
+        || async {
+            anyhow::ensure!(
+                a.active.get() + b.active.get() == 1,
+                "active: {} {}",
+                a.active.get(),
+                b.active.get()
+            );
+            Ok(())
+        },
+    )
+    .await;
+    append_numbered(&store, 2, 10, 0).await;
+    eventually(
+        Duration::from_secs(60),
+        "the first batch is published",
+        || async {
+            anyhow::ensure!(a.published.get() + b.published.get() == 20);
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(
+        a.active.get() + b.active.get(),
+        1,
+        "still exactly one active"
+    );
+
+    let (stop_active, standby) = if a.active.get() == 1 {
+        (stop_a, &b)
+    } else {
+        (stop_b, &a)
+    };
+    stop_active.cancel();
+    eventually(
+        Duration::from_secs(20),
+        "the standby takes over",
+        || async {
+            anyhow::ensure!(standby.active.get() == 1);
+            Ok(())
+        },
+    )
+    .await;
+    append_numbered(&store, 2, 10, 10).await;
+
+    let (by_stream, _) = consume(&env, 40).await;
+    for numbers in by_stream.values() {
+        assert_eq!(numbers, &(0..20).collect::<Vec<_>>());
+    }
+    assert!(
+        standby.published.get() >= 20,
+        "the standby published the new events"
+    );
+}
