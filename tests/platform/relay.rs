@@ -77,9 +77,26 @@ async fn consume(
     let consumer: StreamConsumer = kafka(env)
         .set("group.id", format!("{}check", env.topic_prefix))
         .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000")
         .create()
         .unwrap();
     let topic = format!("{}events", env.topic_prefix);
+    // Subscribe once the relay has created the topic: librdkafka otherwise
+    // looks for it again only at its next metadata refresh.
+    eventually(
+        Duration::from_secs(30),
+        "the relay creates the topic",
+        || async {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len());
+            anyhow::ensure!(partitions > 0, "topic {topic} not there yet");
+            Ok(())
+        },
+    )
+    .await;
     consumer.subscribe(&[&topic]).unwrap();
     let mut by_stream: HashMap<String, Vec<u64>> = HashMap::new();
     let mut ids = std::collections::HashSet::new();
