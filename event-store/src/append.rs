@@ -29,100 +29,112 @@ impl EventStore {
     /// expected version. When every event id is already stored with the same
     /// stream, type and data, returns the original result and writes nothing.
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut tx = self.pool.begin().await?;
-            match self.append_in(&mut tx, appends).await {
-                Ok(outcome) if outcome.already_stored => {
-                    tx.rollback().await?;
-                    return Ok(outcome.events);
-                }
+        // The append is one statement, atomic on its own, so it needs no
+        // explicit transaction: one round trip when nothing conflicts.
+        let mut conn = self.pool.acquire().await?;
+        for _ in 0..ANY_RETRIES {
+            match self.append_in(&mut conn, appends).await {
                 Ok(outcome) => {
-                    tx.commit().await?;
-                    self.notify_appended();
+                    if !outcome.already_stored {
+                        self.notify_appended();
+                    }
                     return Ok(outcome.events);
                 }
-                Err(AppendError::Lost) if attempt < ANY_RETRIES => {
-                    drop(tx);
-                    continue;
-                }
-                Err(AppendError::Lost) => {
-                    drop(tx);
-                    return Err(self.conflict_after_race(appends).await);
-                }
+                Err(AppendError::Lost) => continue,
                 Err(AppendError::Failed(error)) => return Err(error),
             }
         }
+        Err(self.conflict_after_race(&mut conn, appends).await)
     }
 
-    /// Appends inside a transaction the caller owns, so other writes (an
-    /// idempotency record, say) commit or roll back with the events. After
-    /// committing, call [`EventStore::notify_appended`] to wake subscribers
-    /// at once (they poll otherwise).
+    /// Appends on a connection the caller owns, typically inside its own
+    /// transaction so other writes (an idempotency record, say) commit or
+    /// roll back with the events. After committing, call
+    /// [`EventStore::notify_appended`] to wake subscribers at once (they
+    /// poll otherwise).
     ///
-    /// A lost race for a version or event id surfaces as
-    /// [`AppendError::Lost`]: the transaction is aborted, and a new one may
-    /// succeed (or report the conflict precisely).
+    /// Writes nothing unless every event is written. A lost race for a
+    /// version or event id surfaces as [`AppendError::Lost`]: a surrounding
+    /// transaction is then aborted, and a new one may succeed (or report the
+    /// conflict precisely).
     pub async fn append_in(
         &self,
         conn: &mut PgConnection,
         appends: &[StreamAppend],
     ) -> Result<AppendOutcome, AppendError> {
         validate(appends)?;
-        if let Some(existing) = already_stored(conn, appends).await? {
-            return Ok(AppendOutcome {
-                events: existing,
-                already_stored: true,
-            });
-        }
-
-        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let current = current_versions(conn, &stream_ids).await?;
-
         let total: usize = appends.iter().map(|a| a.events.len()).sum();
         let mut event_ids = Vec::with_capacity(total);
         let mut streams = Vec::with_capacity(total);
-        let mut versions = Vec::with_capacity(total);
         let mut types = Vec::with_capacity(total);
         let mut schema_versions = Vec::with_capacity(total);
         let mut data = Vec::with_capacity(total);
         let mut metadata = Vec::with_capacity(total);
         for append in appends {
-            let at = current.get(append.stream_id.as_str()).copied().unwrap_or(0);
-            check_expected(&append.stream_id, append.expected, at)?;
-            for (i, event) in append.events.iter().enumerate() {
+            for event in &append.events {
                 event_ids.push(event.event_id);
                 streams.push(append.stream_id.as_str());
-                versions.push((at + 1 + i as u64) as i64);
                 types.push(event.event_type.as_str());
                 schema_versions.push(event.schema_version);
                 data.push(event.data.clone());
                 metadata.push(serde_json::to_value(&event.metadata).expect("metadata is JSON"));
             }
         }
+        let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let expected_versions: Vec<i64> = appends
+            .iter()
+            .map(|a| match a.expected {
+                ExpectedVersion::Any => -1,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => v as i64,
+            })
+            .collect();
 
-        // One statement for every event of every stream. `with ordinality`
-        // keeps the input order so results map back to the caller's events.
+        // One statement checks every expected version, refuses event ids
+        // that are already stored, numbers each stream's events after its
+        // current version and inserts them all, or inserts nothing. Two
+        // concurrent appends that computed the same version (or carry the
+        // same event id) collide on a unique constraint: one of them fails
+        // as a whole and is retried.
         let inserted = sqlx::query(
-            "insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
-             select event_id, stream_id, version, type, schema_version, data, metadata
-             from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
-                  with ordinality as e(event_id, stream_id, version, type, schema_version, data, metadata, n)
-             order by n
+            "with input as (
+                 select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::jsonb[])
+                        with ordinality as i(event_id, stream_id, type, schema_version, data, metadata, n)
+             ), expectation as (
+                 select * from unnest($7::text[], $8::bigint[]) as x(stream_id, expected)
+             ), current_version as (
+                 select x.stream_id, x.expected,
+                        coalesce((select max(e.version) from events e where e.stream_id = x.stream_id), 0) as version
+                 from expectation x
+             ), blocked as (
+                 select 1 from current_version where expected >= 0 and version <> expected
+                 union all
+                 select 1 from events where event_id = any($1)
+             )
+             insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
+             select i.event_id, i.stream_id,
+                    c.version + row_number() over (partition by i.stream_id order by i.n),
+                    i.type, i.schema_version, i.data, i.metadata
+             from input i join current_version c using (stream_id)
+             where not exists (select 1 from blocked)
+             order by i.n
              returning event_id, version, position",
         )
         .bind(&event_ids)
         .bind(&streams)
-        .bind(&versions)
         .bind(&types)
         .bind(&schema_versions)
         .bind(&data)
         .bind(&metadata)
+        .bind(&expected_streams)
+        .bind(&expected_versions)
         .fetch_all(&mut *conn)
         .await
         .map_err(classify_insert_error)?;
 
+        if inserted.is_empty() {
+            return explain_refusal(conn, appends).await;
+        }
         let by_id: HashMap<Uuid, Appended> = inserted
             .iter()
             .map(|row| {
@@ -149,13 +161,13 @@ impl EventStore {
 
     /// The conflict to report once retries are exhausted: the first stream
     /// whose version moved.
-    async fn conflict_after_race(&self, appends: &[StreamAppend]) -> Error {
+    async fn conflict_after_race(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[StreamAppend],
+    ) -> Error {
         let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let mut conn = match self.pool.acquire().await {
-            Ok(conn) => conn,
-            Err(error) => return error.into(),
-        };
-        let current = match current_versions(&mut conn, &stream_ids).await {
+        let current = match current_versions(conn, &stream_ids).await {
             Ok(current) => current,
             Err(error) => return error,
         };
@@ -183,6 +195,29 @@ impl From<sqlx::Error> for AppendError {
     fn from(error: sqlx::Error) -> Self {
         Self::Failed(error.into())
     }
+}
+
+/// The insert wrote nothing: either the events are already stored (a
+/// repeat, or a reuse of their ids), or a stream is not at its expected
+/// version. If neither holds any more, a concurrent append changed things
+/// in between and the caller should try again.
+async fn explain_refusal(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<AppendOutcome, AppendError> {
+    if let Some(existing) = already_stored(conn, appends).await? {
+        return Ok(AppendOutcome {
+            events: existing,
+            already_stored: true,
+        });
+    }
+    let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let current = current_versions(conn, &stream_ids).await?;
+    for append in appends {
+        let at = current.get(append.stream_id.as_str()).copied().unwrap_or(0);
+        check_expected(&append.stream_id, append.expected, at)?;
+    }
+    Err(AppendError::Lost)
 }
 
 fn validate(appends: &[StreamAppend]) -> Result<()> {
