@@ -3,14 +3,18 @@
 #   make test   build what is missing, run the whole test suite
 #   make down   stop and remove the platform's containers
 #   make clean  also remove its volumes and the images built here
+#   make bench-event-store  the event store benchmarks (BENCHMARKS.md)
 
-.PHONY: up test down clean images
+.PHONY: up test down clean images bench-event-store
 
 up:
 	@compose/up.sh
 
 test:
 	@compose/test.sh
+
+bench-event-store:
+	@compose/bench.sh
 
 images:
 	@compose/images.sh all

@@ -22,36 +22,11 @@ set +a
 remove_test_containers() {
     docker ps -aq --filter label=orders-platform.test | xargs -r docker rm -f >/dev/null 2>&1 || true
 }
-shim_pid=
-cleanup() {
-    [ -n "$shim_pid" ] && kill "$shim_pid" 2>/dev/null || true
-    remove_test_containers
-}
-trap cleanup EXIT
 remove_test_containers
 
-# testcontainers 0.28 talks to Docker through bollard 0.21, which always asks
-# for API 1.53 and does not negotiate down. Older engines (Debian's Docker
-# 20.10 speaks 1.41) get a loopback shim that lowers the version in each path.
-required_api=1.53
-engine_api=$(docker version --format '{{.Server.APIVersion}}')
-if [ "$(printf '%s\n%s\n' "$engine_api" "$required_api" | sort -V | head -n1)" != "$required_api" ]; then
-    say "Docker engine API $engine_api is older than $required_api: starting docker-api-shim"
-    cargo build --locked --quiet -p tests --bin docker-api-shim
-    socket=/var/run/docker.sock
-    case "${DOCKER_HOST:-}" in unix://*) socket=${DOCKER_HOST#unix://} ;; esac
-    port_file=$(mktemp)
-    rm -f "$port_file"
-    target/debug/docker-api-shim "$socket" "$port_file" >/dev/null &
-    shim_pid=$!
-    for _ in $(seq 100); do
-        [ -s "$port_file" ] && break
-        sleep 0.1
-    done
-    [ -s "$port_file" ] || { say "docker-api-shim did not start"; exit 1; }
-    export DOCKER_HOST=tcp://127.0.0.1:$(cat "$port_file")
-    rm -f "$port_file"
-fi
+# shellcheck source=compose/docker-api.sh
+. "$here/docker-api.sh"
+trap 'stop_docker_api_shim; remove_test_containers' EXIT
 
 say "checking formatting and lints"
 cargo fmt --all --check

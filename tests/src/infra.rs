@@ -80,15 +80,16 @@ pub fn infra() -> &'static Infra {
     })
 }
 
-struct Images {
-    postgres: String,
-    kafka: String,
-    kafka_kind: String,
+/// The images to start, as recorded by `compose/images.sh`.
+pub struct Images {
+    pub postgres: String,
+    pub kafka: String,
+    pub kafka_kind: String,
 }
 
 /// Image names from the environment, else from `compose/.images.env` as
 /// written by `compose/images.sh`.
-fn images() -> anyhow::Result<Images> {
+pub fn images() -> anyhow::Result<Images> {
     let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/.images.env");
     let mut file_values = HashMap::new();
     if let Ok(text) = std::fs::read_to_string(&recorded) {
@@ -133,7 +134,7 @@ fn generic_image(reference: &str) -> GenericImage {
 async fn start() -> anyhow::Result<(Infra, Vec<ContainerAsync<GenericImage>>)> {
     let images = images()?;
     let (postgres, kafka) = tokio::join!(
-        start_postgres(&images.postgres),
+        start_postgres(&images.postgres, false),
         start_kafka(&images.kafka, &images.kafka_kind)
     );
     let (postgres, pg_base_url) = postgres?;
@@ -147,25 +148,31 @@ async fn start() -> anyhow::Result<(Infra, Vec<ContainerAsync<GenericImage>>)> {
     ))
 }
 
-async fn start_postgres(image: &str) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
-    let container = generic_image(image)
-        .with_exposed_port(5432.tcp())
-        .with_labels([(CONTAINER_LABEL, "1")])
-        .with_env_var("POSTGRES_USER", PG_USER)
-        .with_env_var("POSTGRES_PASSWORD", PG_PASSWORD)
-        // Durability is not under test here and costs time; many tests each
-        // open a few connections.
-        .with_cmd([
-            "postgres",
+/// A PostgreSQL container and its `postgres://user:password@host:port` URL
+/// (without a database). `durable: false` turns off fsync and friends, which
+/// tests do not need; benchmarks keep the defaults.
+pub async fn start_postgres(
+    image: &str,
+    durable: bool,
+) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
+    let mut args = vec!["postgres", "-c", "max_connections=500"];
+    if !durable {
+        args.extend([
             "-c",
             "fsync=off",
             "-c",
             "synchronous_commit=off",
             "-c",
             "full_page_writes=off",
-            "-c",
-            "max_connections=500",
-        ])
+        ]);
+    }
+    let container = generic_image(image)
+        .with_exposed_port(5432.tcp())
+        .with_labels([(CONTAINER_LABEL, "1")])
+        .with_env_var("POSTGRES_USER", PG_USER)
+        .with_env_var("POSTGRES_PASSWORD", PG_PASSWORD)
+        .with_cmd(args)
+        .with_shm_size(256 * 1024 * 1024)
         .with_startup_timeout(Duration::from_secs(120))
         .start()
         .await
@@ -192,7 +199,8 @@ async fn start_postgres(image: &str) -> anyhow::Result<(ContainerAsync<GenericIm
     Ok((container, base))
 }
 
-async fn start_kafka(
+/// A Kafka-protocol broker container and its bootstrap address.
+pub async fn start_kafka(
     image: &str,
     kind: &str,
 ) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
