@@ -26,7 +26,7 @@ remove_test_containers
 
 # shellcheck source=compose/docker-api.sh
 . "$here/docker-api.sh"
-trap 'stop_docker_api_shim; remove_test_containers' EXIT
+trap 'remove_test_containers; stop_docker_api_shim' EXIT
 
 say "checking formatting and lints"
 cargo fmt --all --check
