@@ -24,6 +24,6 @@ down:
 
 clean:
 	@bash -c '. compose/compose.sh && compose down --remove-orphans --volumes'
-	@docker ps -aq --filter label=orders-platform.test | xargs -r docker rm -f >/dev/null
+	@docker ps -aq --filter label=orders-platform.test | xargs -r docker rm -f -v >/dev/null
 	@docker images --format '{{.Repository}}:{{.Tag}}' | grep '^orders-platform/' | xargs -r docker rmi >/dev/null || true
 	@rm -f compose/.images.env

@@ -43,6 +43,18 @@ if ! docker buildx version >/dev/null 2>&1; then
     export DOCKER_BUILDKIT=0
 fi
 
+# Runs `docker build` quietly; its output is shown only when it fails.
+docker_build() {
+    local log
+    log=$(mktemp)
+    if ! docker build -q "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
+}
+
 started=$SECONDS
 say() { printf '[images %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -120,7 +132,7 @@ ensure_postgres() {
         else
             ensure_base
             say "building $image"
-            docker build -q -t "$image" --build-arg BASE="$base_image" "$here/postgres" >/dev/null
+            docker_build -t "$image" --build-arg BASE="$base_image" "$here/postgres" >/dev/null
         fi
     fi
     say "PostgreSQL image: $image"
@@ -159,7 +171,7 @@ ensure_kafka() {
             ctx=$(mktemp -d)
             cp "$cache/tansu-$tansu_version/bin/tansu" "$here/kafka/tansu-entrypoint.sh" "$here/kafka/Dockerfile" "$ctx/"
             say "building $image"
-            docker build -q -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
+            docker_build -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
             rm -rf "$ctx"
         fi
     fi
@@ -176,7 +188,7 @@ ensure_services() {
     local bins="command-service query-service projector saga-orchestrator"
     if present_or_pullable "$official_rust"; then
         say "building $services_image with the multi-stage Dockerfile"
-        docker build -q -t "$services_image" -f "$here/Dockerfile" "$root" >/dev/null
+        docker_build -t "$services_image" -f "$here/Dockerfile" "$root" >/dev/null
     else
         ensure_base
         say "building the service binaries on the host (cargo build --release)"
@@ -188,7 +200,7 @@ ensure_services() {
         # Docker's build cache keys COPY on file content, so unchanged
         # binaries give the same image id and `make up` recreates nothing.
         say "building $services_image from the host binaries"
-        docker build -q -t "$services_image" --build-arg BASE="$base_image" "$ctx" >/dev/null
+        docker_build -t "$services_image" --build-arg BASE="$base_image" "$ctx" >/dev/null
         rm -rf "$ctx"
     fi
     say "services image: $services_image"

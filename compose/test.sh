@@ -20,7 +20,7 @@ set +a
 # Containers the harness started are kept for the life of a test binary;
 # remove them (and any left by an interrupted run) when done.
 remove_test_containers() {
-    docker ps -aq --filter label=orders-platform.test | xargs -r docker rm -f >/dev/null 2>&1 || true
+    docker ps -aq --filter label=orders-platform.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true
 }
 remove_test_containers
 
