@@ -3,11 +3,17 @@
 //! A `NOTIFY` inside each append transaction would serialise all appending
 //! commits (PostgreSQL takes a database-wide lock at commit to queue
 //! notifications in order). Instead, appends poke a local task after they
-//! commit, and the task sends at most one `NOTIFY` at a time, coalescing
-//! pokes that arrive meanwhile. A notification lost in a crash costs a
-//! subscriber one polling interval, nothing more.
+//! commit, and the task sends at most one `NOTIFY` every
+//! [`MIN_INTERVAL`], coalescing pokes that arrive meanwhile (a busy writer
+//! would otherwise pay a second statement per append). A notification lost
+//! in a crash costs a subscriber one polling interval, nothing more.
+
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+/// The longest a subscriber waits for a wake-up beyond the commit.
+const MIN_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The channel subscribers `LISTEN` on.
 pub(crate) const CHANNEL: &str = "event_store_appended";
@@ -31,6 +37,7 @@ impl Notifier {
                 if let Err(error) = sent {
                     tracing::debug!(%error, "notifying subscribers failed; they will poll");
                 }
+                tokio::time::sleep(MIN_INTERVAL).await;
             }
         });
         Self { poke }

@@ -179,28 +179,23 @@ async fn lead(
         },
     );
     let mut last_lag_update = Instant::now() - Duration::from_secs(10);
+    let mut received = Vec::with_capacity(config.batch_size as usize);
     let mut batch = Vec::with_capacity(config.batch_size as usize);
     loop {
-        // Wait for at least one event, checking the lock meanwhile.
-        let first = tokio::select! {
-            next = subscription.next() => next,
+        // Wait for events, checking the lock meanwhile.
+        let count = tokio::select! {
+            count = subscription.next_batch(&mut received, config.batch_size as usize) => count,
             () = tokio::time::sleep(config.poll_interval) => {
                 still_holding(&mut lock).await?;
                 update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
                 continue;
             }
         };
-        match first {
-            Some(event) => batch.push(event?),
-            None => anyhow::bail!("the subscription ended"),
+        if count == 0 {
+            anyhow::bail!("the subscription ended");
         }
-        // Take whatever else is already waiting, up to a batch.
-        while batch.len() < config.batch_size as usize {
-            match tokio::time::timeout(Duration::ZERO, subscription.next()).await {
-                Ok(Some(event)) => batch.push(event?),
-                Ok(None) => anyhow::bail!("the subscription ended"),
-                Err(_) => break,
-            }
+        for event in received.drain(..) {
+            batch.push(event?);
         }
         publish(&producer, config, &batch).await?;
         still_holding(&mut lock).await?;

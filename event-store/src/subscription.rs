@@ -42,6 +42,13 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Result<RecordedEvent>> {
         self.events.recv().await
     }
+
+    /// Waits for at least one event, then takes every event already
+    /// waiting, up to `max`, into `into`. Returns how many were added; 0
+    /// once the subscription has stopped.
+    pub async fn next_batch(&mut self, into: &mut Vec<Result<RecordedEvent>>, max: usize) -> usize {
+        self.events.recv_many(into, max).await
+    }
 }
 
 impl Drop for Subscription {

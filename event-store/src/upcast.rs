@@ -30,6 +30,10 @@ impl Upcasters {
         self
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
         while let Some(step) = self
             .steps
