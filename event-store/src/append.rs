@@ -81,6 +81,14 @@ impl EventStore {
             }
         }
         let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        // Each stream's events are contiguous in the input; its first event
+        // gets version current + 1, so version = current + n - first_n + 1.
+        let mut first_ns = Vec::with_capacity(appends.len());
+        let mut n = 1i64;
+        for append in appends {
+            first_ns.push(n);
+            n += append.events.len() as i64;
+        }
         let expected_versions: Vec<i64> = appends
             .iter()
             .map(|a| match a.expected {
@@ -101,9 +109,9 @@ impl EventStore {
                  select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::jsonb[])
                         with ordinality as i(event_id, stream_id, type, schema_version, data, metadata, n)
              ), expectation as (
-                 select * from unnest($7::text[], $8::bigint[]) as x(stream_id, expected)
+                 select * from unnest($7::text[], $8::bigint[], $9::bigint[]) as x(stream_id, expected, first_n)
              ), current_version as (
-                 select x.stream_id, x.expected,
+                 select x.stream_id, x.expected, x.first_n,
                         coalesce((select max(e.version) from events e where e.stream_id = x.stream_id), 0) as version
                  from expectation x
              ), blocked as (
@@ -113,7 +121,7 @@ impl EventStore {
              )
              insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
              select i.event_id, i.stream_id,
-                    c.version + row_number() over (partition by i.stream_id order by i.n),
+                    c.version + i.n - c.first_n + 1,
                     i.type, i.schema_version, i.data, i.metadata
              from input i join current_version c using (stream_id)
              where not exists (select 1 from blocked)
@@ -128,6 +136,7 @@ impl EventStore {
         .bind(&metadata)
         .bind(&expected_streams)
         .bind(&expected_versions)
+        .bind(&first_ns)
         .fetch_all(&mut *conn)
         .await
         .map_err(classify_insert_error)?;
