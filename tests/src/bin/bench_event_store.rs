@@ -33,11 +33,14 @@ use uuid::Uuid;
 #[command(about = "Event store benchmarks against PostgreSQL and broker floors")]
 struct Args {
     /// Seconds each append case runs (store and floor alike).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     seconds: u64,
     /// Events in the log for the read-all comparison.
     #[arg(long, default_value_t = 500_000)]
     read_events: u64,
+    /// Rounds of each comparison; the median of each side is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Events the relay publishes.
     #[arg(long, default_value_t = 50_000)]
     relay_events: u64,
@@ -66,21 +69,26 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     for (writers, batch) in [(1, 1), (16, 1), (1, 10), (16, 10)] {
         let duration = Duration::from_secs(args.seconds);
-        sqlx::query("truncate floor_events").execute(&pool).await?;
-        let floor = {
-            let pool = pool.clone();
-            run_writers(writers, duration, move |w, i| {
-                floor_insert(pool.clone(), w, i, batch)
-            })
-            .await
-        };
-        let ours = {
-            let store = store.clone();
-            run_writers(writers, duration, move |w, i| {
-                store_append(store.clone(), w, i, batch)
-            })
-            .await
-        };
+        let (mut floors, mut ours) = (Vec::new(), Vec::new());
+        // Alternate floor and store so that both see the same machine.
+        for _ in 0..args.rounds {
+            sqlx::query("truncate floor_events").execute(&pool).await?;
+            floors.push({
+                let pool = pool.clone();
+                run_writers(writers, duration, move |w, i| {
+                    floor_insert(pool.clone(), w, i, batch)
+                })
+                .await
+            });
+            ours.push({
+                let store = store.clone();
+                run_writers(writers, duration, move |w, i| {
+                    store_append(store.clone(), w, i, batch)
+                })
+                .await
+            });
+        }
+        let (ours, floor) = (median(ours), median(floors));
         eprintln!("append {batch}x{writers}: {ours:.0} vs floor {floor:.0} events/s");
         rows.push(row(
             &format!("append, {batch} event(s) per append, {writers} writer(s)"),
@@ -95,13 +103,16 @@ async fn main() -> anyhow::Result<()> {
     let store = EventStore::new(pool.clone());
     store.migrate().await?;
     fill(&pool, args.read_events).await?;
-    let copy = copy_out(&pool).await?;
-    let read = read_all(&store).await?;
+    let (mut copies, mut reads) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        copies.push(copy_out(&pool).await?);
+        reads.push(read_all(&store).await?);
+    }
     rows.push(row(
         "read all in global order",
         "events/s",
-        read,
-        copy,
+        median(reads),
+        median(copies),
         "COPY out",
     ));
 
@@ -125,6 +136,11 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 fn row(case: &str, unit: &str, ours: f64, floor: f64, floor_name: &str) -> String {
