@@ -250,3 +250,48 @@ async fn only_one_relay_is_active_and_another_takes_over_when_it_stops() {
         "the standby published the new events"
     );
 }
+
+#[tokio::test]
+async fn a_relay_stopped_mid_stream_is_succeeded_without_losing_an_event() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    append_numbered(&store, 4, 500, 0).await;
+
+    let mut config = relay_config(&env);
+    // Small batches, so the first relay is stopped between checkpoints.
+    config.batch_size = 50;
+    let stop_first = CancellationToken::new();
+    let first = RelayMetrics::default();
+    tokio::spawn(relay::run(
+        store.clone(),
+        kafka(&env),
+        config.clone(),
+        first.clone(),
+        stop_first.clone(),
+    ));
+    eventually(
+        Duration::from_secs(60),
+        "the first relay publishes",
+        || async {
+            anyhow::ensure!(first.published.get() > 0);
+            Ok(())
+        },
+    )
+    .await;
+    stop_first.cancel();
+    let published_by_first = first.published.get();
+
+    let (_stop, second) = start_relay(&env, &store);
+    let (by_stream, _) = consume(&env, 2000).await;
+    for numbers in by_stream.values() {
+        assert_eq!(
+            numbers,
+            &(0..500).collect::<Vec<_>>(),
+            "complete and in order"
+        );
+    }
+    assert!(
+        published_by_first + second.published.get() >= 2000,
+        "between them the relays published everything"
+    );
+}

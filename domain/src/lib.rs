@@ -1,0 +1,39 @@
+//! The order platform's business rules, with no I/O.
+//!
+//! Each aggregate module (`product`, `customer`, `order`, `shipment`) has
+//! its events (the wire format stored in the event store and published to
+//! Kafka, shared by every service), its state, its commands, and two pure
+//! functions: `decide(&state, command) -> Result<Vec<Event>, DomainError>`
+//! and `evolve(state, &event) -> state`. Commands that would change nothing
+//! (a repeated reservation for the same order, say) decide no events, which
+//! is what makes the saga's steps safe to retry.
+//!
+//! Money is integer cents throughout.
+
+pub mod customer;
+mod error;
+pub mod order;
+pub mod product;
+pub mod shipment;
+mod wire;
+
+#[cfg(test)]
+mod given;
+
+pub use error::{DomainError, RejectionReason};
+pub use wire::{DecodeError, Event};
+
+/// One aggregate's types and its two pure functions.
+pub trait Aggregate {
+    type State: Default;
+    type Command;
+    type Event: Event;
+
+    /// What happens if `command` is carried out now: the events to append,
+    /// none if it would change nothing, or why it is refused.
+    fn decide(state: &Self::State, command: Self::Command)
+    -> Result<Vec<Self::Event>, DomainError>;
+
+    /// The state after `event`.
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+}

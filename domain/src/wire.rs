@@ -1,0 +1,56 @@
+//! How domain events travel: a type name plus a JSON object, the shape the
+//! event store stores. Every event enum is adjacently tagged, so
+//! `{"type": name, "data": {...}}` round-trips through serde.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// A domain event enum that can be split into (type, data) and rebuilt.
+pub trait Event: Serialize + DeserializeOwned + Sized {
+    /// The type name stored with the event.
+    fn event_type(&self) -> &'static str;
+
+    /// The current schema version of this event type's data.
+    fn schema_version(&self) -> i32 {
+        1
+    }
+
+    /// The event's data, without its type name.
+    fn data(&self) -> Value {
+        let mut tagged = serde_json::to_value(self).expect("domain events are JSON");
+        tagged["data"].take()
+    }
+
+    /// Rebuilds an event from its stored type name and data.
+    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+        serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|source| {
+            DecodeError {
+                event_type: event_type.to_owned(),
+                source,
+            }
+        })
+    }
+}
+
+/// A stored event that is not one of this aggregate's, or not in its shape.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode a {event_type} event: {source}")]
+pub struct DecodeError {
+    pub event_type: String,
+    pub source: serde_json::Error,
+}
+
+/// Implements [`Event::event_type`] from the variant names.
+macro_rules! event_names {
+    ($enum:ident { $($variant:ident),+ $(,)? }) => {
+        impl $crate::wire::Event for $enum {
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant),)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use event_names;
