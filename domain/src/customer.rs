@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::wire::event_names;
-use crate::{Aggregate, DomainError};
+use crate::{Aggregate, DomainError, MAX_CENTS};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -121,6 +121,14 @@ impl Aggregate for Customer {
                     return Err(DomainError::invalid(
                         "amount_cents",
                         "must be greater than 0",
+                    ));
+                }
+                if amount_cents > MAX_CENTS
+                    || state.balance_cents.checked_add(amount_cents).is_none()
+                {
+                    return Err(DomainError::invalid(
+                        "amount_cents",
+                        format!("must be at most {MAX_CENTS}"),
                     ));
                 }
                 Ok(vec![CustomerEvent::FundsDeposited {
@@ -293,6 +301,18 @@ mod tests {
             .then_error(DomainError::invalid(
                 "amount_cents",
                 "must be greater than 0",
+            ));
+    }
+
+    #[test]
+    fn a_deposit_beyond_the_money_limit_is_invalid() {
+        given::<Customer>([registered()])
+            .when(Deposit {
+                amount_cents: crate::MAX_CENTS + 1,
+            })
+            .then_error(DomainError::invalid(
+                "amount_cents",
+                format!("must be at most {}", crate::MAX_CENTS),
             ));
     }
 

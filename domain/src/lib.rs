@@ -23,6 +23,12 @@ mod given;
 pub use error::{DomainError, RejectionReason};
 pub use wire::{DecodeError, Event};
 
+/// The largest quantity a line, reservation or restock may carry.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// The largest amount of money one price, deposit or order may carry
+/// (ten billion in whole units), so no sum of them can overflow.
+pub const MAX_CENTS: i64 = 1_000_000_000_000;
+
 /// One aggregate's types and its two pure functions.
 pub trait Aggregate {
     type State: Default;

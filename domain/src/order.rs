@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::wire::event_names;
-use crate::{Aggregate, DomainError, RejectionReason};
+use crate::{Aggregate, DomainError, MAX_CENTS, MAX_QUANTITY, RejectionReason};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
@@ -137,7 +137,20 @@ impl Aggregate for Order {
                 }
                 validate_lines(&lines)?;
                 validate_address(&shipping_address)?;
-                let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
+                let total_cents = lines
+                    .iter()
+                    .try_fold(0i64, |total, l| {
+                        l.quantity
+                            .checked_mul(l.unit_price_cents)
+                            .and_then(|t| total.checked_add(t))
+                    })
+                    .filter(|total| *total <= MAX_CENTS)
+                    .ok_or_else(|| {
+                        DomainError::invalid(
+                            "lines",
+                            format!("the order total exceeds {MAX_CENTS}"),
+                        )
+                    })?;
                 Ok(vec![OrderEvent::OrderPlaced {
                     order_id,
                     customer_id,
@@ -240,6 +253,18 @@ fn validate_lines(lines: &[OrderLine]) -> Result<(), DomainError> {
             return Err(DomainError::invalid(
                 "lines.quantity",
                 "must be greater than 0",
+            ));
+        }
+        if line.quantity > MAX_QUANTITY {
+            return Err(DomainError::invalid(
+                "lines.quantity",
+                format!("must be at most {MAX_QUANTITY}"),
+            ));
+        }
+        if !(0..=MAX_CENTS).contains(&line.unit_price_cents) {
+            return Err(DomainError::invalid(
+                "lines.unit_price_cents",
+                "out of range",
             ));
         }
         if !skus.insert(line.sku.as_str()) {
@@ -364,6 +389,19 @@ mod tests {
             .then_error(DomainError::invalid(
                 "lines.sku",
                 "mug appears in more than one line",
+            ));
+    }
+
+    #[test]
+    fn an_order_total_beyond_the_money_limit_is_invalid_not_an_overflow() {
+        let lines = (0..20)
+            .map(|i| line(&format!("sku{i}"), crate::MAX_QUANTITY, crate::MAX_CENTS))
+            .collect();
+        given::<Order>([])
+            .when(place(lines, "GB"))
+            .then_error(DomainError::invalid(
+                "lines",
+                format!("the order total exceeds {}", crate::MAX_CENTS),
             ));
     }
 

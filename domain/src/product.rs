@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::wire::event_names;
-use crate::{Aggregate, DomainError};
+use crate::{Aggregate, DomainError, MAX_CENTS, MAX_QUANTITY};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -115,13 +115,16 @@ impl Aggregate for Product {
                 if name.trim().is_empty() {
                     return Err(DomainError::invalid("name", "must not be empty"));
                 }
-                if price_cents < 0 {
-                    return Err(DomainError::invalid("price_cents", "must not be negative"));
+                if !(0..=MAX_CENTS).contains(&price_cents) {
+                    return Err(DomainError::invalid(
+                        "price_cents",
+                        format!("must be between 0 and {MAX_CENTS}"),
+                    ));
                 }
-                if initial_stock < 0 {
+                if !(0..=MAX_QUANTITY).contains(&initial_stock) {
                     return Err(DomainError::invalid(
                         "initial_stock",
-                        "must not be negative",
+                        format!("must be between 0 and {MAX_QUANTITY}"),
                     ));
                 }
                 Ok(vec![ProductEvent::ProductCreated {
@@ -134,6 +137,12 @@ impl Aggregate for Product {
             Restock { quantity } => {
                 if quantity <= 0 {
                     return Err(DomainError::invalid("quantity", "must be greater than 0"));
+                }
+                if quantity > MAX_QUANTITY || state.on_hand.checked_add(quantity).is_none() {
+                    return Err(DomainError::invalid(
+                        "quantity",
+                        format!("must be at most {MAX_QUANTITY}"),
+                    ));
                 }
                 Ok(vec![ProductEvent::ProductRestocked {
                     sku: state.sku.clone(),
@@ -286,7 +295,10 @@ mod tests {
                 price_cents: -1,
                 initial_stock: 0,
             })
-            .then_error(DomainError::invalid("price_cents", "must not be negative"));
+            .then_error(DomainError::invalid(
+                "price_cents",
+                "must be between 0 and 1000000000000",
+            ));
         given::<Product>([])
             .when(Create {
                 sku: "mug".into(),
@@ -296,7 +308,7 @@ mod tests {
             })
             .then_error(DomainError::invalid(
                 "initial_stock",
-                "must not be negative",
+                "must be between 0 and 1000000",
             ));
     }
 
