@@ -1,8 +1,22 @@
-//! The write side: HTTP commands decided by the domain and appended to the event store.
+//! The write side: HTTP commands decided by the domain and appended to the
+//! event store, which the relay (run here) publishes to Kafka.
+//!
+//! Layout: `http` holds the plumbing every route shares (problem documents,
+//! extractors that never panic, the request context with correlation id and
+//! `If-Match`); `commands` loads an aggregate, decides and appends with
+//! retries; `routes` has one module per resource of the contract.
+
+mod commands;
+pub mod http;
+mod routes;
 
 use std::net::SocketAddr;
 
 use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 
 use event_store::EventStore;
 use event_store::relay::{self, RelayConfig, RelayMetrics};
@@ -30,6 +44,53 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: EventStore,
+}
+
+/// The public write API.
+pub fn api(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/products", post(routes::products::create))
+        .route(
+            "/v1/products/{sku}/restock",
+            post(routes::products::restock),
+        )
+        .route("/v1/customers", post(routes::customers::register))
+        .route(
+            "/v1/customers/{id}/deposits",
+            post(routes::customers::deposit),
+        )
+        .route("/v1/orders", post(routes::orders::place))
+        .route("/v1/orders/{id}/cancel", post(routes::orders::cancel))
+        .route("/v1/orders/{id}/state", get(routes::orders::state))
+        .route(
+            "/v1/streams/{stream_id}/events",
+            get(routes::streams::events),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(http::context::correlation))
+        .with_state(state)
+}
+
+async fn not_found() -> http::ApiError {
+    http::Problem::not_found("no such endpoint").into()
+}
+
+async fn method_not_allowed() -> http::ApiError {
+    http::Problem::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint does not take that method",
+    )
+    .into()
+}
+
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -44,17 +105,19 @@ pub async fn run(
         format!("{}events", config.common.kafka_topic_prefix),
         "/command-service",
     );
-    // The relay starts once the schema is in place; the HTTP server (and so
-    // /health) is up meanwhile.
-    let relay = tokio::spawn({
-        let (store, kafka, shutdown) = (store.clone(), deps.kafka_config(), shutdown.clone());
-        async move {
-            if migrate(&store, &shutdown).await {
-                relay::run(store, kafka, relay_config, relay_metrics, shutdown).await;
-            }
-        }
-    });
-    let app = service_kit::ops::router(SERVICE, deps, registry);
+    // The API needs the schema, so migrations run before serving; while
+    // PostgreSQL is unreachable this waits (and logs) rather than failing.
+    if !migrate(&store, &shutdown).await {
+        return Ok(());
+    }
+    let relay = tokio::spawn(relay::run(
+        store.clone(),
+        deps.kafka_config(),
+        relay_config,
+        relay_metrics,
+        shutdown.clone(),
+    ));
+    let app = api(AppState { store }).merge(service_kit::ops::router(SERVICE, deps, registry));
     let served = service_kit::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     relay.await?;

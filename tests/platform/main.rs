@@ -6,3 +6,4 @@ mod broker;
 mod event_store;
 mod health;
 mod relay;
+mod write_api;

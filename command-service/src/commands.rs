@@ -1,0 +1,190 @@
+//! Carrying out a command on one aggregate: load its events, decide, append
+//! with the version it was loaded at, and on a lost race start over (a
+//! bounded number of times, with jitter), unless the client pinned the
+//! version with `If-Match`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::{Aggregate, Event};
+use event_store::{Appended, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
+use uuid::Uuid;
+
+use crate::http::{ApiError, ApiResult, Problem, RequestContext};
+
+/// How many times a command is decided again after losing a race.
+const MAX_ATTEMPTS: u32 = 8;
+
+const PAGE: u32 = 1000;
+
+/// An aggregate as loaded from its stream.
+pub struct Loaded<A: Aggregate> {
+    pub state: A::State,
+    /// The stream's version (0: no events).
+    pub version: u64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    fn new() -> Self {
+        Self {
+            state: A::State::default(),
+            version: 0,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    fn apply(mut self, recorded: &RecordedEvent) -> ApiResult<Self> {
+        let event = A::Event::decode(&recorded.event_type, &recorded.data).map_err(|error| {
+            ApiError::Internal(anyhow::Error::new(error).context(format!(
+                "stream {} version {}",
+                recorded.stream_id, recorded.version
+            )))
+        })?;
+        self.state = A::evolve(self.state, &event);
+        self.version = recorded.version;
+        self.created_at.get_or_insert(recorded.recorded_at);
+        self.updated_at = Some(recorded.recorded_at);
+        Ok(self)
+    }
+}
+
+/// Folds the whole stream.
+pub async fn load<A: Aggregate>(store: &EventStore, stream_id: &str) -> ApiResult<Loaded<A>> {
+    load_until(store, stream_id, u64::MAX).await
+}
+
+/// Folds the stream up to and including `version`.
+pub async fn load_until<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &str,
+    version: u64,
+) -> ApiResult<Loaded<A>> {
+    let mut loaded = Loaded::<A>::new();
+    loop {
+        let page = store
+            .read_stream(stream_id, loaded.version + 1, PAGE)
+            .await?;
+        let full = page.len() == PAGE as usize;
+        for recorded in page.iter().take_while(|e| e.version <= version) {
+            loaded = loaded.apply(recorded)?;
+        }
+        if !full || loaded.version >= version {
+            return Ok(loaded);
+        }
+    }
+}
+
+/// Folds the events recorded at or before `as_of`.
+pub async fn load_as_of<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &str,
+    as_of: DateTime<Utc>,
+) -> ApiResult<Loaded<A>> {
+    let mut loaded = Loaded::<A>::new();
+    for recorded in store.read_stream_until(stream_id, as_of).await? {
+        loaded = loaded.apply(&recorded)?;
+    }
+    Ok(loaded)
+}
+
+/// The result of a command.
+pub struct Executed<A: Aggregate> {
+    pub state: A::State,
+    pub version: u64,
+    /// Empty when the command changed nothing.
+    pub appended: Vec<Appended>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Decides `command` against the current state of `stream_id` and appends
+/// what it decides. `command` may look at the state (or refuse).
+pub async fn execute<A, F>(
+    store: &EventStore,
+    stream_id: &str,
+    ctx: &RequestContext,
+    command: F,
+) -> ApiResult<Executed<A>>
+where
+    A: Aggregate,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    for attempt in 1..=MAX_ATTEMPTS {
+        let loaded = load::<A>(store, stream_id).await?;
+        if let Some(required) = ctx.if_match
+            && required != loaded.version
+        {
+            return Err(stale(required, loaded.version));
+        }
+        let events = A::decide(&loaded.state, command(&loaded.state)?)?;
+        if events.is_empty() {
+            return Ok(Executed {
+                state: loaded.state,
+                version: loaded.version,
+                appended: Vec::new(),
+                created_at: loaded.created_at,
+                updated_at: loaded.updated_at,
+            });
+        }
+        let expected = match loaded.version {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v),
+        };
+        let new_events = events
+            .iter()
+            .map(|event| to_new_event(event, ctx))
+            .collect();
+        match store
+            .append(&[StreamAppend::new(stream_id, expected, new_events)])
+            .await
+        {
+            Ok(appended) => {
+                let version = appended.last().map_or(loaded.version, |a| a.version);
+                let state = events.iter().fold(loaded.state, A::evolve);
+                let now = Utc::now();
+                return Ok(Executed {
+                    state,
+                    version,
+                    appended,
+                    created_at: loaded.created_at.or(Some(now)),
+                    updated_at: Some(now),
+                });
+            }
+            Err(error) if error.is_concurrency_conflict() => {
+                if let Some(required) = ctx.if_match {
+                    return Err(stale(required, required + 1));
+                }
+                tracing::debug!(stream_id, attempt, "lost a race; deciding again");
+                tokio::time::sleep(jitter(attempt)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(Problem::conflict(format!(
+        "{stream_id} kept changing; gave up after {MAX_ATTEMPTS} attempts, try again"
+    ))
+    .into())
+}
+
+pub fn to_new_event<E: Event>(event: &E, ctx: &RequestContext) -> NewEvent {
+    NewEvent::new(event.event_type(), event.data(), ctx.metadata())
+        .with_schema_version(event.schema_version())
+}
+
+fn stale(required: u64, actual: u64) -> ApiError {
+    Problem::precondition_failed(format!(
+        "If-Match requires version {required}, but the aggregate is at version {actual}"
+    ))
+    .into()
+}
+
+/// A random pause that grows with the attempt: up to 2, 4, 8 ... ms, at
+/// most 50 ms, so racing writers spread out.
+fn jitter(attempt: u32) -> Duration {
+    let ceiling_ms = (1u64 << attempt.min(6)).min(50);
+    let random = Uuid::new_v4().as_u128() as u64;
+    Duration::from_micros(random % (ceiling_ms * 1000))
+}

@@ -1,0 +1,83 @@
+//! `POST /v1/customers`, `POST /v1/customers/{id}/deposits`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::customer::{Customer, CustomerCommand};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::commands::execute;
+use crate::http::{ApiResult, JsonBody, PathParam, RequestContext, etag};
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterCustomer {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Deposit {
+    pub amount_cents: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CustomerView {
+    pub customer_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub balance_cents: i64,
+    pub version: u64,
+}
+
+pub fn stream_id(customer_id: Uuid) -> String {
+    format!("customer-{customer_id}")
+}
+
+fn respond(status: StatusCode, state: &Customer, version: u64) -> Response {
+    let view = CustomerView {
+        customer_id: state.customer_id,
+        name: state.name.clone(),
+        email: state.email.clone(),
+        balance_cents: state.balance_cents,
+        version,
+    };
+    (status, [(header::ETAG, etag(version))], axum::Json(view)).into_response()
+}
+
+pub async fn register(
+    State(app): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<RegisterCustomer>,
+) -> ApiResult<Response> {
+    let customer_id = Uuid::now_v7();
+    let executed = execute::<Customer, _>(&app.store, &stream_id(customer_id), &ctx, |_| {
+        Ok(CustomerCommand::Register {
+            customer_id,
+            name: body.name.clone(),
+            email: body.email.clone(),
+        })
+    })
+    .await?;
+    Ok(respond(
+        StatusCode::CREATED,
+        &executed.state,
+        executed.version,
+    ))
+}
+
+pub async fn deposit(
+    State(app): State<AppState>,
+    PathParam(customer_id): PathParam<Uuid>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<Deposit>,
+) -> ApiResult<Response> {
+    let executed = execute::<Customer, _>(&app.store, &stream_id(customer_id), &ctx, |_| {
+        Ok(CustomerCommand::Deposit {
+            amount_cents: body.amount_cents,
+        })
+    })
+    .await?;
+    Ok(respond(StatusCode::OK, &executed.state, executed.version))
+}

@@ -1,0 +1,6 @@
+//! The public write API of ../shared/CONTRACT.md, one module per resource.
+
+pub mod customers;
+pub mod orders;
+pub mod products;
+pub mod streams;

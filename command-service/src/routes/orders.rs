@@ -1,0 +1,237 @@
+//! `POST /v1/orders`, `POST /v1/orders/{id}/cancel`,
+//! `GET /v1/orders/{id}/state` (time travel).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::RejectionReason;
+use domain::customer::Customer;
+use domain::order::{Order, OrderCommand, OrderLine, OrderStatus, ShippingAddress};
+use domain::product::{Product, valid_sku};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::commands::{Loaded, execute, load, load_as_of, load_until};
+use crate::http::{ApiResult, JsonBody, PathParam, Problem, QueryParams, RequestContext, etag};
+use crate::{AppState, routes};
+
+#[derive(Debug, Deserialize)]
+pub struct PlaceOrder {
+    pub customer_id: Uuid,
+    pub lines: Vec<LineRequest>,
+    pub shipping_address: ShippingAddress,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LineRequest {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CancelOrder {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderPlacedView {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub version: u64,
+    pub position: i64,
+}
+
+/// An order as the write side returns it (the same fields as the read
+/// side's order detail).
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub total_cents: i64,
+    pub shipping_address: Option<ShippingAddress>,
+    pub rejection_reason: Option<RejectionReason>,
+    pub tracking_number: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub version: u64,
+}
+
+impl OrderView {
+    fn new(
+        state: Order,
+        version: u64,
+        created_at: Option<DateTime<Utc>>,
+        updated_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            order_id: state.order_id,
+            customer_id: state.customer_id,
+            status: state.status,
+            lines: state.lines,
+            total_cents: state.total_cents,
+            shipping_address: state.shipping_address,
+            rejection_reason: state.rejection_reason,
+            tracking_number: state.tracking_number,
+            created_at,
+            updated_at,
+            version,
+        }
+    }
+
+    fn from_loaded(loaded: Loaded<Order>) -> Self {
+        Self::new(
+            loaded.state,
+            loaded.version,
+            loaded.created_at,
+            loaded.updated_at,
+        )
+    }
+
+    fn respond(self, status: StatusCode) -> Response {
+        (
+            status,
+            [(header::ETAG, etag(self.version))],
+            axum::Json(self),
+        )
+            .into_response()
+    }
+}
+
+pub fn stream_id(order_id: Uuid) -> String {
+    format!("order-{order_id}")
+}
+
+pub async fn place(
+    State(app): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<PlaceOrder>,
+) -> ApiResult<Response> {
+    let customer =
+        load::<Customer>(&app.store, &routes::customers::stream_id(body.customer_id)).await?;
+    if !customer.state.exists {
+        return Err(unprocessable(
+            "customer_id",
+            format!("no customer {}", body.customer_id),
+        ));
+    }
+    // Prices come from the catalogue as it is now.
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for (i, line) in body.lines.iter().enumerate() {
+        if !valid_sku(&line.sku) {
+            return Err(unprocessable(
+                format!("lines[{i}].sku"),
+                "must match ^[A-Za-z0-9_-]{1,64}$",
+            ));
+        }
+        let product = load::<Product>(&app.store, &routes::products::stream_id(&line.sku)).await?;
+        if !product.state.exists {
+            return Err(unprocessable(
+                format!("lines[{i}].sku"),
+                format!("no product {}", line.sku),
+            ));
+        }
+        lines.push(OrderLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            unit_price_cents: product.state.price_cents,
+        });
+    }
+    let order_id = Uuid::now_v7();
+    let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, |_| {
+        Ok(OrderCommand::Place {
+            order_id,
+            customer_id: body.customer_id,
+            lines: lines.clone(),
+            shipping_address: body.shipping_address.clone(),
+        })
+    })
+    .await?;
+    let view = OrderPlacedView {
+        order_id,
+        status: executed.state.status,
+        version: executed.version,
+        position: executed.appended.last().map_or(0, |a| a.position),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::ETAG, etag(executed.version))],
+        axum::Json(view),
+    )
+        .into_response())
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<CancelOrder>,
+) -> ApiResult<Response> {
+    let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, |_| {
+        Ok(OrderCommand::RequestCancellation {
+            reason: body.reason.clone(),
+        })
+    })
+    .await?;
+    Ok(OrderView::new(
+        executed.state,
+        executed.version,
+        executed.created_at,
+        executed.updated_at,
+    )
+    .respond(StatusCode::ACCEPTED))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StateQuery {
+    pub as_of_version: Option<u64>,
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+pub async fn state(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    QueryParams(query): QueryParams<StateQuery>,
+) -> ApiResult<Response> {
+    let stream = stream_id(order_id);
+    let loaded = match (query.as_of_version, query.as_of) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::validation(
+                StatusCode::BAD_REQUEST,
+                "as_of",
+                "give as_of_version or as_of, not both",
+            )
+            .into());
+        }
+        (Some(0), None) => {
+            return Err(Problem::validation(
+                StatusCode::BAD_REQUEST,
+                "as_of_version",
+                "versions start at 1",
+            )
+            .into());
+        }
+        (Some(version), None) => {
+            let loaded = load_until::<Order>(&app.store, &stream, version).await?;
+            if loaded.version < version {
+                return Err(Problem::not_found(format!(
+                    "order {order_id} has no version {version}"
+                ))
+                .into());
+            }
+            loaded
+        }
+        (None, Some(as_of)) => load_as_of::<Order>(&app.store, &stream, as_of).await?,
+        (None, None) => load::<Order>(&app.store, &stream).await?,
+    };
+    if loaded.version == 0 {
+        return Err(Problem::not_found(format!("no order {order_id} at that point")).into());
+    }
+    Ok(OrderView::from_loaded(loaded).respond(StatusCode::OK))
+}
+
+fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> crate::http::ApiError {
+    Problem::validation(StatusCode::UNPROCESSABLE_ENTITY, field, message).into()
+}

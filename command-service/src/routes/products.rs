@@ -1,0 +1,110 @@
+//! `POST /v1/products`, `POST /v1/products/{sku}/restock`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::product::{Product, ProductCommand, valid_sku};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::commands::execute;
+use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext, etag};
+
+#[derive(Debug, Deserialize)]
+pub struct CreateProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    #[serde(default)]
+    pub initial_stock: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Restock {
+    pub quantity: i64,
+}
+
+/// A product as the write side returns it.
+#[derive(Debug, Serialize)]
+pub struct ProductView {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    pub version: u64,
+}
+
+impl ProductView {
+    fn new(state: &Product, version: u64) -> Self {
+        Self {
+            sku: state.sku.clone(),
+            name: state.name.clone(),
+            price_cents: state.price_cents,
+            on_hand: state.on_hand,
+            reserved: state.reserved,
+            available: state.available(),
+            version,
+        }
+    }
+}
+
+pub fn stream_id(sku: &str) -> String {
+    format!("product-{sku}")
+}
+
+fn checked_sku(sku: &str, field: &'static str, status: StatusCode) -> ApiResult<()> {
+    if valid_sku(sku) {
+        Ok(())
+    } else {
+        Err(Problem::validation(status, field, "must match ^[A-Za-z0-9_-]{1,64}$").into())
+    }
+}
+
+fn respond(status: StatusCode, state: &Product, version: u64) -> Response {
+    (
+        status,
+        [(header::ETAG, etag(version))],
+        axum::Json(ProductView::new(state, version)),
+    )
+        .into_response()
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<CreateProduct>,
+) -> ApiResult<Response> {
+    checked_sku(&body.sku, "sku", StatusCode::UNPROCESSABLE_ENTITY)?;
+    let executed = execute::<Product, _>(&app.store, &stream_id(&body.sku), &ctx, |_| {
+        Ok(ProductCommand::Create {
+            sku: body.sku.clone(),
+            name: body.name.clone(),
+            price_cents: body.price_cents,
+            initial_stock: body.initial_stock,
+        })
+    })
+    .await?;
+    Ok(respond(
+        StatusCode::CREATED,
+        &executed.state,
+        executed.version,
+    ))
+}
+
+pub async fn restock(
+    State(app): State<AppState>,
+    PathParam(sku): PathParam<String>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<Restock>,
+) -> ApiResult<Response> {
+    checked_sku(&sku, "sku", StatusCode::BAD_REQUEST)?;
+    let executed = execute::<Product, _>(&app.store, &stream_id(&sku), &ctx, |_| {
+        Ok(ProductCommand::Restock {
+            quantity: body.quantity,
+        })
+    })
+    .await?;
+    Ok(respond(StatusCode::OK, &executed.state, executed.version))
+}

@@ -1,0 +1,652 @@
+//! The write API of ../shared/CONTRACT.md over real HTTP: each endpoint's
+//! success and error cases, problem documents for bad input, `If-Match`,
+//! correlation metadata and time travel.
+
+use harness::TestEnv;
+use harness::services::{self, RunningService};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+struct Api {
+    client: Client,
+    service: RunningService,
+    _env: TestEnv,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let env = TestEnv::new().await;
+        let service = services::command_service(&env).await;
+        let api = Self {
+            client: Client::new(),
+            service,
+            _env: env,
+        };
+        harness::eventually(
+            std::time::Duration::from_secs(30),
+            "command-service up",
+            || async {
+                api.client
+                    .get(api.url("/health/live"))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                Ok(())
+            },
+        )
+        .await;
+        api
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.service.url)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    async fn product(&self, sku: &str, price_cents: i64, stock: i64) -> Value {
+        let response = self
+            .post("/v1/products", json!({"sku": sku, "name": format!("{sku} name"), "price_cents": price_cents, "initial_stock": stock}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    async fn customer(&self, deposit: i64) -> String {
+        let response = self
+            .post(
+                "/v1/customers",
+                json!({"name": "Ada", "email": "ada@example.com"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let id = response.json::<Value>().await.unwrap()["customer_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if deposit > 0 {
+            let response = self
+                .post(
+                    &format!("/v1/customers/{id}/deposits"),
+                    json!({"amount_cents": deposit}),
+                )
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        id
+    }
+}
+
+fn address(country: &str) -> Value {
+    json!({"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": country})
+}
+
+/// Asserts a problem document with the status, slug and (if given) field.
+async fn assert_problem(
+    response: Response,
+    status: StatusCode,
+    slug: &str,
+    field: Option<&str>,
+) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "problems are application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], format!("/problems/{slug}"), "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    if let Some(field) = field {
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+        assert!(body["errors"][0]["message"].is_string(), "{body}");
+    }
+    body
+}
+
+#[tokio::test]
+async fn products_are_created_once_and_restocked() {
+    let api = Api::start().await;
+    let response = api
+        .post(
+            "/v1/products",
+            json!({"sku": "mug-1", "name": "Mug", "price_cents": 1200, "initial_stock": 5}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"sku": "mug-1", "name": "Mug", "price_cents": 1200, "on_hand": 5, "reserved": 0, "available": 5, "version": 1})
+    );
+
+    let again = api
+        .post(
+            "/v1/products",
+            json!({"sku": "mug-1", "name": "Other", "price_cents": 1}),
+        )
+        .await;
+    assert_problem(again, StatusCode::CONFLICT, "conflict", None).await;
+
+    let restocked = api
+        .post("/v1/products/mug-1/restock", json!({"quantity": 3}))
+        .await;
+    assert_eq!(restocked.status(), StatusCode::OK);
+    assert_eq!(restocked.headers()["etag"], "\"2\"");
+    let body: Value = restocked.json().await.unwrap();
+    assert_eq!(
+        (body["on_hand"].as_i64(), body["available"].as_i64()),
+        (Some(8), Some(8))
+    );
+
+    // initial_stock is optional.
+    let bare = api
+        .post(
+            "/v1/products",
+            json!({"sku": "tea", "name": "Tea", "price_cents": 550}),
+        )
+        .await;
+    assert_eq!(bare.json::<Value>().await.unwrap()["on_hand"], 0);
+}
+
+#[tokio::test]
+async fn product_commands_reject_bad_input() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    let cases = [
+        (
+            json!({"sku": "bad sku!", "name": "x", "price_cents": 1}),
+            "sku",
+        ),
+        (
+            json!({"sku": "ok", "name": "x", "price_cents": -1}),
+            "price_cents",
+        ),
+        (
+            json!({"sku": "ok", "name": "x", "price_cents": "ten"}),
+            "price_cents",
+        ),
+        (
+            json!({"sku": "ok", "name": "x", "price_cents": 1.5}),
+            "price_cents",
+        ),
+        (json!({"sku": "ok", "price_cents": 1}), "body"),
+        (json!({"sku": "ok", "name": "", "price_cents": 1}), "name"),
+    ];
+    for (body, field) in cases {
+        let response = api.post("/v1/products", body.clone()).await;
+        let problem = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            None,
+        )
+        .await;
+        let named = problem["errors"][0]["field"].as_str().unwrap();
+        assert!(
+            named == field || (field == "body" && named == "body"),
+            "{body} named {named}: {problem}"
+        );
+    }
+    let zero = api
+        .post("/v1/products/mug/restock", json!({"quantity": 0}))
+        .await;
+    assert_problem(
+        zero,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+        Some("quantity"),
+    )
+    .await;
+    let unknown = api
+        .post("/v1/products/nope/restock", json!({"quantity": 1}))
+        .await;
+    assert_problem(unknown, StatusCode::NOT_FOUND, "not-found", None).await;
+    let bad_path = api
+        .post("/v1/products/bad%20sku/restock", json!({"quantity": 1}))
+        .await;
+    assert_problem(bad_path, StatusCode::BAD_REQUEST, "validation", Some("sku")).await;
+}
+
+#[tokio::test]
+async fn malformed_oversized_or_mistyped_bodies_get_4xx_problems() {
+    let api = Api::start().await;
+    let send = |body: Vec<u8>, content_type: &'static str| {
+        api.client
+            .post(api.url("/v1/products"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let malformed = send(b"{\"sku\": ".to_vec(), "application/json")
+        .await
+        .unwrap();
+    assert_problem(
+        malformed,
+        StatusCode::BAD_REQUEST,
+        "validation",
+        Some("body"),
+    )
+    .await;
+    let not_json = send(b"sku=mug".to_vec(), "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    assert_problem(
+        not_json,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "validation",
+        None,
+    )
+    .await;
+    let mut huge = b"{\"sku\": \"".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 1024 * 1024 + 10));
+    huge.extend(b"\"}");
+    let oversized = send(huge, "application/json").await.unwrap();
+    assert_problem(oversized, StatusCode::PAYLOAD_TOO_LARGE, "validation", None).await;
+    let array = send(b"[1, 2]".to_vec(), "application/json").await.unwrap();
+    assert_problem(array, StatusCode::UNPROCESSABLE_ENTITY, "validation", None).await;
+
+    let no_route = api.get("/v1/nothing-here").await;
+    assert_problem(no_route, StatusCode::NOT_FOUND, "not-found", None).await;
+    let wrong_method = api.get("/v1/products").await;
+    assert_problem(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn customers_register_and_deposit() {
+    let api = Api::start().await;
+    let response = api
+        .post(
+            "/v1/customers",
+            json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let id = body["customer_id"].as_str().unwrap();
+    assert_eq!(body["balance_cents"], 0);
+    assert_eq!(body["version"], 1);
+
+    let deposited = api
+        .post(
+            &format!("/v1/customers/{id}/deposits"),
+            json!({"amount_cents": 2500}),
+        )
+        .await;
+    assert_eq!(deposited.status(), StatusCode::OK);
+    assert_eq!(deposited.headers()["etag"], "\"2\"");
+    let body: Value = deposited.json().await.unwrap();
+    assert_eq!(
+        (body["balance_cents"].as_i64(), body["customer_id"].as_str()),
+        (Some(2500), Some(id))
+    );
+
+    let zero = api
+        .post(
+            &format!("/v1/customers/{id}/deposits"),
+            json!({"amount_cents": 0}),
+        )
+        .await;
+    assert_problem(
+        zero,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+        Some("amount_cents"),
+    )
+    .await;
+    let bad_email = api
+        .post("/v1/customers", json!({"name": "Ada", "email": "nope"}))
+        .await;
+    assert_problem(
+        bad_email,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+        Some("email"),
+    )
+    .await;
+    let unknown = api
+        .post(
+            &format!("/v1/customers/{}/deposits", uuid::Uuid::new_v4()),
+            json!({"amount_cents": 1}),
+        )
+        .await;
+    assert_problem(unknown, StatusCode::NOT_FOUND, "not-found", None).await;
+    let bad_id = api
+        .post(
+            "/v1/customers/not-a-uuid/deposits",
+            json!({"amount_cents": 1}),
+        )
+        .await;
+    assert_problem(bad_id, StatusCode::BAD_REQUEST, "validation", None).await;
+}
+
+#[tokio::test]
+async fn an_order_is_placed_at_catalogue_prices_and_can_be_cancelled() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    api.product("tea", 550, 5).await;
+    let customer = api.customer(10_000).await;
+
+    let placed = api
+        .post(
+            "/v1/orders",
+            json!({"customer_id": customer, "lines": [{"sku": "mug", "quantity": 2}, {"sku": "tea", "quantity": 1}], "shipping_address": address("GB")}),
+        )
+        .await;
+    assert_eq!(placed.status(), StatusCode::ACCEPTED);
+    let body: Value = placed.json().await.unwrap();
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["version"], 1);
+    assert!(body["position"].as_i64().unwrap() > 0);
+    let order_id = body["order_id"].as_str().unwrap();
+
+    let state: Value = api
+        .get(&format!("/v1/orders/{order_id}/state"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["total_cents"], 2950);
+    assert_eq!(
+        state["lines"][0],
+        json!({"sku": "mug", "quantity": 2, "unit_price_cents": 1200})
+    );
+    assert_eq!(state["customer_id"], customer.as_str());
+
+    let cancelled = api
+        .post(
+            &format!("/v1/orders/{order_id}/cancel"),
+            json!({"reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+    let body: Value = cancelled.json().await.unwrap();
+    assert_eq!(body["order_id"], order_id);
+    assert_eq!(body["version"], 2);
+    let unknown = api
+        .post(
+            &format!("/v1/orders/{}/cancel", uuid::Uuid::new_v4()),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_problem(unknown, StatusCode::NOT_FOUND, "not-found", None).await;
+}
+
+#[tokio::test]
+async fn placing_an_order_validates_customer_lines_and_country() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    let customer = api.customer(0).await;
+    let order = |customer: &str, lines: Value, country: &str| json!({"customer_id": customer, "lines": lines, "shipping_address": address(country)});
+    let cases = [
+        (
+            order(
+                &uuid::Uuid::new_v4().to_string(),
+                json!([{"sku": "mug", "quantity": 1}]),
+                "GB",
+            ),
+            "customer_id",
+        ),
+        (
+            order(&customer, json!([{"sku": "nope", "quantity": 1}]), "GB"),
+            "lines[0].sku",
+        ),
+        (order(&customer, json!([]), "GB"), "lines"),
+        (
+            order(&customer, json!([{"sku": "mug", "quantity": 0}]), "GB"),
+            "lines.quantity",
+        ),
+        (
+            order(&customer, json!([{"sku": "mug", "quantity": -2}]), "GB"),
+            "lines.quantity",
+        ),
+        (
+            order(&customer, json!([{"sku": "mug", "quantity": 1}]), "Britain"),
+            "shipping_address.country",
+        ),
+        (
+            order(&customer, json!([{"sku": "mug", "quantity": "one"}]), "GB"),
+            "lines[0].quantity",
+        ),
+    ];
+    for (body, field) in cases {
+        let response = api.post("/v1/orders", body.clone()).await;
+        let problem = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            None,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn a_stale_if_match_gets_412_and_writes_nothing() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    let stale = api
+        .client
+        .post(api.url("/v1/products/mug/restock"))
+        .header("if-match", "\"7\"")
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        stale,
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        None,
+    )
+    .await;
+    let events: Value = api
+        .get("/v1/streams/product-mug/events")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        events["events"].as_array().unwrap().len(),
+        1,
+        "nothing written"
+    );
+
+    let current = api
+        .client
+        .post(api.url("/v1/products/mug/restock"))
+        .header("if-match", "\"1\"")
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.status(), StatusCode::OK);
+    assert_eq!(current.headers()["etag"], "\"2\"");
+}
+
+#[tokio::test]
+async fn events_carry_correlation_causation_and_trace_context() {
+    let api = Api::start().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = api
+        .client
+        .post(api.url("/v1/products"))
+        .header("x-correlation-id", "checkout-42")
+        .header("traceparent", traceparent)
+        .json(&json!({"sku": "mug", "name": "Mug", "price_cents": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-correlation-id"], "checkout-42");
+    let generated = api
+        .post(
+            "/v1/products",
+            json!({"sku": "tea", "name": "Tea", "price_cents": 1}),
+        )
+        .await;
+    assert!(
+        !generated.headers()["x-correlation-id"].is_empty(),
+        "one is made when none is sent"
+    );
+
+    let events: Value = api
+        .get("/v1/streams/product-mug/events")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let event = &events["events"][0];
+    assert_eq!(event["type"], "ProductCreated");
+    assert_eq!(event["stream_id"], "product-mug");
+    assert_eq!(event["version"], 1);
+    assert_eq!(event["schema_version"], 1);
+    assert!(event["position"].as_i64().unwrap() > 0);
+    assert!(event["event_id"].is_string() && event["recorded_at"].is_string());
+    assert_eq!(event["data"]["price_cents"], 1);
+    assert_eq!(event["metadata"]["correlation_id"], "checkout-42");
+    assert!(
+        event["metadata"]["causation_id"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert_eq!(event["metadata"]["traceparent"], traceparent);
+}
+
+#[tokio::test]
+async fn stream_events_page_by_version() {
+    let api = Api::start().await;
+    api.product("mug", 1, 0).await;
+    for _ in 0..4 {
+        api.post("/v1/products/mug/restock", json!({"quantity": 1}))
+            .await;
+    }
+    let page: Value = api
+        .get("/v1/streams/product-mug/events?from_version=2&limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let versions: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 3]);
+    let unknown = api.get("/v1/streams/product-nope/events").await;
+    assert_problem(unknown, StatusCode::NOT_FOUND, "not-found", None).await;
+    let bad_limit = api.get("/v1/streams/product-mug/events?limit=0").await;
+    assert_problem(
+        bad_limit,
+        StatusCode::BAD_REQUEST,
+        "validation",
+        Some("limit"),
+    )
+    .await;
+    let bad_type = api.get("/v1/streams/product-mug/events?limit=many").await;
+    assert_problem(bad_type, StatusCode::BAD_REQUEST, "validation", None).await;
+}
+
+#[tokio::test]
+async fn order_state_can_be_read_as_of_a_version_or_a_time() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    let customer = api.customer(0).await;
+    let placed: Value = api
+        .post(
+            "/v1/orders",
+            json!({"customer_id": customer, "lines": [{"sku": "mug", "quantity": 1}], "shipping_address": address("GB")}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order_id = placed["order_id"].as_str().unwrap();
+    let first: Value = api
+        .get(&format!("/v1/orders/{order_id}/state"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let placed_at = first["updated_at"].as_str().unwrap().to_owned();
+    // Make sure the cancellation is recorded strictly later.
+    harness::eventually(
+        std::time::Duration::from_secs(5),
+        "the clock moves",
+        || async {
+            anyhow::ensure!(chrono::Utc::now().to_rfc3339() > placed_at);
+            Ok(())
+        },
+    )
+    .await;
+    api.post(
+        &format!("/v1/orders/{order_id}/cancel"),
+        json!({"reason": "x"}),
+    )
+    .await;
+
+    let at_v1: Value = api
+        .get(&format!("/v1/orders/{order_id}/state?as_of_version=1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (at_v1["version"].as_i64(), at_v1["status"].as_str()),
+        (Some(1), Some("pending"))
+    );
+    let now: Value = api
+        .get(&format!("/v1/orders/{order_id}/state"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["version"], 2);
+
+    let encoded = placed_at.replace('+', "%2B");
+    let at_time: Value = api
+        .get(&format!("/v1/orders/{order_id}/state?as_of={encoded}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at_time["version"], 1, "{at_time}");
+
+    let before = api
+        .get(&format!(
+            "/v1/orders/{order_id}/state?as_of=2000-01-01T00:00:00Z"
+        ))
+        .await;
+    assert_problem(before, StatusCode::NOT_FOUND, "not-found", None).await;
+    let beyond = api
+        .get(&format!("/v1/orders/{order_id}/state?as_of_version=9"))
+        .await;
+    assert_problem(beyond, StatusCode::NOT_FOUND, "not-found", None).await;
+    let bad = api
+        .get(&format!("/v1/orders/{order_id}/state?as_of=yesterday"))
+        .await;
+    assert_problem(bad, StatusCode::BAD_REQUEST, "validation", None).await;
+}
