@@ -40,6 +40,10 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
 
+    /// How long an `Idempotency-Key` and its response are kept, in hours.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
+    pub idempotency_retention_hours: u64,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -48,10 +52,12 @@ pub struct Config {
 #[derive(Clone)]
 pub struct AppState {
     pub store: EventStore,
+    pub idempotency: http::idempotency::Idempotency,
 }
 
 /// The public write API.
 pub fn api(state: AppState) -> Router {
+    let idempotency = state.idempotency.clone();
     Router::new()
         .route("/v1/products", post(routes::products::create))
         .route(
@@ -73,6 +79,10 @@ pub fn api(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency,
+            http::idempotency::middleware,
+        ))
         .layer(axum::middleware::from_fn(http::context::correlation))
         .with_state(state)
 }
@@ -117,7 +127,16 @@ pub async fn run(
         relay_metrics,
         shutdown.clone(),
     ));
-    let app = api(AppState { store }).merge(service_kit::ops::router(SERVICE, deps, registry));
+    let state = AppState {
+        idempotency: http::idempotency::Idempotency {
+            pool: deps.pg.clone(),
+            retention: Duration::from_secs(config.idempotency_retention_hours * 3600),
+            abandon_after: Duration::from_secs(30),
+            wait_for_first: Duration::from_secs(10),
+        },
+        store,
+    };
+    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));
     let served = service_kit::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     relay.await?;
@@ -128,7 +147,14 @@ pub async fn run(
 /// unreachable; false if shut down first.
 async fn migrate(store: &EventStore, shutdown: &CancellationToken) -> bool {
     loop {
-        match store.migrate().await {
+        let migrated = async {
+            store.migrate().await?;
+            let mut own = sqlx::migrate!("./migrations");
+            // The event store's migrations share the table; leave them be.
+            own.set_ignore_missing(true);
+            own.run(store.pool()).await
+        };
+        match migrated.await {
             Ok(()) => return true,
             Err(error) => tracing::warn!(%error, "migrating the event store failed; retrying"),
         }

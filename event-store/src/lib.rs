@@ -64,8 +64,11 @@ impl EventStore {
         &self.pool
     }
 
-    /// Applies the event store's migrations (idempotent).
+    /// Applies the event store's migrations (idempotent). Its versions are
+    /// 1-999; other crates' migrations in the same database are left alone.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        sqlx::migrate!("./migrations").run(&self.pool).await
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await
     }
 }

@@ -650,3 +650,81 @@ async fn order_state_can_be_read_as_of_a_version_or_a_time() {
         .await;
     assert_problem(bad, StatusCode::BAD_REQUEST, "validation", None).await;
 }
+
+async fn post_with_key(api: &Api, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+    let response = api
+        .client
+        .post(api.url(path))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_first_response_and_writes_nothing() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    let customer = api.customer(1000).await;
+    let order = json!({"customer_id": customer, "lines": [{"sku": "mug", "quantity": 1}], "shipping_address": address("GB")});
+
+    let first = post_with_key(&api, "/v1/orders", "order-key-1", order.clone()).await;
+    let again = post_with_key(&api, "/v1/orders", "order-key-1", order.clone()).await;
+    assert_eq!(first.0, StatusCode::ACCEPTED);
+    assert_eq!(first, again, "same status, same body");
+
+    let deposit = format!("/v1/customers/{customer}/deposits");
+    let first = post_with_key(&api, &deposit, "deposit-key", json!({"amount_cents": 250})).await;
+    let again = post_with_key(&api, &deposit, "deposit-key", json!({"amount_cents": 250})).await;
+    assert_eq!(first, again);
+    assert_eq!(first.1["balance_cents"], 1250);
+    let events: Value = api
+        .get(&format!("/v1/streams/customer-{customer}/events"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        events["events"].as_array().unwrap().len(),
+        3,
+        "registered, 1000, 250: nothing twice"
+    );
+
+    let reused = api
+        .client
+        .post(api.url(&deposit))
+        .header("idempotency-key", "deposit-key")
+        .json(&json!({"amount_cents": 999}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_idempotency_key_apply_once() {
+    let api = Api::start().await;
+    let customer = api.customer(0).await;
+    let deposit = format!("/v1/customers/{customer}/deposits");
+    let responses = futures::future::join_all(
+        (0..12).map(|_| post_with_key(&api, &deposit, "same-key", json!({"amount_cents": 100}))),
+    )
+    .await;
+    for response in &responses {
+        assert_eq!(
+            response, &responses[0],
+            "every duplicate sees the first response"
+        );
+    }
+    assert_eq!(responses[0].0, StatusCode::OK);
+    assert_eq!(responses[0].1["balance_cents"], 100, "deposited once");
+}

@@ -57,6 +57,7 @@ where
 pub async fn command_service(env: &TestEnv) -> RunningService {
     let config = command_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        idempotency_retention_hours: 24,
         common: env.common_config(),
     };
     start(command_service::SERVICE, |listener, shutdown| {

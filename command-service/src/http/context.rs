@@ -45,9 +45,34 @@ pub struct RequestContext {
     pub traceparent: Option<String>,
     /// The version `If-Match` requires, if the header was sent.
     pub if_match: Option<u64>,
+    /// The request's `Idempotency-Key`, when it carries one.
+    pub idempotency_key: Option<String>,
 }
 
+/// Namespace of ids derived from idempotency keys (uuid v5).
+const KEYED: Uuid = Uuid::from_u128(0x2b8e_55c1_07f4_4a9d_b3e6_91c0_5d27_aa01);
+
 impl RequestContext {
+    /// A new id for what this command creates (an order, a customer). With
+    /// an idempotency key it is derived from the key, so a repeat that runs
+    /// again names the same thing.
+    pub fn new_id(&self, what: &str) -> Uuid {
+        match &self.idempotency_key {
+            Some(_) => Uuid::new_v5(&self.command_id, what.as_bytes()),
+            None => Uuid::now_v7(),
+        }
+    }
+
+    /// The id of the `index`-th event this command appends to `stream_id`;
+    /// derived from the idempotency key when there is one, so the event
+    /// store recognises a repeat of an append it already stored.
+    pub fn event_id(&self, stream_id: &str, index: usize) -> Uuid {
+        match &self.idempotency_key {
+            Some(_) => Uuid::new_v5(&self.command_id, format!("{stream_id}/{index}").as_bytes()),
+            None => Uuid::now_v7(),
+        }
+    }
+
     /// Metadata for events this request's command appends.
     pub fn metadata(&self) -> Metadata {
         Metadata {
@@ -67,9 +92,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .extensions
             .get::<CorrelationId>()
             .map_or_else(|| Uuid::new_v4().to_string(), |c| c.0.clone());
+        let idempotency_key = parts
+            .extensions
+            .get::<super::idempotency::IdempotencyKey>()
+            .map(|k| k.0.clone());
+        let command_id = match &idempotency_key {
+            Some(key) => Uuid::new_v5(&KEYED, key.as_bytes()),
+            None => Uuid::now_v7(),
+        };
         Ok(Self {
             correlation_id,
-            command_id: Uuid::now_v7(),
+            command_id,
+            idempotency_key,
             traceparent: traceparent(&parts.headers),
             if_match: if_match(&parts.headers)?,
         })

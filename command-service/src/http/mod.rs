@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod extract;
+pub mod idempotency;
 pub mod problem;
 
 pub use context::{RequestContext, etag};

@@ -51,7 +51,7 @@ pub async fn register(
     ctx: RequestContext,
     JsonBody(body): JsonBody<RegisterCustomer>,
 ) -> ApiResult<Response> {
-    let customer_id = Uuid::now_v7();
+    let customer_id = ctx.new_id("customer");
     let executed = execute::<Customer, _>(&app.store, &stream_id(customer_id), &ctx, |_| {
         Ok(CustomerCommand::Register {
             customer_id,

@@ -139,7 +139,7 @@ pub async fn place(
             unit_price_cents: product.state.price_cents,
         });
     }
-    let order_id = Uuid::now_v7();
+    let order_id = ctx.new_id("order");
     let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, |_| {
         Ok(OrderCommand::Place {
             order_id,
