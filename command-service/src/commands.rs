@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::http::{ApiError, ApiResult, Problem, RequestContext};
 
 /// How many times a command is decided again after losing a race.
-const MAX_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 8;
 
 const PAGE: u32 = 1000;
 
@@ -135,7 +135,8 @@ where
         };
         let new_events = events
             .iter()
-            .map(|event| to_new_event(event, ctx))
+            .enumerate()
+            .map(|(i, event)| to_new_event(event, ctx, stream_id, i))
             .collect();
         match store
             .append(&[StreamAppend::new(stream_id, expected, new_events)])
@@ -169,9 +170,18 @@ where
     .into())
 }
 
-pub fn to_new_event<E: Event>(event: &E, ctx: &RequestContext) -> NewEvent {
+/// The `index`-th event a command appends to `stream_id`, with its
+/// metadata and an id derived from the request (see
+/// [`RequestContext::event_id`]).
+pub fn to_new_event<E: Event>(
+    event: &E,
+    ctx: &RequestContext,
+    stream_id: &str,
+    index: usize,
+) -> NewEvent {
     NewEvent::new(event.event_type(), event.data(), ctx.metadata())
         .with_schema_version(event.schema_version())
+        .with_id(ctx.event_id(stream_id, index))
 }
 
 fn stale(required: u64, actual: u64) -> ApiError {
@@ -183,7 +193,7 @@ fn stale(required: u64, actual: u64) -> ApiError {
 
 /// A random pause that grows with the attempt: up to 2, 4, 8 ... ms, at
 /// most 50 ms, so racing writers spread out.
-fn jitter(attempt: u32) -> Duration {
+pub fn jitter(attempt: u32) -> Duration {
     let ceiling_ms = (1u64 << attempt.min(6)).min(50);
     let random = Uuid::new_v4().as_u128() as u64;
     Duration::from_micros(random % (ceiling_ms * 1000))

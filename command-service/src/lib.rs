@@ -40,6 +40,15 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
 
+    /// Countries shipments may go to, ISO 3166-1 alpha-2, comma-separated.
+    #[arg(
+        long,
+        env = "SHIPPING_COUNTRIES",
+        default_value = "US,CA,GB,DE,FR,NL,SE,JP,AU",
+        value_parser = routes::steps::parse_countries
+    )]
+    pub shipping_countries: Vec<String>,
+
     /// How long an `Idempotency-Key` and its response are kept, in hours.
     #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
@@ -52,6 +61,8 @@ pub struct Config {
 #[derive(Clone)]
 pub struct AppState {
     pub store: EventStore,
+    /// ISO 3166-1 alpha-2 codes shipments may go to.
+    pub shipping_countries: Vec<String>,
     pub idempotency: http::idempotency::Idempotency,
 }
 
@@ -76,6 +87,7 @@ pub fn api(state: AppState) -> Router {
             "/v1/streams/{stream_id}/events",
             get(routes::streams::events),
         )
+        .nest("/internal/v1/orders/{id}", steps())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
@@ -83,8 +95,25 @@ pub fn api(state: AppState) -> Router {
             idempotency,
             http::idempotency::middleware,
         ))
+        // Outside the idempotency layer, so that it sees the step's key.
+        .layer(axum::middleware::from_fn(routes::steps::key_per_step))
         .layer(axum::middleware::from_fn(http::context::correlation))
         .with_state(state)
+}
+
+/// The saga's steps (`routes::steps`), each idempotent per order and step.
+fn steps() -> Router<AppState> {
+    use routes::steps::*;
+    Router::new()
+        .route("/reserve-inventory", post(reserve_inventory))
+        .route("/release-inventory", post(release_inventory))
+        .route("/charge-payment", post(charge_payment))
+        .route("/refund-payment", post(refund_payment))
+        .route("/create-shipment", post(create_shipment))
+        .route("/cancel-shipment", post(cancel_shipment))
+        .route("/confirm", post(confirm))
+        .route("/reject", post(reject))
+        .route("/mark-cancelled", post(mark_cancelled))
 }
 
 async fn not_found() -> http::ApiError {
@@ -134,6 +163,7 @@ pub async fn run(
             abandon_after: Duration::from_secs(30),
             wait_for_first: Duration::from_secs(10),
         },
+        shipping_countries: config.shipping_countries.clone(),
         store,
     };
     let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));

@@ -6,4 +6,5 @@ mod broker;
 mod event_store;
 mod health;
 mod relay;
+mod steps;
 mod write_api;

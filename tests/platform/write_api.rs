@@ -7,14 +7,14 @@ use harness::services::{self, RunningService};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
-struct Api {
-    client: Client,
+pub(crate) struct Api {
+    pub(crate) client: Client,
     service: RunningService,
     _env: TestEnv,
 }
 
 impl Api {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let env = TestEnv::new().await;
         let service = services::command_service(&env).await;
         let api = Self {
@@ -38,11 +38,11 @@ impl Api {
         api
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.service.url)
     }
 
-    async fn post(&self, path: &str, body: Value) -> Response {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Response {
         self.client
             .post(self.url(path))
             .json(&body)
@@ -51,11 +51,11 @@ impl Api {
             .unwrap()
     }
 
-    async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
-    async fn product(&self, sku: &str, price_cents: i64, stock: i64) -> Value {
+    pub(crate) async fn product(&self, sku: &str, price_cents: i64, stock: i64) -> Value {
         let response = self
             .post("/v1/products", json!({"sku": sku, "name": format!("{sku} name"), "price_cents": price_cents, "initial_stock": stock}))
             .await;
@@ -63,7 +63,7 @@ impl Api {
         response.json().await.unwrap()
     }
 
-    async fn customer(&self, deposit: i64) -> String {
+    pub(crate) async fn customer(&self, deposit: i64) -> String {
         let response = self
             .post(
                 "/v1/customers",
@@ -88,12 +88,12 @@ impl Api {
     }
 }
 
-fn address(country: &str) -> Value {
+pub(crate) fn address(country: &str) -> Value {
     json!({"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": country})
 }
 
 /// Asserts a problem document with the status, slug and (if given) field.
-async fn assert_problem(
+pub(crate) async fn assert_problem(
     response: Response,
     status: StatusCode,
     slug: &str,

@@ -3,4 +3,5 @@
 pub mod customers;
 pub mod orders;
 pub mod products;
+pub mod steps;
 pub mod streams;

@@ -1,0 +1,300 @@
+//! The saga's steps, an internal API under `/internal/v1/orders/{id}/`:
+//!
+//! | step | effect |
+//! |---|---|
+//! | `reserve-inventory` | reserves every line of the order, all or nothing (one multi-stream append) |
+//! | `release-inventory` | returns the order's reservations |
+//! | `charge-payment` | charges the order's total to its customer |
+//! | `refund-payment` | refunds that charge |
+//! | `create-shipment` | creates the shipment if the country is served |
+//! | `cancel-shipment` | cancels it |
+//! | `confirm` | confirms the order with the shipment's tracking number |
+//! | `reject` `{reason}` | rejects the order (`insufficient_stock`, `payment_declined`, `shipping_unavailable`) |
+//! | `mark-cancelled` | records that a requested cancellation is complete |
+//!
+//! Every step is idempotent per order and step: the routes run behind the
+//! idempotency middleware with the key `step:<path>` unless the caller sends
+//! its own, so a repeat returns the first outcome (success or business
+//! failure) and changes nothing. Business failures are 422 problems with the
+//! slugs `insufficient-stock`, `payment-declined`, `shipping-unavailable`.
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use domain::customer::{Customer, CustomerCommand};
+use domain::order::{Order, OrderCommand};
+use domain::product::{Product, ProductCommand};
+use domain::shipment::{Shipment, ShipmentCommand};
+use domain::{Aggregate, RejectionReason};
+use event_store::{ExpectedVersion, StreamAppend};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::commands::{MAX_ATTEMPTS, execute, jitter, load, to_new_event};
+use crate::http::idempotency::HEADER;
+use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext};
+use crate::routes::{customers, orders, products};
+
+/// Gives every step request (`/internal/...`) the idempotency key of its
+/// order and step, unless the caller chose one.
+pub async fn key_per_step(mut request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/internal/")
+        && !request.headers().contains_key(HEADER)
+        && let Ok(key) = HeaderValue::from_str(&format!("step:{}", request.uri().path()))
+    {
+        request.headers_mut().insert(HEADER, key);
+    }
+    next.run(request).await
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepOutcome {
+    pub order_id: Uuid,
+    pub step: &'static str,
+    pub status: &'static str,
+    /// Events this call appended (0 when the step had already happened).
+    pub appended: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+}
+
+fn done(order_id: Uuid, step: &'static str, appended: usize) -> axum::Json<StepOutcome> {
+    axum::Json(StepOutcome {
+        order_id,
+        step,
+        status: "succeeded",
+        appended,
+        tracking_number: None,
+    })
+}
+
+async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Order> {
+    let order = load::<Order>(&app.store, &orders::stream_id(order_id)).await?;
+    if !order.state.exists {
+        return Err(Problem::not_found(format!("no order {order_id}")).into());
+    }
+    Ok(order.state)
+}
+
+/// Decides `command(line)` on each product of the order and appends all of
+/// it in one transaction; starts over when another writer got in between.
+async fn on_every_product(
+    app: &AppState,
+    ctx: &RequestContext,
+    order_id: Uuid,
+    command: impl Fn(i64) -> ProductCommand,
+) -> ApiResult<usize> {
+    let order = existing_order(app, order_id).await?;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let mut appends = Vec::new();
+        for line in &order.lines {
+            let stream = products::stream_id(&line.sku);
+            let product = load::<Product>(&app.store, &stream).await?;
+            let events = Product::decide(&product.state, command(line.quantity))?;
+            if events.is_empty() {
+                continue;
+            }
+            let new_events = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| to_new_event(e, ctx, &stream, i))
+                .collect();
+            appends.push(StreamAppend::new(
+                stream,
+                ExpectedVersion::Exact(product.version),
+                new_events,
+            ));
+        }
+        if appends.is_empty() {
+            return Ok(0);
+        }
+        let count = appends.iter().map(|a| a.events.len()).sum();
+        match app.store.append(&appends).await {
+            Ok(_) => return Ok(count),
+            Err(error) if error.is_concurrency_conflict() => {
+                tracing::debug!(%order_id, attempt, "a product changed meanwhile; deciding again");
+                tokio::time::sleep(jitter(attempt)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(Problem::conflict("the products kept changing; try again").into())
+}
+
+pub async fn reserve_inventory(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let appended = on_every_product(&app, &ctx, order_id, |quantity| ProductCommand::Reserve {
+        order_id,
+        quantity,
+    })
+    .await?;
+    Ok(done(order_id, "reserve_inventory", appended))
+}
+
+pub async fn release_inventory(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let appended = on_every_product(&app, &ctx, order_id, |_| ProductCommand::Release {
+        order_id,
+    })
+    .await?;
+    Ok(done(order_id, "release_inventory", appended))
+}
+
+pub async fn charge_payment(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let order = existing_order(&app, order_id).await?;
+    let executed = execute::<Customer, _>(
+        &app.store,
+        &customers::stream_id(order.customer_id),
+        &ctx,
+        |_| {
+            Ok(CustomerCommand::Charge {
+                order_id,
+                amount_cents: order.total_cents,
+            })
+        },
+    )
+    .await?;
+    Ok(done(order_id, "charge_payment", executed.appended.len()))
+}
+
+pub async fn refund_payment(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let order = existing_order(&app, order_id).await?;
+    let executed = execute::<Customer, _>(
+        &app.store,
+        &customers::stream_id(order.customer_id),
+        &ctx,
+        |_| Ok(CustomerCommand::Refund { order_id }),
+    )
+    .await?;
+    Ok(done(order_id, "refund_payment", executed.appended.len()))
+}
+
+pub fn shipment_stream_id(order_id: Uuid) -> String {
+    format!("shipment-{order_id}")
+}
+
+/// A tracking number that is the same however often the step runs.
+fn tracking_number(order_id: Uuid) -> String {
+    let id = Uuid::new_v5(&order_id, b"shipment")
+        .simple()
+        .to_string()
+        .to_uppercase();
+    format!("TRK-{}", &id[..12])
+}
+
+pub async fn create_shipment(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let order = existing_order(&app, order_id).await?;
+    let Some(address) = order.shipping_address else {
+        return Err(Problem::conflict("the order has no shipping address").into());
+    };
+    let executed = execute::<Shipment, _>(&app.store, &shipment_stream_id(order_id), &ctx, |_| {
+        Ok(ShipmentCommand::Create {
+            order_id,
+            address: address.clone(),
+            served_countries: app.shipping_countries.clone(),
+            tracking_number: tracking_number(order_id),
+        })
+    })
+    .await?;
+    let mut outcome = done(order_id, "create_shipment", executed.appended.len());
+    outcome.tracking_number = Some(executed.state.tracking_number);
+    Ok(outcome)
+}
+
+pub async fn cancel_shipment(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    existing_order(&app, order_id).await?;
+    let executed = execute::<Shipment, _>(&app.store, &shipment_stream_id(order_id), &ctx, |_| {
+        Ok(ShipmentCommand::Cancel)
+    })
+    .await?;
+    Ok(done(order_id, "cancel_shipment", executed.appended.len()))
+}
+
+pub async fn confirm(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let shipment = load::<Shipment>(&app.store, &shipment_stream_id(order_id)).await?;
+    if !shipment.state.exists || shipment.state.cancelled {
+        return Err(Problem::conflict("an order is confirmed only with a shipment").into());
+    }
+    let executed = execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, |_| {
+        Ok(OrderCommand::Confirm {
+            tracking_number: shipment.state.tracking_number.clone(),
+        })
+    })
+    .await?;
+    Ok(done(order_id, "confirm", executed.appended.len()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RejectBody {
+    pub reason: RejectionReason,
+}
+
+pub async fn reject(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<RejectBody>,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let executed = execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, |_| {
+        Ok(OrderCommand::Reject {
+            reason: body.reason,
+        })
+    })
+    .await?;
+    Ok(done(order_id, "reject", executed.appended.len()))
+}
+
+pub async fn mark_cancelled(
+    State(app): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+    ctx: RequestContext,
+) -> ApiResult<axum::Json<StepOutcome>> {
+    let executed = execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, |_| {
+        Ok(OrderCommand::MarkCancelled)
+    })
+    .await?;
+    Ok(done(order_id, "mark_cancelled", executed.appended.len()))
+}
+
+/// Parses `SHIPPING_COUNTRIES`.
+pub fn parse_countries(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            if domain::order::valid_country_code(&c) {
+                Ok(c)
+            } else {
+                Err(format!("{c} is not an ISO 3166-1 alpha-2 code"))
+            }
+        })
+        .collect()
+}

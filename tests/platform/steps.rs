@@ -1,0 +1,244 @@
+//! The saga's steps on command-service's internal API: atomic multi-product
+//! reservation, contention, business failures, and idempotency per order
+//! and step.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::write_api::{Api, address, assert_problem};
+
+async fn order(api: &Api, customer: &str, lines: Value, country: &str) -> String {
+    let placed: Value = api
+        .post(
+            "/v1/orders",
+            json!({"customer_id": customer, "lines": lines, "shipping_address": address(country)}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    placed["order_id"].as_str().unwrap().to_owned()
+}
+
+async fn step(api: &Api, order_id: &str, step: &str) -> (StatusCode, Value) {
+    let response = api
+        .client
+        .post(api.url(&format!("/internal/v1/orders/{order_id}/{step}")))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn events_of(api: &Api, stream: &str, event_type: &str) -> usize {
+    let response = api
+        .get(&format!("/v1/streams/{stream}/events?limit=1000"))
+        .await;
+    let body: Value = response.json().await.unwrap();
+    body["events"].as_array().map_or(0, |events| {
+        events.iter().filter(|e| e["type"] == event_type).count()
+    })
+}
+
+#[tokio::test]
+async fn fifty_reservations_against_a_stock_of_ten_let_exactly_ten_through() {
+    let api = Api::start().await;
+    api.product("hot", 100, 10).await;
+    let customer = api.customer(0).await;
+    let mut orders = Vec::new();
+    for _ in 0..50 {
+        orders.push(
+            order(
+                &api,
+                &customer,
+                json!([{"sku": "hot", "quantity": 1}]),
+                "GB",
+            )
+            .await,
+        );
+    }
+    let outcomes =
+        futures::future::join_all(orders.iter().map(|o| step(&api, o, "reserve-inventory"))).await;
+    let succeeded = outcomes
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .count();
+    let short = outcomes
+        .iter()
+        .filter(|(s, b)| {
+            *s == StatusCode::UNPROCESSABLE_ENTITY && b["type"] == "/problems/insufficient-stock"
+        })
+        .count();
+    assert_eq!((succeeded, short), (10, 40), "{outcomes:?}");
+    assert_eq!(
+        events_of(&api, "product-hot", "InventoryReserved").await,
+        10
+    );
+}
+
+#[tokio::test]
+async fn a_reservation_is_all_or_nothing_across_products() {
+    let api = Api::start().await;
+    api.product("plenty", 100, 5).await;
+    api.product("none", 100, 0).await;
+    let customer = api.customer(0).await;
+    let order_id = order(
+        &api,
+        &customer,
+        json!([{"sku": "plenty", "quantity": 1}, {"sku": "none", "quantity": 1}]),
+        "GB",
+    )
+    .await;
+    let (status, body) = step(&api, &order_id, "reserve-inventory").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["type"], "/problems/insufficient-stock");
+    assert_eq!(
+        events_of(&api, "product-plenty", "InventoryReserved").await,
+        0,
+        "nothing reserved"
+    );
+}
+
+#[tokio::test]
+async fn every_step_repeated_returns_its_first_outcome_and_changes_nothing() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 1).await;
+    let customer = api.customer(5000).await;
+    let order_id = order(
+        &api,
+        &customer,
+        json!([{"sku": "mug", "quantity": 1}]),
+        "GB",
+    )
+    .await;
+
+    for name in [
+        "reserve-inventory",
+        "charge-payment",
+        "create-shipment",
+        "confirm",
+    ] {
+        let first = step(&api, &order_id, name).await;
+        assert_eq!(first.0, StatusCode::OK, "{name}: {first:?}");
+        assert_eq!(step(&api, &order_id, name).await, first, "{name} repeated");
+    }
+    assert_eq!(events_of(&api, "product-mug", "InventoryReserved").await, 1);
+    assert_eq!(
+        events_of(&api, &format!("customer-{customer}"), "PaymentCharged").await,
+        1
+    );
+    let state: Value = api
+        .get(&format!("/v1/orders/{order_id}/state"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["status"], "confirmed");
+    assert!(
+        state["tracking_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("TRK-")
+    );
+
+    // Compensations, each once.
+    for name in ["cancel-shipment", "refund-payment", "release-inventory"] {
+        let first = step(&api, &order_id, name).await;
+        assert_eq!(first.0, StatusCode::OK, "{name}: {first:?}");
+        assert_eq!(first.1["appended"], 1, "{name}");
+        assert_eq!(step(&api, &order_id, name).await, first, "{name} repeated");
+    }
+    let customer_events: Value = api
+        .get(&format!("/v1/streams/customer-{customer}/events"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        customer_events["events"].as_array().unwrap().len(),
+        4,
+        "registered, deposit, charge, refund"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_keeps_failing_with_its_first_outcome() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 0).await;
+    let customer = api.customer(0).await;
+    let order_id = order(
+        &api,
+        &customer,
+        json!([{"sku": "mug", "quantity": 1}]),
+        "GB",
+    )
+    .await;
+    let first = step(&api, &order_id, "reserve-inventory").await;
+    assert_eq!(first.0, StatusCode::UNPROCESSABLE_ENTITY);
+    api.post("/v1/products/mug/restock", json!({"quantity": 5}))
+        .await;
+    assert_eq!(step(&api, &order_id, "reserve-inventory").await, first);
+}
+
+#[tokio::test]
+async fn payment_and_shipping_failures_are_business_problems() {
+    let api = Api::start().await;
+    api.product("mug", 1200, 5).await;
+    let poor = api.customer(100).await;
+    let order_id = order(&api, &poor, json!([{"sku": "mug", "quantity": 1}]), "GB").await;
+    let (status, body) = step(&api, &order_id, "charge-payment").await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/payment-declined")
+        )
+    );
+
+    let rich = api.customer(100_000).await;
+    let far = order(&api, &rich, json!([{"sku": "mug", "quantity": 1}]), "BR").await;
+    let (status, body) = step(&api, &far, "create-shipment").await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/shipping-unavailable")
+        )
+    );
+
+    let rejected = api
+        .client
+        .post(api.url(&format!("/internal/v1/orders/{far}/reject")))
+        .json(&json!({"reason": "shipping_unavailable"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::OK);
+    let state: Value = api
+        .get(&format!("/v1/orders/{far}/state"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (state["status"].as_str(), state["rejection_reason"].as_str()),
+        (Some("rejected"), Some("shipping_unavailable"))
+    );
+
+    let unknown_reason = api
+        .client
+        .post(api.url(&format!("/internal/v1/orders/{order_id}/reject")))
+        .json(&json!({"reason": "bored"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        unknown_reason,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+        Some("reason"),
+    )
+    .await;
+    let missing = step(&api, &uuid::Uuid::new_v4().to_string(), "charge-payment").await;
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
+}
