@@ -8,6 +8,7 @@
 
 mod commands;
 pub mod http;
+mod openapi;
 mod routes;
 
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ pub struct AppState {
 pub fn api(state: AppState) -> Router {
     let idempotency = state.idempotency.clone();
     Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/v1/products", post(routes::products::create))
         .route(
             "/v1/products/{sku}/restock",

@@ -51,6 +51,7 @@ impl DomainError {
 
 /// Why an order was rejected (the contract's `rejection_reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionReason {
     InsufficientStock,

@@ -10,6 +10,7 @@ use crate::wire::event_names;
 use crate::{Aggregate, DomainError, MAX_CENTS, MAX_QUANTITY, RejectionReason};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i64,
@@ -18,6 +19,7 @@ pub struct OrderLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShippingAddress {
     pub name: String,
     pub line1: String,
@@ -85,6 +87,7 @@ pub enum OrderCommand {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     #[default]

@@ -728,3 +728,32 @@ async fn concurrent_requests_with_one_idempotency_key_apply_once() {
     assert_eq!(responses[0].0, StatusCode::OK);
     assert_eq!(responses[0].1["balance_cents"], 100, "deposited once");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint() {
+    let api = Api::start().await;
+    let response = api.get("/openapi.json").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/v1/products",
+        "/v1/products/{sku}/restock",
+        "/v1/customers",
+        "/v1/customers/{id}/deposits",
+        "/v1/orders",
+        "/v1/orders/{id}/cancel",
+        "/v1/orders/{id}/state",
+        "/v1/streams/{stream_id}/events",
+        "/internal/v1/orders/{id}/reserve-inventory",
+        "/internal/v1/orders/{id}/mark-cancelled",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys()
+        );
+    }
+    assert!(doc["components"]["schemas"]["ProblemBody"].is_object());
+}

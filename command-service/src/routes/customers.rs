@@ -11,18 +11,18 @@ use crate::AppState;
 use crate::commands::execute;
 use crate::http::{ApiResult, JsonBody, PathParam, RequestContext, etag};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterCustomer {
     pub name: String,
     pub email: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Deposit {
     pub amount_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
     pub customer_id: Uuid,
     pub name: String,
@@ -46,6 +46,9 @@ fn respond(status: StatusCode, state: &Customer, version: u64) -> Response {
     (status, [(header::ETAG, etag(version))], axum::Json(view)).into_response()
 }
 
+/// Registers a customer with a zero balance.
+#[utoipa::path(post, path = "/v1/customers", tag = "customers", request_body = RegisterCustomer,
+    responses((status = 201, body = CustomerView), (status = 422, description = "invalid field", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn register(
     State(app): State<AppState>,
     ctx: RequestContext,
@@ -67,6 +70,10 @@ pub async fn register(
     ))
 }
 
+/// Adds money to the customer's balance.
+#[utoipa::path(post, path = "/v1/customers/{id}/deposits", tag = "customers", request_body = Deposit,
+    params(("id" = Uuid, Path, description = "the customer's id")),
+    responses((status = 200, body = CustomerView), (status = 404, description = "unknown customer", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 412, description = "If-Match does not match", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "amount must be > 0", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn deposit(
     State(app): State<AppState>,
     PathParam(customer_id): PathParam<Uuid>,

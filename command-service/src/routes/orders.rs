@@ -16,25 +16,25 @@ use crate::commands::{Loaded, execute, load, load_as_of, load_until};
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, QueryParams, RequestContext, etag};
 use crate::{AppState, routes};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PlaceOrder {
     pub customer_id: Uuid,
     pub lines: Vec<LineRequest>,
     pub shipping_address: ShippingAddress,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LineRequest {
     pub sku: String,
     pub quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CancelOrder {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPlacedView {
     pub order_id: Uuid,
     pub status: OrderStatus,
@@ -44,7 +44,7 @@ pub struct OrderPlacedView {
 
 /// An order as the write side returns it (the same fields as the read
 /// side's order detail).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -104,6 +104,9 @@ pub fn stream_id(order_id: Uuid) -> String {
     format!("order-{order_id}")
 }
 
+/// Places an order at catalogue prices and starts its fulfilment saga.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrder,
+    responses((status = 202, body = OrderPlacedView), (status = 422, description = "unknown customer or SKU, empty lines, quantity <= 0, bad country", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn place(
     State(app): State<AppState>,
     ctx: RequestContext,
@@ -163,6 +166,10 @@ pub async fn place(
         .into_response())
 }
 
+/// Asks for the order's cancellation; the saga compensates and cancels it.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body = CancelOrder,
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 202, body = OrderView), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order is rejected or cancelled", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -184,12 +191,17 @@ pub async fn cancel(
     .respond(StatusCode::ACCEPTED))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StateQuery {
     pub as_of_version: Option<u64>,
     pub as_of: Option<DateTime<Utc>>,
 }
 
+/// The order as it was at a version or a time, rebuilt from its events.
+#[utoipa::path(get, path = "/v1/orders/{id}/state", tag = "orders",
+    params(("id" = Uuid, Path, description = "the order's id"), StateQuery),
+    responses((status = 200, body = OrderView), (status = 400, description = "bad query", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "no such order at that point", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn state(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,

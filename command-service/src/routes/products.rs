@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::commands::execute;
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext, etag};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateProduct {
     pub sku: String,
     pub name: String,
@@ -19,13 +19,13 @@ pub struct CreateProduct {
     pub initial_stock: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Restock {
     pub quantity: i64,
 }
 
 /// A product as the write side returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductView {
     pub sku: String,
     pub name: String,
@@ -71,6 +71,9 @@ fn respond(status: StatusCode, state: &Product, version: u64) -> Response {
         .into_response()
 }
 
+/// Adds a product to the catalogue.
+#[utoipa::path(post, path = "/v1/products", tag = "products", request_body = CreateProduct,
+    responses((status = 201, body = ProductView), (status = 409, description = "the SKU exists", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "invalid field", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn create(
     State(app): State<AppState>,
     ctx: RequestContext,
@@ -93,6 +96,10 @@ pub async fn create(
     ))
 }
 
+/// Adds stock.
+#[utoipa::path(post, path = "/v1/products/{sku}/restock", tag = "products", request_body = Restock,
+    params(("sku" = String, Path, description = "the product's SKU")),
+    responses((status = 200, body = ProductView), (status = 404, description = "unknown SKU", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 412, description = "If-Match does not match", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "quantity must be > 0", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn restock(
     State(app): State<AppState>,
     PathParam(sku): PathParam<String>,

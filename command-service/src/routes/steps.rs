@@ -49,7 +49,7 @@ pub async fn key_per_step(mut request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StepOutcome {
     pub order_id: Uuid,
     pub step: &'static str,
@@ -123,6 +123,10 @@ async fn on_every_product(
     Err(Problem::conflict("the products kept changing; try again").into())
 }
 
+/// Reserves every line of the order, all or nothing. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/reserve-inventory", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "insufficient-stock", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn reserve_inventory(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -136,6 +140,10 @@ pub async fn reserve_inventory(
     Ok(done(order_id, "reserve_inventory", appended))
 }
 
+/// Returns the order's reservations. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/release-inventory", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn release_inventory(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -148,6 +156,10 @@ pub async fn release_inventory(
     Ok(done(order_id, "release_inventory", appended))
 }
 
+/// Charges the order total to the customer. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/charge-payment", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "payment-declined", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn charge_payment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -169,6 +181,10 @@ pub async fn charge_payment(
     Ok(done(order_id, "charge_payment", executed.appended.len()))
 }
 
+/// Refunds the order's charge. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/refund-payment", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn refund_payment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -198,6 +214,10 @@ fn tracking_number(order_id: Uuid) -> String {
     format!("TRK-{}", &id[..12])
 }
 
+/// Creates the shipment if the country is served. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/create-shipment", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "shipping-unavailable", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn create_shipment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -221,6 +241,10 @@ pub async fn create_shipment(
     Ok(outcome)
 }
 
+/// Cancels the shipment. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/cancel-shipment", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn cancel_shipment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -234,6 +258,10 @@ pub async fn cancel_shipment(
     Ok(done(order_id, "cancel_shipment", executed.appended.len()))
 }
 
+/// Confirms the order with its tracking number. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/confirm", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn confirm(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -252,11 +280,15 @@ pub async fn confirm(
     Ok(done(order_id, "confirm", executed.appended.len()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RejectBody {
     pub reason: RejectionReason,
 }
 
+/// Rejects the order with a reason. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/reject", tag = "saga steps", request_body = RejectBody,
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn reject(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -272,6 +304,10 @@ pub async fn reject(
     Ok(done(order_id, "reject", executed.appended.len()))
 }
 
+/// Completes a requested cancellation. Idempotent per order and step.
+#[utoipa::path(post, path = "/internal/v1/orders/{id}/mark-cancelled", tag = "saga steps",
+    params(("id" = Uuid, Path, description = "the order's id")),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn mark_cancelled(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,

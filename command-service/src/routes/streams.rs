@@ -10,17 +10,24 @@ use crate::http::{ApiResult, PathParam, Problem, QueryParams};
 
 const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     pub from_version: Option<u64>,
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventsView {
+    /// `{event_id, stream_id, version, position, type, schema_version, data, metadata, recorded_at}`
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<RecordedEvent>,
 }
 
+/// A stream's events in version order.
+#[utoipa::path(get, path = "/v1/streams/{stream_id}/events", tag = "streams",
+    params(("stream_id" = String, Path, description = "for example order-<uuid>"), EventsQuery),
+    responses((status = 200, body = EventsView), (status = 400, description = "bad query", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "no such stream", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn events(
     State(app): State<AppState>,
     PathParam(stream_id): PathParam<String>,
