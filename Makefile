@@ -4,8 +4,9 @@
 #   make down   stop and remove the platform's containers
 #   make clean  also remove its volumes and the images built here
 #   make bench-event-store  the event store benchmarks (BENCHMARKS.md)
+#   make bench-orders       POST /v1/orders under load (BENCHMARKS.md)
 
-.PHONY: up test down clean images bench-event-store
+.PHONY: up test down clean images bench-event-store bench-orders
 
 up:
 	@compose/up.sh
@@ -14,7 +15,10 @@ test:
 	@compose/test.sh
 
 bench-event-store:
-	@compose/bench.sh
+	@compose/bench.sh bench-event-store
+
+bench-orders:
+	@compose/bench.sh bench-orders
 
 images:
 	@compose/images.sh all

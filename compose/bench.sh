@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# `make bench-event-store`: the event store benchmarks (BENCHMARKS.md), in
-# release mode, against PostgreSQL and the broker started in containers.
-# Arguments are passed to the benchmark (`-- --help` lists them).
+# `make bench-event-store` / `make bench-orders`: a benchmark binary of the
+# tests crate (BENCHMARKS.md), in release mode, against PostgreSQL and the
+# broker started in containers. Extra arguments go to the benchmark
+# (`-- --help` lists them).
+#   compose/bench.sh BINARY [ARGS...]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$(dirname "$here")"
+binary=${1:?usage: compose/bench.sh BINARY [ARGS...]}
+shift
 "$here/images.sh" postgres kafka
+if [ "$binary" = bench-orders ] && ! command -v wrk >/dev/null 2>&1; then
+    echo "installing wrk (Debian's package) to drive the HTTP load" >&2
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
 # shellcheck source=compose/docker-api.sh
 . "$here/docker-api.sh"
 trap stop_docker_api_shim EXIT
-cargo run --release --locked -p tests --bin bench-event-store -- "$@"
+cargo run --release --locked -p tests --bin "$binary" -- "$@"

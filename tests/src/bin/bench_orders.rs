@@ -1,0 +1,273 @@
+//! `POST /v1/orders` under load, against its floor: a minimal axum handler
+//! doing one `INSERT` per request into the same database. Both run in this
+//! process (release build) against PostgreSQL and the broker in containers;
+//! `wrk` (Debian's package) drives them at each connection count in turn.
+//!
+//! Run with `make bench-orders` (see BENCHMARKS.md).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use clap::Parser;
+use harness::infra;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(about = "POST /v1/orders throughput and latency against a one-INSERT floor")]
+struct Args {
+    /// Seconds of load per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    connections: Vec<u32>,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    which_wrk()?;
+    let images = infra::images()?;
+    eprintln!(
+        "starting PostgreSQL ({}) and the broker ({})",
+        images.postgres, images.kafka
+    );
+    let (_pg, pg_base) = infra::start_postgres(&images.postgres, true).await?;
+    let (_kafka, brokers) = infra::start_kafka(&images.kafka, &images.kafka_kind).await?;
+    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
+    sqlx::query("create database bench")
+        .execute(&mut admin)
+        .await?;
+    let database_url = format!("{pg_base}/bench");
+
+    let stop = CancellationToken::new();
+    let command_service = start_command_service(&database_url, &brokers, stop.clone()).await?;
+    let floor = start_floor(&database_url, stop.clone()).await?;
+
+    let client = reqwest::Client::new();
+    let order_body = prepare(&client, &command_service).await?;
+
+    let mut rows = Vec::new();
+    for &connections in &args.connections {
+        let floor_load = wrk(&format!("{floor}/floor"), &order_body, connections, &args).await?;
+        let ours = wrk(
+            &format!("{command_service}/v1/orders"),
+            &order_body,
+            connections,
+            &args,
+        )
+        .await?;
+        eprintln!("{connections} connections: ours {ours:?}, floor {floor_load:?}");
+        if ours.non_2xx > 0 || floor_load.non_2xx > 0 {
+            bail!(
+                "some requests failed: ours {}, floor {}",
+                ours.non_2xx,
+                floor_load.non_2xx
+            );
+        }
+        rows.push(format!(
+            "| {connections} | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms | {:.0}% |",
+            ours.requests_per_second,
+            ours.p50_ms,
+            ours.p99_ms,
+            floor_load.requests_per_second,
+            floor_load.p50_ms,
+            floor_load.p99_ms,
+            100.0 * ours.requests_per_second / floor_load.requests_per_second
+        ));
+    }
+    stop.cancel();
+    println!("| connections | POST /v1/orders | floor (one INSERT) | throughput ratio |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn which_wrk() -> anyhow::Result<()> {
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .context("wrk is not installed (apt-get install wrk; compose/bench.sh does it)")?;
+    Ok(())
+}
+
+async fn start_command_service(
+    database_url: &str,
+    brokers: &str,
+    stop: CancellationToken,
+) -> anyhow::Result<String> {
+    let config = command_service::Config {
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shipping_countries: vec!["GB".into()],
+        idempotency_retention_hours: 24,
+        common: service_kit::CommonConfig {
+            database_url: database_url.into(),
+            database_max_connections: 32,
+            kafka_brokers: brokers.into(),
+            kafka_topic_prefix: "bench.".into(),
+            log_format: "json".into(),
+            log_filter: "warn".into(),
+            ready_timeout_ms: 2000,
+        },
+    };
+    let listener = TcpListener::bind(config.http_addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(command_service::run(config, listener, stop));
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client
+            .get(format!("{url}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(url);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("command-service did not become ready")
+}
+
+/// The floor: parse the same JSON body, one INSERT, answer 202.
+async fn start_floor(database_url: &str, stop: CancellationToken) -> anyhow::Result<String> {
+    let pool = PgPoolOptions::new()
+        .max_connections(32)
+        .connect(database_url)
+        .await?;
+    sqlx::query("create table floor_orders (order_id uuid primary key, body jsonb not null, created_at timestamptz not null default now())")
+        .execute(&pool)
+        .await?;
+    async fn insert(State(pool): State<PgPool>, axum::Json(body): axum::Json<Value>) -> StatusCode {
+        let inserted = sqlx::query("insert into floor_orders (order_id, body) values ($1, $2)")
+            .bind(Uuid::now_v7())
+            .bind(&body)
+            .execute(&pool)
+            .await;
+        if inserted.is_ok() {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+    let app = Router::new().route("/floor", post(insert)).with_state(pool);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    Ok(url)
+}
+
+/// A product and a customer to order with; returns the order body.
+async fn prepare(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    client
+        .post(format!("{url}/v1/products"))
+        .json(&json!({"sku": "bench-mug", "name": "Mug", "price_cents": 1200, "initial_stock": 1_000_000}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let customer: Value = client
+        .post(format!("{url}/v1/customers"))
+        .json(&json!({"name": "Load", "email": "load@example.com"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(json!({
+        "customer_id": customer["customer_id"],
+        "lines": [{"sku": "bench-mug", "quantity": 1}],
+        "shipping_address": {"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": "GB"}
+    })
+    .to_string())
+}
+
+async fn wrk(url: &str, body: &str, connections: u32, args: &Args) -> anyhow::Result<Load> {
+    let script = std::env::temp_dir().join(format!("bench-orders-{}.lua", Uuid::new_v4()));
+    let escaped = body.replace('\\', "\\\\").replace('\'', "\\'");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{escaped}'\n"
+        ),
+    )?;
+    let output = tokio::process::Command::new("wrk")
+        .arg(format!("-t{}", args.threads))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", args.seconds))
+        .arg("--latency")
+        .arg("-s")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await
+        .context("running wrk")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> anyhow::Result<Load> {
+    let mut load = Load {
+        requests_per_second: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        non_2xx: 0,
+    };
+    for line in text.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(value)) => load.requests_per_second = value.parse()?,
+            (Some("50%"), Some(value)) => load.p50_ms = millis(value)?,
+            (Some("99%"), Some(value)) => load.p99_ms = millis(value)?,
+            (Some("Non-2xx"), _) => {
+                load.non_2xx = line.rsplit(' ').next().unwrap_or("0").parse()?;
+            }
+            _ => {}
+        }
+    }
+    if load.requests_per_second == 0.0 {
+        bail!("no Requests/sec line");
+    }
+    Ok(load)
+}
+
+/// wrk prints durations as `812.00us`, `1.23ms` or `1.02s`.
+fn millis(value: &str) -> anyhow::Result<f64> {
+    let (number, factor) = if let Some(n) = value.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = value.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        bail!("unknown duration {value}")
+    };
+    Ok(number.parse::<f64>()? * factor)
+}
