@@ -8,12 +8,17 @@
 //! (a repeated reservation for the same order, say) decide no events, which
 //! is what makes the saga's steps safe to retry.
 //!
+//! `saga` is the order fulfilment saga's record: its events (stream
+//! `saga-<order uuid>`) and the state they fold into, shared by the
+//! orchestrator, which writes them, and the projector, which shows them.
+//!
 //! Money is integer cents throughout.
 
 pub mod customer;
 mod error;
 pub mod order;
 pub mod product;
+pub mod saga;
 pub mod shipment;
 mod wire;
 

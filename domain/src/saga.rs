@@ -1,0 +1,563 @@
+//! The order fulfilment saga's record: every transition the orchestrator
+//! makes is an event in stream `saga-<order uuid>`, and [`SagaState`] is
+//! what those events say about the saga now. The orchestrator decides what
+//! to do next from this state; the projector builds the saga views from the
+//! same events (adding the times the event store records).
+//!
+//! Nothing about a saga lives only in memory: a restarted orchestrator folds
+//! the stream and carries on from the state it finds.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::wire::event_names;
+
+/// The saga's steps, in the order they run. Compensation runs them
+/// backwards (cancel shipment, refund, release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStep {
+    ReserveInventory,
+    ChargePayment,
+    CreateShipment,
+}
+
+impl SagaStep {
+    pub const ALL: [SagaStep; 3] = [
+        SagaStep::ReserveInventory,
+        SagaStep::ChargePayment,
+        SagaStep::CreateShipment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReserveInventory => "reserve_inventory",
+            Self::ChargePayment => "charge_payment",
+            Self::CreateShipment => "create_shipment",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SagaStep> {
+        Self::ALL.into_iter().find(|step| step.as_str() == name)
+    }
+
+    /// The step after this one, if any.
+    pub fn next(self) -> Option<SagaStep> {
+        match self {
+            Self::ReserveInventory => Some(Self::ChargePayment),
+            Self::ChargePayment => Some(Self::CreateShipment),
+            Self::CreateShipment => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The saga type name of the contract's saga detail.
+pub const SAGA_TYPE: &str = "order_fulfilment";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum SagaEvent {
+    /// The orchestrator took on the order (from its `OrderPlaced`).
+    SagaStarted {
+        order_id: Uuid,
+        customer_id: Uuid,
+        total_cents: i64,
+    },
+    /// An attempt at a step began (`attempt` counts from 1).
+    StepStarted { step: SagaStep, attempt: u32 },
+    /// The step's command succeeded; `detail` carries what it produced (the
+    /// tracking number of a shipment, say).
+    StepSucceeded {
+        step: SagaStep,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// An attempt failed. `retryable` failures (unreachable, timeout, 5xx)
+    /// are followed by a [`SagaEvent::RetryScheduled`]; a business refusal
+    /// or a step past its deadline is not retried.
+    StepFailed {
+        step: SagaStep,
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
+    /// The next attempt of a step (or of its compensation) will start at
+    /// `retry_at` (RFC 3339 UTC), `delay_ms` after this event.
+    RetryScheduled {
+        step: SagaStep,
+        attempt: u32,
+        compensation: bool,
+        retry_at: String,
+        delay_ms: u64,
+    },
+    /// The saga stops going forward and undoes its completed steps in
+    /// reverse order; `reason` is a rejection code (`insufficient_stock`,
+    /// `payment_declined`, `shipping_unavailable`), `cancelled`, or the
+    /// error of a step that could not be completed.
+    CompensationStarted { reason: String },
+    /// An attempt at undoing a completed step began.
+    StepCompensationStarted { step: SagaStep, attempt: u32 },
+    /// The step is undone.
+    StepCompensated { step: SagaStep, attempt: u32 },
+    /// An attempt at undoing a step failed; when not `retryable` (retries
+    /// exhausted) the saga fails.
+    StepCompensationFailed {
+        step: SagaStep,
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
+    /// The customer asked to cancel the order; the saga compensates at the
+    /// next opportunity (also while a step is running).
+    CancellationRequested { reason: String },
+    /// Every step succeeded and the order is confirmed.
+    SagaCompleted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tracking_number: Option<String>,
+    },
+    /// Every completed step was undone and the order rejected or cancelled.
+    SagaCompensated { reason: String },
+    /// A compensation could not be completed; an operator must act.
+    SagaFailed { reason: String },
+    /// An operator asked a failed saga to resume from where it stopped.
+    SagaRetryRequested {},
+}
+event_names!(SagaEvent {
+    SagaStarted,
+    StepStarted,
+    StepSucceeded,
+    StepFailed,
+    RetryScheduled,
+    CompensationStarted,
+    StepCompensationStarted,
+    StepCompensated,
+    StepCompensationFailed,
+    CancellationRequested,
+    SagaCompleted,
+    SagaCompensated,
+    SagaFailed,
+    SagaRetryRequested
+});
+
+/// The saga's status (the contract's `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    #[default]
+    Running,
+    Compensating,
+    Completed,
+    Compensated,
+    Failed,
+}
+
+impl SagaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Compensating => "compensating",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// `completed`, `compensated` and `failed` end the saga (a failed one
+    /// until an operator retries it).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+    }
+}
+
+/// A step's status (the contract's `steps[].status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Compensating,
+    Compensated,
+    CompensationFailed,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Compensating => "compensating",
+            Self::Compensated => "compensated",
+            Self::CompensationFailed => "compensation_failed",
+        }
+    }
+}
+
+/// One step as the events describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    pub step: SagaStep,
+    pub status: StepStatus,
+    /// Attempts at the step, then at its compensation (each counts from 1).
+    pub attempts: u32,
+    pub compensation_attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// What a saga's events say about it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaState {
+    pub exists: bool,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub total_cents: i64,
+    pub status: SagaStatus,
+    /// The step being run or undone; `None` between steps and at the end.
+    pub current_step: Option<SagaStep>,
+    pub failure_reason: Option<String>,
+    /// Set by a cancellation request, kept after it is handled.
+    pub cancellation_reason: Option<String>,
+    /// Set once compensation began; a retried failed saga resumes it.
+    pub compensating: bool,
+    pub tracking_number: Option<String>,
+    pub steps: [StepState; 3],
+}
+
+impl Default for SagaState {
+    fn default() -> Self {
+        Self {
+            exists: false,
+            order_id: Uuid::nil(),
+            customer_id: Uuid::nil(),
+            total_cents: 0,
+            status: SagaStatus::Running,
+            current_step: None,
+            failure_reason: None,
+            cancellation_reason: None,
+            compensating: false,
+            tracking_number: None,
+            steps: SagaStep::ALL.map(|step| StepState {
+                step,
+                status: StepStatus::Pending,
+                attempts: 0,
+                compensation_attempts: 0,
+                last_error: None,
+            }),
+        }
+    }
+}
+
+impl SagaState {
+    pub fn step(&self, step: SagaStep) -> &StepState {
+        &self.steps[step.index()]
+    }
+
+    fn step_mut(&mut self, step: SagaStep) -> &mut StepState {
+        &mut self.steps[step.index()]
+    }
+
+    /// The saga's state after `event`.
+    pub fn evolve(mut self, event: &SagaEvent) -> SagaState {
+        match event {
+            SagaEvent::SagaStarted {
+                order_id,
+                customer_id,
+                total_cents,
+            } => {
+                self.exists = true;
+                self.order_id = *order_id;
+                self.customer_id = *customer_id;
+                self.total_cents = *total_cents;
+                self.status = SagaStatus::Running;
+            }
+            SagaEvent::StepStarted { step, attempt } => {
+                let state = self.step_mut(*step);
+                state.status = StepStatus::Running;
+                state.attempts = *attempt;
+                self.current_step = Some(*step);
+            }
+            SagaEvent::StepSucceeded { step, detail, .. } => {
+                let state = self.step_mut(*step);
+                state.status = StepStatus::Succeeded;
+                if *step == SagaStep::CreateShipment {
+                    self.tracking_number = detail.clone();
+                }
+                self.current_step = None;
+            }
+            SagaEvent::StepFailed {
+                step,
+                error,
+                retryable,
+                ..
+            } => {
+                let state = self.step_mut(*step);
+                state.last_error = Some(error.clone());
+                if !retryable {
+                    state.status = StepStatus::Failed;
+                    self.current_step = None;
+                }
+            }
+            SagaEvent::RetryScheduled { .. } => {}
+            SagaEvent::CompensationStarted { reason } => {
+                self.status = SagaStatus::Compensating;
+                self.compensating = true;
+                self.failure_reason = Some(reason.clone());
+                self.current_step = None;
+                // A step interrupted while running (by a cancellation) may
+                // or may not have taken effect; compensating it is safe
+                // because every compensation is idempotent.
+            }
+            SagaEvent::StepCompensationStarted { step, attempt } => {
+                let state = self.step_mut(*step);
+                state.status = StepStatus::Compensating;
+                state.compensation_attempts = *attempt;
+                self.current_step = Some(*step);
+            }
+            SagaEvent::StepCompensated { step, .. } => {
+                self.step_mut(*step).status = StepStatus::Compensated;
+                self.current_step = None;
+            }
+            SagaEvent::StepCompensationFailed {
+                step,
+                error,
+                retryable,
+                ..
+            } => {
+                let state = self.step_mut(*step);
+                state.last_error = Some(error.clone());
+                if !retryable {
+                    state.status = StepStatus::CompensationFailed;
+                }
+            }
+            SagaEvent::CancellationRequested { reason } => {
+                self.cancellation_reason = Some(reason.clone());
+            }
+            SagaEvent::SagaCompleted { tracking_number } => {
+                self.status = SagaStatus::Completed;
+                if tracking_number.is_some() {
+                    self.tracking_number = tracking_number.clone();
+                }
+                self.current_step = None;
+            }
+            SagaEvent::SagaCompensated { reason } => {
+                self.status = SagaStatus::Compensated;
+                self.failure_reason = Some(reason.clone());
+                self.current_step = None;
+            }
+            SagaEvent::SagaFailed { reason } => {
+                self.status = SagaStatus::Failed;
+                self.failure_reason = Some(reason.clone());
+                self.current_step = None;
+            }
+            SagaEvent::SagaRetryRequested {} => {
+                self.status = if self.compensating {
+                    SagaStatus::Compensating
+                } else {
+                    SagaStatus::Running
+                };
+                for state in &mut self.steps {
+                    match state.status {
+                        // Resume where it stopped: the compensation that
+                        // failed is tried again, with fresh attempts.
+                        StepStatus::CompensationFailed => {
+                            state.status = StepStatus::Succeeded;
+                            state.compensation_attempts = 0;
+                        }
+                        StepStatus::Failed if !self.compensating => {
+                            state.status = StepStatus::Pending;
+                            state.attempts = 0;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self
+    }
+}
+
+/// The saga's stream id: `saga-<order uuid>`.
+pub fn stream_id(order_id: Uuid) -> String {
+    format!("saga-{order_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    fn fold(events: &[SagaEvent]) -> SagaState {
+        events
+            .iter()
+            .fold(SagaState::default(), |state, event| state.evolve(event))
+    }
+
+    fn started() -> SagaEvent {
+        SagaEvent::SagaStarted {
+            order_id: Uuid::from_u128(1),
+            customer_id: Uuid::from_u128(2),
+            total_cents: 500,
+        }
+    }
+
+    #[test]
+    fn a_started_saga_runs_with_every_step_pending() {
+        let state = fold(&[started()]);
+        assert!(state.exists);
+        assert_eq!(state.status, SagaStatus::Running);
+        assert!(state.steps.iter().all(|s| s.status == StepStatus::Pending));
+    }
+
+    #[test]
+    fn a_running_step_is_the_current_step_with_its_attempt() {
+        let state = fold(&[
+            started(),
+            SagaEvent::StepStarted {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+            },
+            SagaEvent::StepFailed {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+                error: "timed out".into(),
+                retryable: true,
+            },
+            SagaEvent::StepStarted {
+                step: SagaStep::ReserveInventory,
+                attempt: 2,
+            },
+        ]);
+        assert_eq!(state.current_step, Some(SagaStep::ReserveInventory));
+        let step = state.step(SagaStep::ReserveInventory);
+        assert_eq!(step.status, StepStatus::Running);
+        assert_eq!(step.attempts, 2);
+        assert_eq!(step.last_error.as_deref(), Some("timed out"));
+    }
+
+    #[test]
+    fn a_business_failure_compensates_and_ends_compensated_with_its_reason() {
+        let state = fold(&[
+            started(),
+            SagaEvent::StepStarted {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+            },
+            SagaEvent::StepSucceeded {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+                detail: None,
+            },
+            SagaEvent::StepStarted {
+                step: SagaStep::ChargePayment,
+                attempt: 1,
+            },
+            SagaEvent::StepFailed {
+                step: SagaStep::ChargePayment,
+                attempt: 1,
+                error: "payment_declined".into(),
+                retryable: false,
+            },
+            SagaEvent::CompensationStarted {
+                reason: "payment_declined".into(),
+            },
+            SagaEvent::StepCompensationStarted {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+            },
+            SagaEvent::StepCompensated {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+            },
+            SagaEvent::SagaCompensated {
+                reason: "payment_declined".into(),
+            },
+        ]);
+        assert_eq!(state.status, SagaStatus::Compensated);
+        assert_eq!(state.failure_reason.as_deref(), Some("payment_declined"));
+        assert_eq!(state.current_step, None);
+        let statuses: Vec<_> = state.steps.iter().map(|s| s.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                StepStatus::Compensated,
+                StepStatus::Failed,
+                StepStatus::Pending
+            ]
+        );
+    }
+
+    #[test]
+    fn a_retried_failed_saga_resumes_its_compensation() {
+        let state = fold(&[
+            started(),
+            SagaEvent::StepStarted {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+            },
+            SagaEvent::StepSucceeded {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+                detail: None,
+            },
+            SagaEvent::CancellationRequested {
+                reason: "changed my mind".into(),
+            },
+            SagaEvent::CompensationStarted {
+                reason: "cancelled".into(),
+            },
+            SagaEvent::StepCompensationStarted {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+            },
+            SagaEvent::StepCompensationFailed {
+                step: SagaStep::ReserveInventory,
+                attempt: 1,
+                error: "unreachable".into(),
+                retryable: false,
+            },
+            SagaEvent::SagaFailed {
+                reason: "release_inventory failed: unreachable".into(),
+            },
+        ]);
+        assert_eq!(state.status, SagaStatus::Failed);
+        assert_eq!(
+            state.step(SagaStep::ReserveInventory).status,
+            StepStatus::CompensationFailed
+        );
+
+        let resumed = state.evolve(&SagaEvent::SagaRetryRequested {});
+        assert_eq!(resumed.status, SagaStatus::Compensating);
+        let step = resumed.step(SagaStep::ReserveInventory);
+        assert_eq!(step.status, StepStatus::Succeeded);
+        assert_eq!(step.compensation_attempts, 0);
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_shape() {
+        let event = SagaEvent::RetryScheduled {
+            step: SagaStep::ChargePayment,
+            attempt: 3,
+            compensation: false,
+            retry_at: "2026-11-23T10:00:00Z".into(),
+            delay_ms: 400,
+        };
+        assert_eq!(event.event_type(), "RetryScheduled");
+        assert_eq!(event.data()["step"], "charge_payment");
+        let decoded = SagaEvent::decode(event.event_type(), &event.data()).unwrap();
+        assert_eq!(decoded, event);
+        let empty = SagaEvent::SagaRetryRequested {};
+        assert_eq!(
+            SagaEvent::decode("SagaRetryRequested", &empty.data()).unwrap(),
+            empty
+        );
+    }
+}
