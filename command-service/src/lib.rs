@@ -142,10 +142,7 @@ pub async fn run(
     let mut registry = Registry::default();
     let relay_metrics = RelayMetrics::register(&mut registry);
     let store = EventStore::new(deps.pg.clone());
-    let relay_config = RelayConfig::new(
-        format!("{}events", config.common.kafka_topic_prefix),
-        "/command-service",
-    );
+    let relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
     // The API needs the schema, so migrations run before serving; while
     // PostgreSQL is unreachable this waits (and logs) rather than failing.
     if !migrate(&store, &shutdown).await {

@@ -51,7 +51,7 @@ impl RelayConfig {
         Self {
             name: "kafka".into(),
             topic: topic.into(),
-            partitions: 6,
+            partitions: EVENTS_TOPIC_PARTITIONS,
             source: source.into(),
             batch_size: 1000,
             lock_key: 0x6576_656e_7473,
@@ -160,7 +160,7 @@ async fn lead(
     tracing::info!(topic = %config.topic, "this process is now the active relay");
     metrics.active.set(1);
 
-    ensure_topic(kafka, config).await?;
+    ensure_topic(kafka, &config.topic, config.partitions).await?;
     let producer: FutureProducer = kafka
         .clone()
         .set("enable.idempotence", "true")
@@ -216,10 +216,21 @@ async fn still_holding(lock: &mut PgConnection) -> anyhow::Result<()> {
         .context("the relay lock connection was lost")
 }
 
-async fn ensure_topic(kafka: &ClientConfig, config: &RelayConfig) -> anyhow::Result<()> {
+/// The number of partitions of the events topic; consumers that create the
+/// topic before the relay does must use the same figure.
+pub const EVENTS_TOPIC_PARTITIONS: i32 = 6;
+
+/// Creates `topic` with `partitions` unless it exists. The broker does not
+/// create topics on first use, so the relay and every consumer call this at
+/// start-up (whoever comes first creates it).
+pub async fn ensure_topic(
+    kafka: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         kafka.create().context("creating the admin client")?;
-    let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics(
             &[topic],

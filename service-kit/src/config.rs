@@ -47,6 +47,17 @@ impl CommonConfig {
         Duration::from_millis(self.ready_timeout_ms)
     }
 
+    /// The topic the relay publishes the event log to.
+    pub fn events_topic(&self) -> String {
+        format!("{}events", self.kafka_topic_prefix)
+    }
+
+    /// The consumer group of a component (`projector`, `saga-orchestrator`),
+    /// under this deployment's prefix.
+    pub fn consumer_group(&self, component: &str) -> String {
+        format!("{}{component}", self.kafka_topic_prefix)
+    }
+
     /// The database URL with any password replaced, safe to log.
     pub fn redacted_database_url(&self) -> String {
         redact_url_password(&self.database_url)
