@@ -6,6 +6,7 @@
 //! - [`telemetry`]: structured JSON logs through `tracing`.
 //! - [`deps`]: the PostgreSQL pool and Kafka client a service depends on, and
 //!   the readiness check over both.
+//! - [`http`]: problem documents (RFC 9457) and extractors that produce them.
 //! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
 //! - [`shutdown`]: one cancellation token, cancelled on SIGTERM or Ctrl-C,
 //!   shared by the HTTP server and every worker loop.
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod deps;
+pub mod http;
 pub mod ops;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,9 @@
+//! HTTP plumbing every API shares: errors as RFC 9457 problem documents and
+//! request extractors whose failures are such problems, never panics or
+//! plain-text rejections.
+
+pub mod extract;
+pub mod problem;
+
+pub use extract::{BODY_LIMIT, JsonBody, PathParam, QueryParams};
+pub use problem::{FieldError, Problem, ProblemBody};
