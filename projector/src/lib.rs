@@ -1,29 +1,89 @@
-//! Builds the read models from the event stream, and rebuilds them from the event store.
+//! Builds the read models from the event stream, and rebuilds them from the
+//! event store.
+//!
+//! Layout: `views` holds each projection's row and the pure fold of events
+//! into it; `store` loads, applies and writes rows (generic over views);
+//! `live` consumes Kafka and applies batches; `rebuild` replays the event
+//! store into shadow tables and swaps them in; `status` and `api` are the
+//! operator's view; `cli` is `projector rebuild`.
+
+mod api;
+pub mod cli;
+mod live;
+mod metrics;
+pub mod rebuild;
+mod status;
+mod store;
+pub mod views;
 
 use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
 
+use anyhow::Context;
+use event_store::EventStore;
 use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use metrics::Metrics;
 
 /// The name this service reports in logs and metrics.
 pub const SERVICE: &str = "projector";
 
 /// Settings of the projector, from flags or environment variables.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "projector",
-    version,
-    about = "Builds the read models from the event stream, and rebuilds them from the event store."
-)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8084")]
     pub http_addr: SocketAddr,
 
+    /// PostgreSQL schema the read models live in (created if missing); the
+    /// query-service must read the same one.
+    #[arg(long, env = "READ_MODEL_SCHEMA", default_value = "public", value_parser = parse_schema)]
+    pub read_model_schema: String,
+
+    /// Kafka consumer group; instances in one group share the work.
+    /// Default: `<KAFKA_TOPIC_PREFIX>projector`.
+    #[arg(long, env = "PROJECTOR_GROUP")]
+    pub consumer_group: Option<String>,
+
+    /// Most messages applied in one transaction.
+    #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: usize,
+
     #[command(flatten)]
     pub common: CommonConfig,
+}
+
+/// A lower-case SQL identifier, so it can be used in `search_path`.
+pub fn parse_schema(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("a lower-case identifier: letters, digits and _, not starting with a digit".into())
+    }
+}
+
+/// A pool whose connections find the read models first, then the event
+/// store (`search_path = <schema>, public`).
+pub fn read_model_pool(common: &CommonConfig, schema: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&common.database_url)
+        .with_context(|| format!("invalid DATABASE_URL {}", common.redacted_database_url()))?
+        .options([("search_path", format!("{schema},public"))]);
+    Ok(PgPoolOptions::new()
+        .max_connections(common.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -33,7 +93,88 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
-    let registry = Registry::default();
-    let app = service_kit::ops::router(SERVICE, deps, registry);
-    service_kit::serve(listener, app, shutdown).await
+    let pool = read_model_pool(&config.common, &config.read_model_schema)?;
+    let store = EventStore::new(deps.pg.clone());
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    if !migrate_with_retries(&deps.pg, &pool, &store, &config, &shutdown).await {
+        return Ok(());
+    }
+    let live = tokio::spawn(live::run(
+        pool.clone(),
+        store.clone(),
+        deps.kafka_config(),
+        live::LiveConfig {
+            topic: config.common.events_topic(),
+            group: config
+                .consumer_group
+                .clone()
+                .unwrap_or_else(|| config.common.consumer_group("projector")),
+            batch_size: config.batch_size.max(1),
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let lag = tokio::spawn(status::report_lag(
+        pool.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let app = api::router(api::ApiState {
+        pool,
+        store,
+        metrics,
+    })
+    .merge(service_kit::ops::router(SERVICE, deps, registry));
+    let served = service_kit::serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+    live.await?;
+    lag.await?;
+    served
+}
+
+/// Creates the schema and applies the event store's and the read models'
+/// migrations.
+pub async fn migrate(
+    default_pool: &PgPool,
+    pool: &PgPool,
+    store: &EventStore,
+    schema: &str,
+) -> anyhow::Result<()> {
+    // The name was checked by `parse_schema`.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "create schema if not exists {schema}"
+    )))
+    .execute(default_pool)
+    .await
+    .context("creating the read model schema")?;
+    store.migrate().await.context("migrating the event store")?;
+    let mut own = sqlx::migrate!("./migrations");
+    own.set_ignore_missing(true);
+    own.run(pool).await.context("migrating the read models")?;
+    Ok(())
+}
+
+/// [`migrate`], retrying while PostgreSQL is unreachable; false if shut down
+/// first.
+async fn migrate_with_retries(
+    default_pool: &PgPool,
+    pool: &PgPool,
+    store: &EventStore,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        match migrate(default_pool, pool, store, &config.read_model_schema).await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "migrating the read models failed; retrying"
+            ),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }

@@ -1,0 +1,108 @@
+//! The projector's operator API: `GET /v1/projections` and
+//! `POST /v1/projections/{name}/rebuild`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use event_store::EventStore;
+use serde::Serialize;
+use service_kit::http::{PathParam, Problem};
+use sqlx::PgPool;
+
+use crate::metrics::{Metrics, label};
+use crate::rebuild::{Rebuild, RebuildError, Silent};
+use crate::status::{self, ProjectionStatus};
+use crate::views::Projection;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub store: EventStore,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/projections", get(list))
+        .route("/v1/projections/{name}/rebuild", post(rebuild))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn list(State(state): State<ApiState>) -> Response {
+    match status::statuses(&state.pool).await {
+        Ok(all) => Json::<Vec<ProjectionStatus>>(all).into_response(),
+        Err(error) => internal(error),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RebuildAccepted {
+    name: &'static str,
+    status: &'static str,
+}
+
+async fn rebuild(State(state): State<ApiState>, PathParam(name): PathParam<String>) -> Response {
+    let Some(projection) = Projection::parse(&name) else {
+        let known: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
+        return Problem::not_found(format!(
+            "no projection named {name:?}; the projections are {}",
+            known.join(", ")
+        ))
+        .into_response();
+    };
+    let rebuild = match Rebuild::acquire(&state.pool, &[projection]).await {
+        Ok(rebuild) => rebuild,
+        Err(RebuildError::AlreadyRunning(name)) => {
+            return Problem::conflict(format!("a rebuild of {name} is already running"))
+                .into_response();
+        }
+        Err(RebuildError::Failed(error)) => return internal(error),
+    };
+    tokio::spawn(async move {
+        tracing::info!(projection = projection.name(), "rebuild started");
+        match rebuild.run(&state.pool, &state.store, &Silent).await {
+            Ok(report) => {
+                state
+                    .metrics
+                    .rebuilds
+                    .get_or_create(&label(projection))
+                    .inc();
+                tracing::info!(
+                    projection = projection.name(),
+                    events_read = report.events_read,
+                    refused = report.refused,
+                    seconds = report.elapsed.as_secs_f64(),
+                    "rebuild swapped in"
+                );
+            }
+            Err(error) => tracing::error!(
+                projection = projection.name(),
+                error = format!("{error:#}"),
+                "rebuild failed; the current read model keeps serving"
+            ),
+        }
+    });
+    (
+        StatusCode::ACCEPTED,
+        Json(RebuildAccepted {
+            name: projection.name(),
+            status: "rebuilding",
+        }),
+    )
+        .into_response()
+}
+
+fn internal(error: anyhow::Error) -> Response {
+    tracing::error!(error = format!("{error:#}"), "request failed");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the request could not be completed; it was logged",
+    )
+    .into_response()
+}

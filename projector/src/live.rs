@@ -1,0 +1,242 @@
+//! Live projection: consumes the event log from Kafka in a consumer group
+//! and applies each batch in one PostgreSQL transaction, which also records
+//! what was applied; offsets are committed only after that transaction.
+//!
+//! A crash between the commit and the offset commit redelivers the batch,
+//! and redelivered events change nothing (rows carry their stream version).
+//! Several instances share the partitions; a stream is always in one
+//! partition (the key is its id), and the version guard on every write
+//! makes even a rebalance overlap harmless.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use event_store::{EventStore, RecordedEvent};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{self, DeadLetter};
+use crate::views::customers::CustomerRow;
+use crate::views::orders::OrderRow;
+use crate::views::products::ProductRow;
+use crate::views::sagas::SagaRow;
+use crate::views::{Projection, View};
+
+/// How the live consumer reads.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub topic: String,
+    pub group: String,
+    /// Most messages applied in one transaction.
+    pub batch_size: usize,
+}
+
+/// Consumes until `shutdown`; on any failure starts over from the committed
+/// offsets (nothing after them was acknowledged).
+pub async fn run(
+    pool: PgPool,
+    store: EventStore,
+    kafka: ClientConfig,
+    config: LiveConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let result = tokio::select! {
+            () = shutdown.cancelled() => Ok(()),
+            result = consume(&pool, &store, &kafka, &config, &metrics) => result,
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "projection consumer stopped; starting over"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+async fn consume(
+    pool: &PgPool,
+    store: &EventStore,
+    kafka: &ClientConfig,
+    config: &LiveConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    event_store::relay::ensure_topic(
+        kafka,
+        &config.topic,
+        event_store::relay::EVENTS_TOPIC_PARTITIONS,
+    )
+    .await?;
+    let consumer: StreamConsumer = kafka
+        .clone()
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .context("creating the consumer")?;
+    consumer
+        .subscribe(&[&config.topic])
+        .context("subscribing to the events topic")?;
+    tracing::info!(topic = %config.topic, group = %config.group, "consuming the event log");
+    let mut batch = Vec::with_capacity(config.batch_size);
+    loop {
+        let first = consumer.recv().await.context("receiving from Kafka")?;
+        batch.push(first.detach());
+        // Take whatever else is already waiting, up to the batch size.
+        while batch.len() < config.batch_size {
+            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                Ok(message) => batch.push(message.context("receiving from Kafka")?.detach()),
+                Err(_) => break,
+            }
+        }
+        apply_batch(pool, store, metrics, &batch).await?;
+        commit(&consumer, &batch)?;
+        batch.clear();
+    }
+}
+
+/// Commits, per partition, the offset after the last message of the batch.
+fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for message in batch {
+        let entry = next
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_insert(0);
+        *entry = (*entry).max(message.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets
+            .add_partition_offset(&topic, partition, Offset::Offset(offset))
+            .context("building the offsets to commit")?;
+    }
+    // Async: a lost commit only means a redelivery, which changes nothing.
+    if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+        tracing::debug!(%error, "committing offsets failed; they will be redelivered");
+    }
+    Ok(())
+}
+
+/// Where a message came from, for its dead letter.
+struct Origin<'a>(&'a OwnedMessage);
+
+impl Origin<'_> {
+    fn dead_letter(&self, reason: String) -> DeadLetter {
+        let message = self.0;
+        let text = |bytes: Option<&[u8]>| {
+            // PostgreSQL text cannot hold NUL.
+            bytes.map(|b| String::from_utf8_lossy(b).replace('\0', "\u{fffd}"))
+        };
+        DeadLetter {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: text(message.key()),
+            payload: text(message.payload()),
+            reason,
+        }
+    }
+}
+
+/// Decodes a batch and applies it in one transaction.
+pub async fn apply_batch(
+    pool: &PgPool,
+    store: &EventStore,
+    metrics: &Metrics,
+    batch: &[OwnedMessage],
+) -> anyhow::Result<()> {
+    let mut dead = Vec::new();
+    let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
+    for message in batch {
+        let origin = Origin(message);
+        let event: RecordedEvent = match message.payload().map(serde_json::from_slice) {
+            Some(Ok(event)) => event,
+            Some(Err(error)) => {
+                dead.push(origin.dead_letter(format!("not an event: {error}")));
+                continue;
+            }
+            None => {
+                dead.push(origin.dead_letter("empty message".into()));
+                continue;
+            }
+        };
+        if let Some(projection) = Projection::for_stream(&event.stream_id) {
+            by_projection
+                .entry(projection)
+                .or_default()
+                .push((event, origin));
+        } else if !known_unprojected(&event) {
+            dead.push(origin.dead_letter(format!(
+                "unknown event type {} on stream {}",
+                event.event_type, event.stream_id
+            )));
+        }
+    }
+
+    let mut tx = pool.begin().await.context("starting a transaction")?;
+    // In a fixed order (the map's), so two transactions never wait on each
+    // other's locks in a cycle.
+    for projection in by_projection.keys() {
+        store::lock_shared(&mut tx, *projection).await?;
+    }
+    let mut progress = Vec::new();
+    for (projection, events) in by_projection {
+        let applied = match projection {
+            Projection::Orders => apply::<OrderRow>(&mut tx, store, events).await?,
+            Projection::Products => apply::<ProductRow>(&mut tx, store, events).await?,
+            Projection::Customers => apply::<CustomerRow>(&mut tx, store, events).await?,
+            Projection::Sagas => apply::<SagaRow>(&mut tx, store, events).await?,
+        };
+        store::record_progress(&mut tx, projection, applied.events, applied.position).await?;
+        progress.push((projection, applied.events));
+        dead.extend(
+            applied
+                .refused
+                .into_iter()
+                .map(|(origin, reason)| origin.dead_letter(reason)),
+        );
+    }
+    let dead_letters = store::dead_letter(&mut tx, &dead).await?;
+    tx.commit().await.context("committing applied events")?;
+
+    for (projection, events) in progress {
+        metrics.applied(projection, events);
+    }
+    if dead_letters > 0 {
+        metrics.dead_letters.inc_by(dead_letters);
+        for letter in &dead {
+            tracing::warn!(
+                topic = %letter.topic, partition = letter.partition, offset = letter.offset,
+                reason = %letter.reason, "message sent to the dead-letter table"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn apply<'a, V: View>(
+    tx: &mut sqlx::PgConnection,
+    store: &EventStore,
+    events: Vec<(RecordedEvent, Origin<'a>)>,
+) -> anyhow::Result<store::Applied<Origin<'a>>> {
+    store::apply_events::<V, _>(tx, store, V::PROJECTION.table(), events).await
+}
+
+/// Events no projection folds but which are expected on the log
+/// (shipments).
+fn known_unprojected(event: &RecordedEvent) -> bool {
+    use domain::Event;
+    event.stream_id.starts_with("shipment-")
+        && domain::shipment::ShipmentEvent::decode(&event.event_type, &event.data).is_ok()
+}

@@ -1,0 +1,471 @@
+//! Rebuilding read models from the event store while the current ones keep
+//! serving.
+//!
+//! 1. Take the projection's rebuild lock (one rebuild at a time, across
+//!    processes) and create an empty `<table>_shadow`.
+//! 2. Read the whole log in global order and fold it in memory, then write
+//!    the rows into the shadow in bulk.
+//! 3. Catch the shadow up with what was appended meanwhile, row by row.
+//! 4. In one transaction: take the projection's exclusive lock (live writes
+//!    to the table hold it shared, so none is in flight), catch up the last
+//!    events, rename the shadow into place and drop the old table.
+//!
+//! Everything readable when the swap commits is in the new table; anything
+//! later reaches the live consumer from Kafka and is applied to the new
+//! table, whose rows carry their stream versions, so nothing that arrived
+//! during the rebuild is lost or applied twice.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use event_store::{Checkpoint, EventStore, RecordedEvent};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::store::{self, DeadLetter};
+use crate::views::customers::CustomerRow;
+use crate::views::orders::OrderRow;
+use crate::views::products::ProductRow;
+use crate::views::sagas::SagaRow;
+use crate::views::{Projection, View};
+
+/// Advisory lock class of rebuilds: (class, projection) is held for the
+/// whole rebuild, on a connection of its own.
+pub const REBUILD_LOCK_CLASS: i32 = 0x7265_6275; // "rebu"
+
+/// Events read per query.
+const PAGE: u32 = 5_000;
+/// Rows written per statement.
+const WRITE_CHUNK: usize = 2_000;
+
+/// Why a rebuild did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("a rebuild of {0} is already running")]
+    AlreadyRunning(&'static str),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Told how a rebuild advances (a progress bar, or nothing).
+pub trait Progress: Send + Sync {
+    fn started(&self, _total: u64) {}
+    fn advanced(&self, _read: u64) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Events of the log read.
+    pub events_read: u64,
+    /// Events applied, per projection.
+    pub applied: Vec<(Projection, u64)>,
+    /// Events that could not be applied (recorded as dead letters).
+    pub refused: u64,
+    pub elapsed: Duration,
+}
+
+/// A rebuild that holds its lock: no other rebuild of these projections
+/// runs, in any process, until it is dropped.
+pub struct Rebuild {
+    lock: PgConnection,
+    projections: Vec<Projection>,
+}
+
+impl Rebuild {
+    /// Takes the rebuild lock of every projection (deduplicated), or says
+    /// which one is already being rebuilt.
+    pub async fn acquire(pool: &PgPool, projections: &[Projection]) -> Result<Self, RebuildError> {
+        let mut projections = projections.to_vec();
+        projections.sort();
+        projections.dedup();
+        // The session locks live as long as this connection.
+        let mut lock = PgConnection::connect_with(&pool.connect_options())
+            .await
+            .context("connecting for the rebuild lock")?;
+        for projection in &projections {
+            let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+                .bind(REBUILD_LOCK_CLASS)
+                .bind(projection.lock_id())
+                .fetch_one(&mut lock)
+                .await
+                .context("taking the rebuild lock")?;
+            if !acquired {
+                return Err(RebuildError::AlreadyRunning(projection.name()));
+            }
+        }
+        Ok(Self { lock, projections })
+    }
+
+    pub fn projections(&self) -> &[Projection] {
+        &self.projections
+    }
+
+    /// Rebuilds from the event store and swaps the new tables in.
+    pub async fn run(
+        self,
+        pool: &PgPool,
+        store: &EventStore,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Report> {
+        let started = Instant::now();
+        let result = run(pool, store, &self.projections, progress, started).await;
+        if result.is_err() {
+            let _ = clear_progress(pool, &self.projections).await;
+        }
+        let _ = self.lock.close().await;
+        result
+    }
+}
+
+async fn run(
+    pool: &PgPool,
+    store: &EventStore,
+    projections: &[Projection],
+    progress: &dyn Progress,
+    started: Instant,
+) -> anyhow::Result<Report> {
+    let total: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(pool)
+        .await
+        .context("counting the log")?;
+    progress.started(total as u64);
+    for projection in projections {
+        let table = projection.table();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop table if exists {table}_shadow;
+             create table {table}_shadow (like {table} including all)"
+        )))
+        .execute(pool)
+        .await
+        .with_context(|| format!("creating {table}_shadow"))?;
+        sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
+            .bind(projection.name())
+            .bind(total)
+            .execute(pool)
+            .await
+            .context("recording rebuild progress")?;
+    }
+
+    let mut folds = Folds::new(projections);
+    let mut after = Checkpoint::START;
+    let mut read = 0u64;
+    let mut last_saved = Instant::now();
+    loop {
+        let page = store
+            .read_all(after, PAGE)
+            .await
+            .context("reading the log")?;
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint();
+        read += page.len() as u64;
+        for event in &page {
+            folds.apply(event);
+        }
+        progress.advanced(read);
+        if last_saved.elapsed() > Duration::from_secs(1) {
+            save_progress(pool, projections, read).await?;
+            last_saved = Instant::now();
+        }
+    }
+    let mut report = folds.write(pool).await?;
+
+    // Catch up with what was appended while folding, without blocking the
+    // live consumer; then the last few events under the lock, and swap.
+    loop {
+        let mut tx = pool.begin().await.context("starting a catch-up")?;
+        let (count, next) = catch_up(&mut tx, store, projections, after, &mut report).await?;
+        tx.commit().await.context("committing a catch-up")?;
+        read += count;
+        after = next;
+        progress.advanced(read);
+        if count < u64::from(PAGE) {
+            break;
+        }
+    }
+    let mut tx = pool.begin().await.context("starting the swap")?;
+    for projection in projections {
+        sqlx::query("select pg_advisory_xact_lock($1, $2)")
+            .bind(store::LOCK_CLASS)
+            .bind(projection.lock_id())
+            .execute(&mut *tx)
+            .await
+            .context("taking the projection's exclusive lock")?;
+    }
+    loop {
+        let (count, next) = catch_up(&mut tx, store, projections, after, &mut report).await?;
+        read += count;
+        after = next;
+        if count < u64::from(PAGE) {
+            break;
+        }
+    }
+    for projection in projections {
+        let table = projection.table();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter table {table} rename to {table}_old;
+             alter table {table}_shadow rename to {table};
+             drop table {table}_old"
+        )))
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("swapping {table}"))?;
+        let (events, position) = report.totals(*projection);
+        sqlx::query(
+            "update projections
+             set events_applied = $2, position = $3, rebuild_read = null, rebuild_total = null,
+                 updated_at = now()
+             where name = $1",
+        )
+        .bind(projection.name())
+        .bind(events as i64)
+        .bind(position)
+        .execute(&mut *tx)
+        .await
+        .context("recording the rebuilt projection")?;
+    }
+    tx.commit().await.context("committing the swap")?;
+    progress.advanced(read);
+    report.report.events_read = read;
+    report.report.elapsed = started.elapsed();
+    Ok(report.report)
+}
+
+async fn save_progress(pool: &PgPool, projections: &[Projection], read: u64) -> anyhow::Result<()> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    sqlx::query("update projections set rebuild_read = $2 where name = any($1)")
+        .bind(&names)
+        .bind(read as i64)
+        .execute(pool)
+        .await
+        .context("recording rebuild progress")?;
+    Ok(())
+}
+
+async fn clear_progress(pool: &PgPool, projections: &[Projection]) -> anyhow::Result<()> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    sqlx::query(
+        "update projections set rebuild_read = null, rebuild_total = null where name = any($1)",
+    )
+    .bind(&names)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Applies one page of events after `after` to the shadow tables, in
+/// `conn`'s transaction; returns how many events it read and the new
+/// checkpoint.
+async fn catch_up(
+    conn: &mut PgConnection,
+    store: &EventStore,
+    projections: &[Projection],
+    after: Checkpoint,
+    report: &mut Progressing,
+) -> anyhow::Result<(u64, Checkpoint)> {
+    let page = store
+        .read_all(after, PAGE)
+        .await
+        .context("reading the log")?;
+    let Some(last) = page.last() else {
+        return Ok((0, after));
+    };
+    let next = last.checkpoint();
+    let count = page.len() as u64;
+    let mut by_projection: HashMap<Projection, Vec<(RecordedEvent, i64)>> = HashMap::new();
+    for event in page {
+        if let Some(projection) = Projection::for_stream(&event.stream_id)
+            && projections.contains(&projection)
+        {
+            let position = event.position;
+            by_projection
+                .entry(projection)
+                .or_default()
+                .push((event, position));
+        }
+    }
+    let mut dead = Vec::new();
+    for (projection, events) in by_projection {
+        let shadow = format!("{}_shadow", projection.table());
+        let applied = match projection {
+            Projection::Orders => {
+                store::apply_events::<OrderRow, _>(conn, store, &shadow, events).await?
+            }
+            Projection::Products => {
+                store::apply_events::<ProductRow, _>(conn, store, &shadow, events).await?
+            }
+            Projection::Customers => {
+                store::apply_events::<CustomerRow, _>(conn, store, &shadow, events).await?
+            }
+            Projection::Sagas => {
+                store::apply_events::<SagaRow, _>(conn, store, &shadow, events).await?
+            }
+        };
+        report.add(projection, applied.events, applied.position);
+        dead.extend(
+            applied
+                .refused
+                .into_iter()
+                .map(|(position, reason)| stored_dead_letter(position, reason)),
+        );
+    }
+    report.report.refused += dead.len() as u64;
+    store::dead_letter(conn, &dead).await?;
+    Ok((count, next))
+}
+
+/// A stored event that could not be applied, as a dead letter (its
+/// "offset" is its global position).
+fn stored_dead_letter(position: i64, reason: String) -> DeadLetter {
+    DeadLetter {
+        topic: "event-store".into(),
+        partition: 0,
+        offset: position,
+        key: None,
+        payload: None,
+        reason,
+    }
+}
+
+/// Counts per projection while a rebuild runs.
+#[derive(Default)]
+struct Progressing {
+    report: Report,
+    totals: HashMap<Projection, (u64, i64)>,
+}
+
+impl Progressing {
+    fn add(&mut self, projection: Projection, events: u64, position: i64) {
+        let entry = self.totals.entry(projection).or_default();
+        entry.0 += events;
+        entry.1 = entry.1.max(position);
+    }
+
+    fn totals(&mut self, projection: Projection) -> (u64, i64) {
+        let totals = self.totals.get(&projection).copied().unwrap_or_default();
+        if !self.report.applied.iter().any(|(p, _)| *p == projection) {
+            self.report.applied.push((projection, totals.0));
+        }
+        totals
+    }
+}
+
+/// One projection folded in memory: its rows by key.
+struct Fold<V> {
+    rows: HashMap<String, Option<V>>,
+    events: u64,
+    position: i64,
+    refused: Vec<DeadLetter>,
+}
+
+impl<V: View> Fold<V> {
+    fn new() -> Self {
+        Self {
+            rows: HashMap::new(),
+            events: 0,
+            position: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        let key = match store::key_of(V::PROJECTION, &event.stream_id) {
+            Ok(key) => key,
+            Err(reason) => {
+                self.refused
+                    .push(stored_dead_letter(event.position, reason));
+                return;
+            }
+        };
+        let row = self.rows.entry(key).or_insert(None);
+        let current = row.as_ref().map_or(0, V::version);
+        // The global order keeps each stream's versions in order (a
+        // stream's next version is appended by a later transaction), so
+        // anything else is refused rather than guessed at.
+        if event.version != current + 1 {
+            self.refused.push(stored_dead_letter(
+                event.position,
+                format!(
+                    "{} version {} follows version {current}",
+                    event.stream_id, event.version
+                ),
+            ));
+            return;
+        }
+        match V::apply(row, event) {
+            Ok(()) => {
+                self.events += 1;
+                self.position = self.position.max(event.position);
+            }
+            Err(error) => self
+                .refused
+                .push(stored_dead_letter(event.position, error.to_string())),
+        }
+    }
+
+    /// Writes the folded rows into the projection's shadow table.
+    async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
+        let projection = V::PROJECTION;
+        let shadow = format!("{}_shadow", projection.table());
+        let rows: Vec<V> = self.rows.into_values().flatten().collect();
+        let mut conn = pool.acquire().await.context("writing the shadow table")?;
+        for chunk in rows.chunks(WRITE_CHUNK) {
+            store::write(&mut conn, &shadow, chunk).await?;
+        }
+        report.report.refused += self.refused.len() as u64;
+        store::dead_letter(&mut conn, &self.refused).await?;
+        report.add(projection, self.events, self.position);
+        Ok(())
+    }
+}
+
+/// The folds of the projections being rebuilt.
+struct Folds {
+    orders: Option<Fold<OrderRow>>,
+    products: Option<Fold<ProductRow>>,
+    customers: Option<Fold<CustomerRow>>,
+    sagas: Option<Fold<SagaRow>>,
+}
+
+impl Folds {
+    fn new(projections: &[Projection]) -> Self {
+        let has = |p| projections.contains(&p);
+        Self {
+            orders: has(Projection::Orders).then(Fold::new),
+            products: has(Projection::Products).then(Fold::new),
+            customers: has(Projection::Customers).then(Fold::new),
+            sagas: has(Projection::Sagas).then(Fold::new),
+        }
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        match Projection::for_stream(&event.stream_id) {
+            Some(Projection::Orders) => self.orders.as_mut().map(|f| f.apply(event)),
+            Some(Projection::Products) => self.products.as_mut().map(|f| f.apply(event)),
+            Some(Projection::Customers) => self.customers.as_mut().map(|f| f.apply(event)),
+            Some(Projection::Sagas) => self.sagas.as_mut().map(|f| f.apply(event)),
+            None => None,
+        };
+    }
+
+    async fn write(self, pool: &PgPool) -> anyhow::Result<Progressing> {
+        let mut report = Progressing::default();
+        if let Some(fold) = self.orders {
+            fold.write(pool, &mut report).await?;
+        }
+        if let Some(fold) = self.products {
+            fold.write(pool, &mut report).await?;
+        }
+        if let Some(fold) = self.customers {
+            fold.write(pool, &mut report).await?;
+        }
+        if let Some(fold) = self.sagas {
+            fold.write(pool, &mut report).await?;
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,121 @@
+//! What `GET /v1/projections` shows and the lag metrics report.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, label};
+use crate::rebuild::REBUILD_LOCK_CLASS;
+use crate::views::Projection;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    /// `live`, or `rebuilding` while a rebuild runs (the current table
+    /// keeps serving meanwhile).
+    pub status: &'static str,
+    /// The highest global position applied.
+    pub position: i64,
+    /// Events of this projection's streams in the store after `position`.
+    pub lag_events: i64,
+    /// Age of the oldest of them, 0 when there are none.
+    pub lag_seconds: f64,
+    /// Events applied to the current read model.
+    pub events_applied: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildProgress>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RebuildProgress {
+    pub events_read: i64,
+    pub events_total: i64,
+}
+
+/// Every projection's status.
+pub async fn statuses(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let mut all = Vec::with_capacity(Projection::ALL.len());
+    for projection in Projection::ALL {
+        all.push(status(pool, projection).await?);
+    }
+    Ok(all)
+}
+
+pub async fn status(pool: &PgPool, projection: Projection) -> anyhow::Result<ProjectionStatus> {
+    let (position, events_applied, read, total, rebuilding): (
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        bool,
+    ) = sqlx::query_as(
+        "select position, events_applied, rebuild_read, rebuild_total,
+                exists(select 1 from pg_locks
+                       where locktype = 'advisory' and granted
+                         and classid::bigint = $2 and objid::bigint = $3 and objsubid = 2)
+         from projections where name = $1",
+    )
+    .bind(projection.name())
+    .bind(i64::from(REBUILD_LOCK_CLASS))
+    .bind(i64::from(projection.lock_id()))
+    .fetch_one(pool)
+    .await
+    .context("reading the projection's status")?;
+    // Lag counts events of this projection's streams after its position:
+    // positions are handed out in append order, which may differ from
+    // commit order by a few events, so this is a close estimate.
+    let (lag_events, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "select count(*), min(recorded_at) from events
+         where position > $1 and stream_id like $2",
+    )
+    .bind(position)
+    .bind(format!("{}%", projection.stream_prefix()))
+    .fetch_one(pool)
+    .await
+    .context("measuring the projection's lag")?;
+    let lag_seconds = oldest.map_or(0.0, |at| {
+        ((Utc::now() - at).num_milliseconds() as f64 / 1000.0).max(0.0)
+    });
+    Ok(ProjectionStatus {
+        name: projection.name(),
+        status: if rebuilding { "rebuilding" } else { "live" },
+        position,
+        lag_events,
+        lag_seconds,
+        events_applied,
+        rebuild: rebuilding.then_some(RebuildProgress {
+            events_read: read.unwrap_or(0),
+            events_total: total.unwrap_or(0),
+        }),
+    })
+}
+
+/// Refreshes the lag gauges every second until `shutdown`.
+pub async fn report_lag(pool: PgPool, metrics: Metrics, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match statuses(&pool).await {
+            Ok(all) => {
+                for status in all {
+                    let projection = Projection::parse(status.name).expect("a known projection");
+                    metrics
+                        .lag_events
+                        .get_or_create(&label(projection))
+                        .set(status.lag_events);
+                    metrics
+                        .lag_seconds
+                        .get_or_create(&label(projection))
+                        .set(status.lag_seconds);
+                }
+            }
+            Err(error) => tracing::debug!(error = format!("{error:#}"), "measuring lag failed"),
+        }
+    }
+}

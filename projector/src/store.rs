@@ -1,0 +1,298 @@
+//! Reading and writing read-model rows, and applying events to them.
+//!
+//! Rows travel as JSON: loaded with `to_jsonb(row)` and written with
+//! `jsonb_to_recordset`, so one generic function serves every table. A row
+//! is only ever replaced by one built from a later version of its stream
+//! (`where version < excluded.version`), so two writers racing on a row
+//! (two instances during a rebalance, or a redelivery) cannot move it back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::Context;
+use event_store::{EventStore, RecordedEvent};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::views::{Projection, View};
+
+/// The column names of a projection, in table order.
+fn column_names(projection: Projection) -> Vec<&'static str> {
+    projection
+        .columns()
+        .split(',')
+        .map(|definition| definition.split_whitespace().next().expect("a column name"))
+        .collect()
+}
+
+/// The table key a stream id maps to, or why it cannot be one.
+pub fn key_of(projection: Projection, stream_id: &str) -> Result<String, String> {
+    let key = stream_id
+        .strip_prefix(projection.stream_prefix())
+        .ok_or_else(|| format!("{stream_id} is not a {} stream", projection.name()))?;
+    match projection.key().1 {
+        "uuid" => Uuid::parse_str(key)
+            .map(|id| id.to_string())
+            .map_err(|_| format!("{stream_id}: expected {}<uuid>", projection.stream_prefix())),
+        _ => Ok(key.to_owned()),
+    }
+}
+
+/// The rows of `table` with these keys, by key.
+pub async fn load<V: View>(
+    conn: &mut PgConnection,
+    table: &str,
+    keys: &[String],
+) -> anyhow::Result<HashMap<String, V>> {
+    let (key, key_type) = V::PROJECTION.key();
+    // Table and column names come from `Projection`, never from input.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select t.{key}::text, to_jsonb(t) from {table} t
+         where t.{key} = any($1::text[]::{key_type}[])"
+    )))
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("loading rows of {table}"))?;
+    rows.into_iter()
+        .map(|row| {
+            let key: String = row.get(0);
+            let value: serde_json::Value = row.get(1);
+            let view = serde_json::from_value(value)
+                .with_context(|| format!("decoding row {key} of {table}"))?;
+            Ok((key, view))
+        })
+        .collect()
+}
+
+/// Writes rows, each only over an older version of itself; returns the
+/// keys actually written.
+pub async fn write<V: View>(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[V],
+) -> anyhow::Result<HashSet<String>> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let projection = V::PROJECTION;
+    let (key, _) = projection.key();
+    let names = column_names(projection);
+    let columns = names.join(", ");
+    let updates = names
+        .iter()
+        .filter(|name| **name != key)
+        .map(|name| format!("{name} = excluded.{name}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let definitions = projection.columns();
+    let sql = format!(
+        "insert into {table} as t ({columns})
+         select {columns} from jsonb_to_recordset($1::jsonb) as r({definitions})
+         on conflict ({key}) do update set {updates}
+         where t.version < excluded.version
+         returning {key}::text"
+    );
+    let payload = serde_json::to_value(rows).context("encoding rows")?;
+    let written = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+        .bind(payload)
+        .fetch_all(&mut *conn)
+        .await
+        .with_context(|| format!("writing rows of {table}"))?;
+    Ok(written.into_iter().collect())
+}
+
+/// What applying a set of events did.
+#[derive(Debug)]
+pub struct Applied<O> {
+    /// Events that changed a row (duplicates and refused ones not counted).
+    pub events: u64,
+    /// The highest global position among them.
+    pub position: i64,
+    /// Events that could not be applied, with why.
+    pub refused: Vec<(O, String)>,
+}
+
+impl<O> Default for Applied<O> {
+    fn default() -> Self {
+        Self {
+            events: 0,
+            position: 0,
+            refused: Vec::new(),
+        }
+    }
+}
+
+/// Applies events of V's projection to `table`, in `conn`'s transaction.
+///
+/// Events may come in any order, repeated, or with holes: per stream they
+/// are sorted by version, versions the row already has are skipped, and a
+/// hole between the row's version and the next event is filled from the
+/// event store, never skipped. `O` says where each event came from (a Kafka
+/// message, say), to report the ones that were refused.
+pub async fn apply_events<V: View, O>(
+    conn: &mut PgConnection,
+    store: &EventStore,
+    table: &str,
+    events: Vec<(RecordedEvent, O)>,
+) -> anyhow::Result<Applied<O>> {
+    let projection = V::PROJECTION;
+    let mut applied = Applied::default();
+    let mut by_stream: BTreeMap<String, (String, Vec<(RecordedEvent, O)>)> = BTreeMap::new();
+    for (event, origin) in events {
+        match key_of(projection, &event.stream_id) {
+            Ok(key) => {
+                by_stream
+                    .entry(event.stream_id.clone())
+                    .or_insert_with(|| (key, Vec::new()))
+                    .1
+                    .push((event, origin));
+            }
+            Err(reason) => applied.refused.push((origin, reason)),
+        }
+    }
+    let keys: Vec<String> = by_stream.values().map(|(key, _)| key.clone()).collect();
+    let mut rows = load::<V>(conn, table, &keys).await?;
+
+    let mut changed = Vec::new();
+    let mut counts: HashMap<String, (u64, i64)> = HashMap::new();
+    for (stream_id, (key, mut events)) in by_stream {
+        events.sort_by_key(|(event, _)| event.version);
+        let mut row = rows.remove(&key);
+        let before = row.as_ref().map_or(0, V::version);
+        let (mut count, mut position) = (0u64, 0i64);
+        for (event, origin) in events {
+            let current = row.as_ref().map_or(0, V::version);
+            if event.version <= current {
+                continue;
+            }
+            if event.version > current + 1 {
+                let missing = (event.version - current - 1) as u32;
+                let stored = store
+                    .read_stream(&stream_id, current + 1, missing)
+                    .await
+                    .context("reading missing events from the event store")?;
+                if stored.len() != missing as usize {
+                    applied.refused.push((
+                        origin,
+                        format!(
+                            "versions {}..{} of {stream_id} are not in the event store",
+                            current + 1,
+                            event.version - 1
+                        ),
+                    ));
+                    continue;
+                }
+                let mut failure = None;
+                for earlier in &stored {
+                    if let Err(error) = V::apply(&mut row, earlier) {
+                        failure = Some(format!(
+                            "cannot apply stored {}: {error}",
+                            earlier.event_type
+                        ));
+                        break;
+                    }
+                    count += 1;
+                    position = position.max(earlier.position);
+                }
+                if let Some(reason) = failure {
+                    applied.refused.push((origin, reason));
+                    continue;
+                }
+            }
+            match V::apply(&mut row, &event) {
+                Ok(()) => {
+                    count += 1;
+                    position = position.max(event.position);
+                }
+                Err(error) => applied.refused.push((origin, error.to_string())),
+            }
+        }
+        if let Some(row) = row
+            && row.version() > before
+        {
+            counts.insert(key, (count, position));
+            changed.push(row);
+        }
+    }
+    for key in write(conn, table, &changed).await? {
+        if let Some((count, position)) = counts.get(&key) {
+            applied.events += count;
+            applied.position = applied.position.max(*position);
+        }
+    }
+    Ok(applied)
+}
+
+/// Records messages that could not be applied; a message already recorded
+/// (a redelivery) is not recorded twice.
+pub async fn dead_letter(conn: &mut PgConnection, letters: &[DeadLetter]) -> anyhow::Result<u64> {
+    if letters.is_empty() {
+        return Ok(0);
+    }
+    let payload = serde_json::to_value(letters).context("encoding dead letters")?;
+    let inserted = sqlx::query(
+        "insert into projector_dead_letters (topic, partition, \"offset\", key, payload, reason)
+         select topic, partition, \"offset\", key, payload, reason
+         from jsonb_to_recordset($1::jsonb)
+           as r(topic text, partition integer, \"offset\" bigint, key text, payload text, reason text)
+         on conflict (topic, partition, \"offset\") do nothing",
+    )
+    .bind(payload)
+    .execute(&mut *conn)
+    .await
+    .context("recording dead letters")?;
+    Ok(inserted.rows_affected())
+}
+
+/// A message the projector could not apply.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Option<String>,
+    pub reason: String,
+}
+
+/// Adds applied events to a projection's counters.
+pub async fn record_progress(
+    conn: &mut PgConnection,
+    projection: Projection,
+    events: u64,
+    position: i64,
+) -> anyhow::Result<()> {
+    if events == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "update projections
+         set events_applied = events_applied + $2, position = greatest(position, $3),
+             updated_at = now()
+         where name = $1",
+    )
+    .bind(projection.name())
+    .bind(events as i64)
+    .bind(position)
+    .execute(&mut *conn)
+    .await
+    .context("recording projection progress")?;
+    Ok(())
+}
+
+/// Advisory lock class of the projector: (class, projection) pairs name
+/// one lock per projection.
+pub const LOCK_CLASS: i32 = 0x7072_6f6a; // "proj"
+
+/// Held (shared) by every transaction that applies events to a
+/// projection's table, and exclusively by the rebuild while it swaps the
+/// table: so the swap never interleaves with a live write.
+pub async fn lock_shared(conn: &mut PgConnection, projection: Projection) -> anyhow::Result<()> {
+    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(projection.lock_id())
+        .execute(&mut *conn)
+        .await
+        .context("taking the projection's shared lock")?;
+    Ok(())
+}
