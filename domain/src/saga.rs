@@ -15,6 +15,7 @@ use crate::wire::event_names;
 /// The saga's steps, in the order they run. Compensation runs them
 /// backwards (cancel shipment, refund, release).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStep {
     ReserveInventory,
@@ -146,6 +147,7 @@ event_names!(SagaEvent {
 
 /// The saga's status (the contract's `status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
     #[default]

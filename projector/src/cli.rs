@@ -8,9 +8,9 @@ use event_store::EventStore;
 use indicatif::{ProgressBar, ProgressStyle};
 use service_kit::Deps;
 
+use crate::Config;
 use crate::rebuild::{Progress, Rebuild, RebuildError};
 use crate::views::Projection;
-use crate::{Config, read_model_pool};
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -64,7 +64,7 @@ impl Progress for Bar {
 pub async fn rebuild(config: Config, projection: Option<Projection>) -> anyhow::Result<()> {
     let projections = projection.map_or(Projection::ALL.to_vec(), |p| vec![p]);
     let deps = Deps::new(&config.common)?;
-    let pool = read_model_pool(&config.common, &config.read_model_schema)?;
+    let pool = service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
     let store = EventStore::new(deps.pg.clone());
     crate::migrate(&deps.pg, &pool, &store, &config.read_model_schema).await?;
     let rebuild = match Rebuild::acquire(&pool, &projections).await {

@@ -17,7 +17,6 @@ mod store;
 pub mod views;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,7 +24,6 @@ use event_store::EventStore;
 use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +41,7 @@ pub struct Config {
 
     /// PostgreSQL schema the read models live in (created if missing); the
     /// query-service must read the same one.
-    #[arg(long, env = "READ_MODEL_SCHEMA", default_value = "public", value_parser = parse_schema)]
+    #[arg(long, env = "READ_MODEL_SCHEMA", default_value = "public", value_parser = service_kit::config::parse_schema)]
     pub read_model_schema: String,
 
     /// Kafka consumer group; instances in one group share the work.
@@ -59,33 +57,6 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-/// A lower-case SQL identifier, so it can be used in `search_path`.
-pub fn parse_schema(name: &str) -> Result<String, String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err("a lower-case identifier: letters, digits and _, not starting with a digit".into())
-    }
-}
-
-/// A pool whose connections find the read models first, then the event
-/// store (`search_path = <schema>, public`).
-pub fn read_model_pool(common: &CommonConfig, schema: &str) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(&common.database_url)
-        .with_context(|| format!("invalid DATABASE_URL {}", common.redacted_database_url()))?
-        .options([("search_path", format!("{schema},public"))]);
-    Ok(PgPoolOptions::new()
-        .max_connections(common.database_max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options))
-}
-
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -93,7 +64,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
-    let pool = read_model_pool(&config.common, &config.read_model_schema)?;
+    let pool = service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
     let store = EventStore::new(deps.pg.clone());
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);

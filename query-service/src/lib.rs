@@ -1,9 +1,24 @@
-//! The read side: HTTP queries over the read models, including saga progress.
+//! The read side: HTTP queries over the read models, including saga
+//! progress.
+//!
+//! Layout: `http` has what every route shares (errors, `min_version`
+//! waiting, cursors); `routes` has one module per resource; `openapi`
+//! gathers the annotations into `/openapi.json`. The read models are the
+//! projector's tables (`rm_*`); this service only reads them.
+
+mod http;
+mod openapi;
+mod routes;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use axum::Router;
+use axum::routing::get;
 use prometheus_client::registry::Registry;
+use service_kit::http::Problem;
 use service_kit::{CommonConfig, Deps};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +37,38 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,
 
+    /// PostgreSQL schema the projector keeps the read models in.
+    #[arg(long, env = "READ_MODEL_SCHEMA", default_value = "public", value_parser = service_kit::config::parse_schema)]
+    pub read_model_schema: String,
+
+    /// Longest a `min_version` request waits for the read model to catch up
+    /// before answering 504, in milliseconds.
+    #[arg(long, env = "MIN_VERSION_TIMEOUT_MS", default_value_t = 5000)]
+    pub min_version_timeout_ms: u64,
+
     #[command(flatten)]
     pub common: CommonConfig,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub min_version_timeout: Duration,
+}
+
+/// The public read API.
+pub fn api(state: AppState) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/v1/orders", get(routes::orders::list))
+        .route("/v1/orders/{id}", get(routes::orders::get))
+        .route("/v1/products/{sku}", get(routes::products::get))
+        .route("/v1/customers/{id}", get(routes::customers::get))
+        .route("/v1/sagas", get(routes::sagas::list))
+        .route("/v1/sagas/{order_id}", get(routes::sagas::get))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .with_state(state)
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -34,6 +79,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
     let registry = Registry::default();
-    let app = service_kit::ops::router(SERVICE, deps, registry);
+    let state = AppState {
+        pool: service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?,
+        min_version_timeout: Duration::from_millis(config.min_version_timeout_ms),
+    };
+    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));
     service_kit::serve(listener, app, shutdown).await
 }

@@ -79,6 +79,22 @@ impl fmt::Debug for CommonConfig {
     }
 }
 
+/// A read-model schema name: a lower-case SQL identifier, so it can be put
+/// in `search_path` as is.
+pub fn parse_schema(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("a lower-case identifier: letters, digits and _, not starting with a digit".into())
+    }
+}
+
 /// Replaces the password of `scheme://user:password@host/...` with `***`.
 fn redact_url_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

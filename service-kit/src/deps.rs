@@ -1,6 +1,7 @@
 //! The external systems a service depends on, and the readiness check over
 //! them.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use serde::Serialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::CommonConfig;
 
@@ -116,6 +117,19 @@ impl Deps {
             .context("fetching cluster metadata failed")?;
         Ok(())
     }
+}
+
+/// A pool whose connections find the read models (in `schema`) first, then
+/// the event store (`search_path = <schema>, public`). `schema` must have
+/// passed [`crate::config::parse_schema`].
+pub fn read_model_pool(config: &CommonConfig, schema: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&config.database_url)
+        .with_context(|| format!("invalid DATABASE_URL {}", config.redacted_database_url()))?
+        .options([("search_path", format!("{schema},public"))]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
 }
 
 fn kafka_config(brokers: &str) -> ClientConfig {

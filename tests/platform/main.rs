@@ -5,6 +5,7 @@
 mod broker;
 mod event_store;
 mod health;
+mod read_side;
 mod relay;
 mod steps;
 mod write_api;

@@ -70,10 +70,21 @@ pub async fn command_service(env: &TestEnv) -> RunningService {
 }
 
 pub async fn query_service(env: &TestEnv) -> RunningService {
-    let config = query_service::Config {
+    query_service_with(env, |_| {}).await
+}
+
+/// The query-service with settings changed by `adjust`.
+pub async fn query_service_with(
+    env: &TestEnv,
+    adjust: impl FnOnce(&mut query_service::Config),
+) -> RunningService {
+    let mut config = query_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        read_model_schema: "public".into(),
+        min_version_timeout_ms: 5000,
         common: env.common_config(),
     };
+    adjust(&mut config);
     start(query_service::SERVICE, |listener, shutdown| {
         query_service::run(config, listener, shutdown)
     })
@@ -92,10 +103,23 @@ pub async fn saga_orchestrator(env: &TestEnv) -> RunningService {
 }
 
 pub async fn projector(env: &TestEnv) -> RunningService {
-    let config = projector::Config {
+    projector_with(env, |_| {}).await
+}
+
+/// A projector with settings changed by `adjust` (another read-model
+/// schema and consumer group, say, for a second, independent projection).
+pub async fn projector_with(
+    env: &TestEnv,
+    adjust: impl FnOnce(&mut projector::Config),
+) -> RunningService {
+    let mut config = projector::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        read_model_schema: "public".into(),
+        consumer_group: None,
+        batch_size: 500,
         common: env.common_config(),
     };
+    adjust(&mut config);
     start(projector::SERVICE, |listener, shutdown| {
         projector::run(config, listener, shutdown)
     })

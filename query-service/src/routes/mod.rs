@@ -1,0 +1,4 @@
+pub mod customers;
+pub mod orders;
+pub mod products;
+pub mod sagas;

@@ -1,0 +1,142 @@
+//! `GET /v1/sagas` (by status and current step, newest first) and
+//! `GET /v1/sagas/{order_id}` (the detail with steps and history).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::saga::{SAGA_TYPE, SagaStatus, SagaStep};
+use serde::{Deserialize, Serialize};
+use service_kit::http::{PathParam, Problem, QueryParams};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::http::{ApiResult, Cursor, etag, limit};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SagaSummary {
+    pub saga_id: String,
+    pub order_id: Uuid,
+    #[serde(rename = "type")]
+    pub saga_type: &'static str,
+    /// running, compensating, completed, compensated or failed.
+    pub status: String,
+    /// reserve_inventory, charge_payment, create_shipment or null.
+    pub current_step: Option<String>,
+    pub failure_reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    order_id: Uuid,
+    status: String,
+    current_step: Option<String>,
+    failure_reason: Option<String>,
+    started_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<SummaryRow> for SagaSummary {
+    fn from(row: SummaryRow) -> Self {
+        Self {
+            saga_id: domain::saga::stream_id(row.order_id),
+            order_id: row.order_id,
+            saga_type: SAGA_TYPE,
+            status: row.status,
+            current_step: row.current_step,
+            failure_reason: row.failure_reason,
+            started_at: row.started_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only sagas in this status.
+    pub status: Option<SagaStatus>,
+    /// Only sagas whose current step is this one.
+    pub step: Option<SagaStep>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SagaList {
+    pub items: Vec<SagaSummary>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/sagas", tag = "sagas", params(ListQuery),
+    responses(
+        (status = 200, body = SagaList),
+        (status = 400, description = "bad filter, limit or cursor", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<SagaList>> {
+    let limit = limit(query.limit)?;
+    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    // Newest first, keyset paging on (started_at, order_id).
+    let rows = sqlx::query_as::<_, SummaryRow>(
+        "select order_id, status, current_step, failure_reason, started_at, updated_at, finished_at
+         from rm_sagas
+         where ($1::text is null or status = $1)
+           and ($2::text is null or current_step = $2)
+           and ($3::timestamptz is null or (started_at, order_id) < ($3, $4))
+         order by started_at desc, order_id desc
+         limit $5",
+    )
+    .bind(query.status.map(SagaStatus::as_str))
+    .bind(query.step.map(SagaStep::as_str))
+    .bind(cursor.map(|c| c.at))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut items: Vec<SagaSummary> = rows.into_iter().map(SagaSummary::from).collect();
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|last| {
+            Cursor {
+                at: last.started_at,
+                id: last.order_id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(SagaList { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/v1/sagas/{order_id}", tag = "sagas",
+    params(("order_id" = Uuid, Path, description = "the order the saga fulfils")),
+    responses(
+        (status = 200, description = "saga detail: status, current_step, failure_reason, steps (name, status, attempts, started_at, finished_at, last_error) and history (at, event, step, detail)", body = Object),
+        (status = 400, description = "bad id", body = service_kit::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no saga for this order", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
+pub async fn get(
+    State(state): State<AppState>,
+    PathParam(order_id): PathParam<Uuid>,
+) -> ApiResult<Response> {
+    let row: Option<(serde_json::Value, i64)> =
+        sqlx::query_as("select detail, version from rm_sagas where order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let Some((detail, version)) = row else {
+        return Err(Problem::not_found(format!("no saga for order {order_id}")).into());
+    };
+    Ok(([(header::ETAG, etag(version as u64))], Json(detail)).into_response())
+}
