@@ -136,13 +136,15 @@ async fn run(
     progress.started(total as u64);
     for projection in projections {
         let table = projection.table();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "drop table if exists {table}_shadow;
-             create table {table}_shadow (like {table} including all)"
-        )))
-        .execute(pool)
-        .await
-        .with_context(|| format!("creating {table}_shadow"))?;
+        for statement in [
+            format!("drop table if exists {table}_shadow"),
+            format!("create table {table}_shadow (like {table} including all)"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await
+                .with_context(|| format!("creating {table}_shadow"))?;
+        }
         sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
             .bind(projection.name())
             .bind(total)
@@ -206,14 +208,16 @@ async fn run(
     }
     for projection in projections {
         let table = projection.table();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "alter table {table} rename to {table}_old;
-             alter table {table}_shadow rename to {table};
-             drop table {table}_old"
-        )))
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("swapping {table}"))?;
+        for statement in [
+            format!("alter table {table} rename to {table}_old"),
+            format!("alter table {table}_shadow rename to {table}"),
+            format!("drop table {table}_old"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("swapping {table}"))?;
+        }
         let (events, position) = report.totals(*projection);
         sqlx::query(
             "update projections
