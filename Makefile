@@ -5,8 +5,9 @@
 #   make clean  also remove its volumes and the images built here
 #   make bench-event-store  the event store benchmarks (BENCHMARKS.md)
 #   make bench-orders       POST /v1/orders under load (BENCHMARKS.md)
+#   make bench-projector    rebuild throughput and projection lag (BENCHMARKS.md)
 
-.PHONY: up test down clean images bench-event-store bench-orders
+.PHONY: up test down clean images bench-event-store bench-orders bench-projector
 
 up:
 	@compose/up.sh
@@ -19,6 +20,9 @@ bench-event-store:
 
 bench-orders:
 	@compose/bench.sh bench-orders
+
+bench-projector:
+	@compose/bench.sh bench-projector
 
 images:
 	@compose/images.sh all
