@@ -148,6 +148,36 @@ impl EventStore {
         Ok(count as u64)
     }
 
+    /// How many events the log holds.
+    pub async fn len(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as u64)
+    }
+
+    /// Events of streams whose id starts with `prefix` stored after global
+    /// position `position`, and when the oldest of them was recorded: how
+    /// far behind a reader of that category is.
+    pub async fn category_after(
+        &self,
+        prefix: &str,
+        position: i64,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        let (count, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "select count(*), min(recorded_at) from events
+             where position > $1 and stream_id like $2",
+        )
+        .bind(position)
+        .bind(format!(
+            "{}%",
+            prefix.replace('%', "\\%").replace('_', "\\_")
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((count as u64, oldest))
+    }
+
     /// Builds an event from a row selected with [`COLUMNS`], by column
     /// index (this is the hot loop of every replay).
     fn decode(&self, row: &PgRow) -> Result<RecordedEvent> {

@@ -33,7 +33,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn list(State(state): State<ApiState>) -> Response {
-    match status::statuses(&state.pool).await {
+    match status::statuses(&state.pool, &state.store).await {
         Ok(all) => Json::<Vec<ProjectionStatus>>(all).into_response(),
         Err(error) => internal(error),
     }

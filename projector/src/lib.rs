@@ -88,6 +88,7 @@ pub async fn run(
     ));
     let lag = tokio::spawn(status::report_lag(
         pool.clone(),
+        store.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));

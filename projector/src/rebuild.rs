@@ -129,11 +129,8 @@ async fn run(
     progress: &dyn Progress,
     started: Instant,
 ) -> anyhow::Result<Report> {
-    let total: i64 = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(pool)
-        .await
-        .context("counting the log")?;
-    progress.started(total as u64);
+    let total = store.len().await.context("counting the log")?;
+    progress.started(total);
     for projection in projections {
         let table = projection.table();
         for statement in [
@@ -147,7 +144,7 @@ async fn run(
         }
         sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
             .bind(projection.name())
-            .bind(total)
+            .bind(total as i64)
             .execute(pool)
             .await
             .context("recording rebuild progress")?;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use event_store::EventStore;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -37,15 +38,19 @@ pub struct RebuildProgress {
 }
 
 /// Every projection's status.
-pub async fn statuses(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
+pub async fn statuses(pool: &PgPool, store: &EventStore) -> anyhow::Result<Vec<ProjectionStatus>> {
     let mut all = Vec::with_capacity(Projection::ALL.len());
     for projection in Projection::ALL {
-        all.push(status(pool, projection).await?);
+        all.push(status(pool, store, projection).await?);
     }
     Ok(all)
 }
 
-pub async fn status(pool: &PgPool, projection: Projection) -> anyhow::Result<ProjectionStatus> {
+pub async fn status(
+    pool: &PgPool,
+    store: &EventStore,
+    projection: Projection,
+) -> anyhow::Result<ProjectionStatus> {
     let (position, events_applied, read, total, rebuilding): (
         i64,
         i64,
@@ -68,15 +73,10 @@ pub async fn status(pool: &PgPool, projection: Projection) -> anyhow::Result<Pro
     // Lag counts events of this projection's streams after its position:
     // positions are handed out in append order, which may differ from
     // commit order by a few events, so this is a close estimate.
-    let (lag_events, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "select count(*), min(recorded_at) from events
-         where position > $1 and stream_id like $2",
-    )
-    .bind(position)
-    .bind(format!("{}%", projection.stream_prefix()))
-    .fetch_one(pool)
-    .await
-    .context("measuring the projection's lag")?;
+    let (lag_events, oldest) = store
+        .category_after(projection.stream_prefix(), position)
+        .await
+        .context("measuring the projection's lag")?;
     let lag_seconds = oldest.map_or(0.0, |at| {
         ((Utc::now() - at).num_milliseconds() as f64 / 1000.0).max(0.0)
     });
@@ -84,7 +84,7 @@ pub async fn status(pool: &PgPool, projection: Projection) -> anyhow::Result<Pro
         name: projection.name(),
         status: if rebuilding { "rebuilding" } else { "live" },
         position,
-        lag_events,
+        lag_events: lag_events as i64,
         lag_seconds,
         events_applied,
         rebuild: rebuilding.then_some(RebuildProgress {
@@ -95,13 +95,18 @@ pub async fn status(pool: &PgPool, projection: Projection) -> anyhow::Result<Pro
 }
 
 /// Refreshes the lag gauges every second until `shutdown`.
-pub async fn report_lag(pool: PgPool, metrics: Metrics, shutdown: CancellationToken) {
+pub async fn report_lag(
+    pool: PgPool,
+    store: EventStore,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        match statuses(&pool).await {
+        match statuses(&pool, &store).await {
             Ok(all) => {
                 for status in all {
                     let projection = Projection::parse(status.name).expect("a known projection");
