@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::de::value::MapDeserializer;
+use serde_json::Value;
 
 /// A domain event enum that can be split into (type, data) and rebuilt.
 pub trait Event: Serialize + DeserializeOwned + Sized {
@@ -22,13 +23,16 @@ pub trait Event: Serialize + DeserializeOwned + Sized {
         tagged["data"].take()
     }
 
-    /// Rebuilds an event from its stored type name and data.
+    /// Rebuilds an event from its stored type name and data, reading the
+    /// data in place (replays decode every event, so no copy is made).
     fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
-        serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|source| {
-            DecodeError {
-                event_type: event_type.to_owned(),
-                source,
-            }
+        let tag = Value::String(event_type.to_owned());
+        let tagged = MapDeserializer::<_, serde_json::Error>::new(
+            [("type", &tag), ("data", data)].into_iter(),
+        );
+        Self::deserialize(tagged).map_err(|source| DecodeError {
+            event_type: event_type.to_owned(),
+            source,
         })
     }
 }

@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
 
+    /// Longest the broker may hold a fetch waiting for new messages, in
+    /// milliseconds: lower means less lag when events trickle in, and more
+    /// requests for the broker to answer.
+    #[arg(long, env = "PROJECTOR_FETCH_WAIT_MS", default_value_t = 100)]
+    pub fetch_wait_ms: u32,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -82,6 +88,7 @@ pub async fn run(
                 .clone()
                 .unwrap_or_else(|| config.common.consumer_group("projector")),
             batch_size: config.batch_size.max(1),
+            fetch_wait_ms: config.fetch_wait_ms,
         },
         metrics.clone(),
         shutdown.clone(),

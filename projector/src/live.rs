@@ -34,6 +34,8 @@ pub struct LiveConfig {
     pub group: String,
     /// Most messages applied in one transaction.
     pub batch_size: usize,
+    /// `fetch.wait.max.ms` of the consumer.
+    pub fetch_wait_ms: u32,
 }
 
 /// Consumes until `shutdown`; on any failure starts over from the committed
@@ -83,6 +85,7 @@ async fn consume(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", config.fetch_wait_ms.to_string())
         .create()
         .context("creating the consumer")?;
     consumer

@@ -37,6 +37,8 @@ pub const REBUILD_LOCK_CLASS: i32 = 0x7265_6275; // "rebu"
 const PAGE: u32 = 5_000;
 /// Rows written per statement.
 const WRITE_CHUNK: usize = 2_000;
+/// Statements writing the shadow tables at once.
+const WRITERS: usize = 4;
 
 /// Why a rebuild did not run.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,9 @@ pub struct Report {
     /// Events that could not be applied (recorded as dead letters).
     pub refused: u64,
     pub elapsed: Duration,
+    /// Time spent reading and folding the log, writing the shadow tables,
+    /// and catching up and swapping.
+    pub phases: [Duration; 3],
 }
 
 /// A rebuild that holds its lock: no other rebuild of these projections
@@ -135,7 +140,11 @@ async fn run(
         let table = projection.table();
         for statement in [
             format!("drop table if exists {table}_shadow"),
-            format!("create table {table}_shadow (like {table} including all)"),
+            // Without indexes: they are built once the rows are in, which
+            // is faster than maintaining them row by row.
+            format!(
+                "create table {table}_shadow (like {table} including defaults including constraints)"
+            ),
         ] {
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .execute(pool)
@@ -154,11 +163,26 @@ async fn run(
     let mut after = Checkpoint::START;
     let mut read = 0u64;
     let mut last_saved = Instant::now();
-    loop {
-        let page = store
-            .read_all(after, PAGE)
-            .await
-            .context("reading the log")?;
+    // Reading (PostgreSQL and JSON decoding) and folding overlap: a task
+    // reads the next pages while this one folds.
+    let (pages, mut reading) = tokio::sync::mpsc::channel(2);
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut after = Checkpoint::START;
+            loop {
+                let page = store.read_all(after, PAGE).await?;
+                let Some(last) = page.last() else {
+                    return anyhow::Ok(());
+                };
+                after = last.checkpoint();
+                if pages.send(page).await.is_err() {
+                    return Ok(());
+                }
+            }
+        })
+    };
+    while let Some(page) = reading.recv().await {
         let Some(last) = page.last() else { break };
         after = last.checkpoint();
         read += page.len() as u64;
@@ -171,7 +195,18 @@ async fn run(
             last_saved = Instant::now();
         }
     }
+    reader
+        .await
+        .context("the log reader panicked")?
+        .context("reading the log")?;
+    let folded = started.elapsed();
     let mut report = folds.write(pool).await?;
+    let mut indexes = Vec::new();
+    for projection in projections {
+        indexes.push(index_shadow(pool, projection.table()).await?);
+    }
+    let written = started.elapsed();
+    report.report.phases = [folded, written - folded, Duration::ZERO];
 
     // Catch up with what was appended while folding, without blocking the
     // live consumer; then the last few events under the lock, and swap.
@@ -203,13 +238,19 @@ async fn run(
             break;
         }
     }
-    for projection in projections {
+    for (projection, indexes) in projections.iter().zip(&indexes) {
         let table = projection.table();
+        let renames = indexes
+            .iter()
+            .map(|name| format!("alter index {name}_shadow rename to {name}"));
         for statement in [
             format!("alter table {table} rename to {table}_old"),
             format!("alter table {table}_shadow rename to {table}"),
             format!("drop table {table}_old"),
-        ] {
+        ]
+        .into_iter()
+        .chain(renames)
+        {
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .execute(&mut *tx)
                 .await
@@ -233,7 +274,57 @@ async fn run(
     progress.advanced(read);
     report.report.events_read = read;
     report.report.elapsed = started.elapsed();
+    report.report.phases[2] = report.report.elapsed - written;
     Ok(report.report)
+}
+
+/// Builds on `<table>_shadow` the indexes `table` has (named
+/// `<index>_shadow` until the swap renames them), primary key included;
+/// returns the indexes' names.
+async fn index_shadow(pool: &PgPool, table: &str) -> anyhow::Result<Vec<String>> {
+    let indexes: Vec<(String, String, bool)> = sqlx::query_as(
+        "select i.relname::text, pg_get_indexdef(i.oid), x.indisprimary
+         from pg_index x join pg_class i on i.oid = x.indexrelid
+         where x.indrelid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("reading the indexes of {table}"))?;
+    let mut names = Vec::with_capacity(indexes.len());
+    for (name, definition, primary) in indexes {
+        // `CREATE [UNIQUE] INDEX <name> ON <schema>.<table> USING ...`
+        let shadow_definition = definition
+            .replacen(
+                &format!(" INDEX {name} ON "),
+                &format!(" INDEX {name}_shadow ON "),
+                1,
+            )
+            .replacen(
+                &format!(".{table} USING "),
+                &format!(".{table}_shadow USING "),
+                1,
+            );
+        anyhow::ensure!(
+            shadow_definition.contains(&format!("{name}_shadow ON "))
+                && shadow_definition.contains(&format!("{table}_shadow USING ")),
+            "unexpected index definition: {definition}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(shadow_definition))
+            .execute(pool)
+            .await
+            .with_context(|| format!("building index {name} on {table}_shadow"))?;
+        if primary {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "alter table {table}_shadow add primary key using index {name}_shadow"
+            )))
+            .execute(pool)
+            .await
+            .with_context(|| format!("making {name}_shadow the primary key"))?;
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 async fn save_progress(pool: &PgPool, projections: &[Projection], read: u64) -> anyhow::Result<()> {
@@ -355,7 +446,7 @@ impl Progressing {
     }
 }
 
-/// One projection folded in memory: its rows by key.
+/// One projection folded in memory: its rows by stream id.
 struct Fold<V> {
     rows: HashMap<String, Option<V>>,
     events: u64,
@@ -374,15 +465,20 @@ impl<V: View> Fold<V> {
     }
 
     fn apply(&mut self, event: &RecordedEvent) {
-        let key = match store::key_of(V::PROJECTION, &event.stream_id) {
-            Ok(key) => key,
-            Err(reason) => {
+        // Keyed by stream id; a stream's id is checked once, when first
+        // seen (this is the hot loop of a rebuild).
+        if !self.rows.contains_key(event.stream_id.as_str()) {
+            if let Err(reason) = store::key_of(V::PROJECTION, &event.stream_id) {
                 self.refused
                     .push(stored_dead_letter(event.position, reason));
                 return;
             }
-        };
-        let row = self.rows.entry(key).or_insert(None);
+            self.rows.insert(event.stream_id.clone(), None);
+        }
+        let row = self
+            .rows
+            .get_mut(event.stream_id.as_str())
+            .expect("inserted above");
         let current = row.as_ref().map_or(0, V::version);
         // The global order keeps each stream's versions in order (a
         // stream's next version is appended by a later transaction), so
@@ -413,11 +509,25 @@ impl<V: View> Fold<V> {
         let projection = V::PROJECTION;
         let shadow = format!("{}_shadow", projection.table());
         let rows: Vec<V> = self.rows.into_values().flatten().collect();
-        let mut conn = pool.acquire().await.context("writing the shadow table")?;
-        for chunk in rows.chunks(WRITE_CHUNK) {
-            store::write(&mut conn, &shadow, chunk).await?;
+        // A few connections write chunks side by side: encoding the rows
+        // here and parsing them there then use both sides' cores.
+        let mut writers = tokio::task::JoinSet::new();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() || !writers.is_empty() {
+            while writers.len() < WRITERS && rows.peek().is_some() {
+                let chunk: Vec<V> = rows.by_ref().take(WRITE_CHUNK).collect();
+                let (pool, shadow) = (pool.clone(), shadow.clone());
+                writers.spawn(async move {
+                    let mut conn = pool.acquire().await.context("writing the shadow table")?;
+                    store::insert_new(&mut conn, &shadow, &chunk).await
+                });
+            }
+            if let Some(written) = writers.join_next().await {
+                written.context("a shadow writer panicked")??;
+            }
         }
         report.report.refused += self.refused.len() as u64;
+        let mut conn = pool.acquire().await.context("writing dead letters")?;
         store::dead_letter(&mut conn, &self.refused).await?;
         report.add(projection, self.events, self.position);
         Ok(())

@@ -71,6 +71,25 @@ pub async fn write<V: View>(
     table: &str,
     rows: &[V],
 ) -> anyhow::Result<HashSet<String>> {
+    write_rows(conn, table, rows, true).await
+}
+
+/// Inserts rows into a table that has none of them yet (a rebuild's
+/// shadow, before its indexes exist).
+pub async fn insert_new<V: View>(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[V],
+) -> anyhow::Result<()> {
+    write_rows(conn, table, rows, false).await.map(drop)
+}
+
+async fn write_rows<V: View>(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[V],
+    guarded: bool,
+) -> anyhow::Result<HashSet<String>> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
@@ -85,11 +104,15 @@ pub async fn write<V: View>(
         .collect::<Vec<_>>()
         .join(", ");
     let definitions = projection.columns();
+    let conflict = if guarded {
+        format!("on conflict ({key}) do update set {updates} where t.version < excluded.version")
+    } else {
+        String::new()
+    };
     let sql = format!(
         "insert into {table} as t ({columns})
          select {columns} from jsonb_to_recordset($1::jsonb) as r({definitions})
-         on conflict ({key}) do update set {updates}
-         where t.version < excluded.version
+         {conflict}
          returning {key}::text"
     );
     let payload = serde_json::to_value(rows).context("encoding rows")?;

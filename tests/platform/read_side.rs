@@ -817,6 +817,7 @@ async fn projections_report_their_status_and_the_rebuild_command_rebuilds() {
         read_model_schema: "public".into(),
         consumer_group: None,
         batch_size: 500,
+        fetch_wait_ms: 100,
         common: side.env.common_config(),
     };
     projector::cli::rebuild(config, Some(projector::views::Projection::Products))

@@ -117,6 +117,7 @@ pub async fn projector_with(
         read_model_schema: "public".into(),
         consumer_group: None,
         batch_size: 500,
+        fetch_wait_ms: 100,
         common: env.common_config(),
     };
     adjust(&mut config);
