@@ -1,11 +1,33 @@
 //! Runs each order's fulfilment saga durably, with compensations.
+//!
+//! Layout: `decide` is the pure "what next" over a saga's state; `record`
+//! reads and appends the saga's stream; `client` calls command-service's
+//! step API and classifies the outcome, behind a circuit breaker;
+//! `intake` starts and cancels sagas from the order events on Kafka;
+//! `executor` claims due sagas and drives them; `api` is the operator's
+//! retry.
+
+mod api;
+mod client;
+pub mod decide;
+mod executor;
+mod intake;
+mod metrics;
+mod record;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use event_store::EventStore;
 use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use executor::{compensation_path, forward_path};
 
 /// The name this service reports in logs and metrics.
 pub const SERVICE: &str = "saga-orchestrator";
@@ -22,18 +44,171 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8083")]
     pub http_addr: SocketAddr,
 
+    /// Base URL of the command-service, whose step API runs the saga's
+    /// steps.
+    #[arg(
+        long,
+        env = "COMMAND_SERVICE_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub command_service_url: String,
+
+    /// Longest one call to the command-service may take, in milliseconds.
+    #[arg(long, env = "STEP_TIMEOUT_MS", default_value_t = 2_000)]
+    pub step_timeout_ms: u64,
+
+    /// How long a step may keep failing transiently, from its first attempt,
+    /// before it is failed and the saga compensates, in milliseconds.
+    #[arg(long, env = "STEP_DEADLINE_MS", default_value_t = 30_000)]
+    pub step_deadline_ms: u64,
+
+    /// First retry delay; it doubles per attempt (with jitter), in
+    /// milliseconds.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200)]
+    pub retry_base_ms: u64,
+
+    /// Largest retry delay, in milliseconds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 5_000)]
+    pub retry_max_ms: u64,
+
+    /// Attempts at one compensation before the saga fails and waits for an
+    /// operator.
+    #[arg(long, env = "COMPENSATION_ATTEMPTS", default_value_t = 5)]
+    pub compensation_attempts: u32,
+
+    /// Consecutive transient failures that open the circuit breaker.
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 10)]
+    pub breaker_failures: u32,
+
+    /// How long the open breaker suspends calls, in milliseconds.
+    #[arg(long, env = "BREAKER_OPEN_MS", default_value_t = 2_000)]
+    pub breaker_open_ms: u64,
+
+    /// How long a claimed saga stays with this instance without renewal
+    /// (after a crash, another instance takes it over after this), in
+    /// milliseconds.
+    #[arg(long, env = "SAGA_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
+
+    /// How often due sagas are looked for, in milliseconds (new, cancelled
+    /// and retried sagas wake the executor at once).
+    #[arg(long, env = "SAGA_POLL_MS", default_value_t = 200)]
+    pub poll_ms: u64,
+
+    /// Sagas one instance executes at once.
+    #[arg(long, env = "SAGA_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+impl Config {
+    /// The defaults, for `config` to adjust (tests, benchmarks).
+    pub fn new(http_addr: SocketAddr, command_service_url: String, common: CommonConfig) -> Self {
+        Self {
+            http_addr,
+            command_service_url,
+            step_timeout_ms: 2_000,
+            step_deadline_ms: 30_000,
+            retry_base_ms: 200,
+            retry_max_ms: 5_000,
+            compensation_attempts: 5,
+            breaker_failures: 10,
+            breaker_open_ms: 2_000,
+            lease_ms: 10_000,
+            poll_ms: 200,
+            concurrency: 64,
+            common,
+        }
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled. Every
+/// worker runs inside this future, so dropping it (a killed process, in
+/// tests) stops everything at once.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
-    let registry = Registry::default();
-    let app = service_kit::ops::router(SERVICE, deps, registry);
-    service_kit::serve(listener, app, shutdown).await
+    let store = EventStore::new(deps.pg.clone());
+    let client = Arc::new(client::StepClient::new(
+        &config.command_service_url,
+        Duration::from_millis(config.step_timeout_ms),
+        client::BreakerConfig {
+            failures: config.breaker_failures.max(1),
+            open_for: Duration::from_millis(config.breaker_open_ms),
+        },
+    )?);
+    let mut registry = Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
+    if !migrate(&store, &shutdown).await {
+        return Ok(());
+    }
+    let wake = Arc::new(Notify::new());
+    let executor = Arc::new(executor::Executor {
+        store: store.clone(),
+        pool: deps.pg.clone(),
+        client,
+        settings: executor::Settings {
+            instance: format!("{}-{}", SERVICE, Uuid::new_v4().simple()),
+            step_deadline: Duration::from_millis(config.step_deadline_ms),
+            retry_base: Duration::from_millis(config.retry_base_ms),
+            retry_max: Duration::from_millis(config.retry_max_ms),
+            compensation_attempts: config.compensation_attempts.max(1),
+            lease: Duration::from_millis(config.lease_ms),
+            poll_interval: Duration::from_millis(config.poll_ms),
+            concurrency: config.concurrency.max(1),
+        },
+        metrics: metrics.clone(),
+        wake: Arc::clone(&wake),
+    });
+    let intake = intake::Intake {
+        store: store.clone(),
+        pool: deps.pg.clone(),
+        kafka: deps.kafka_config(),
+        topic: config.common.events_topic(),
+        group: config.common.consumer_group("saga-orchestrator"),
+        metrics,
+        wake: Arc::clone(&wake),
+    };
+    let app = api::router(api::ApiState {
+        store,
+        pool: deps.pg.clone(),
+        wake,
+    })
+    .merge(service_kit::ops::router(SERVICE, deps, registry));
+    let (served, (), ()) = tokio::join!(
+        async {
+            let served = service_kit::serve(listener, app, shutdown.clone()).await;
+            shutdown.cancel();
+            served
+        },
+        intake.run(shutdown.clone()),
+        executor.run(shutdown.clone()),
+    );
+    served
+}
+
+/// Applies the event store's and the orchestrator's migrations, retrying
+/// while PostgreSQL is unreachable; false if shut down first.
+async fn migrate(store: &EventStore, shutdown: &CancellationToken) -> bool {
+    loop {
+        let migrated = async {
+            store.migrate().await?;
+            let mut own = sqlx::migrate!("./migrations");
+            own.set_ignore_missing(true);
+            own.run(store.pool()).await
+        };
+        match migrated.await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(%error, "migrating failed; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }

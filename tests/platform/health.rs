@@ -45,10 +45,12 @@ async fn assert_ready(service: &RunningService) {
 #[tokio::test]
 async fn all_four_services_start_and_report_ready() {
     let env = TestEnv::new().await;
+    let command = services::command_service(&env).await;
+    let orchestrator = services::saga_orchestrator(&env, &command.url, |_| {}).await;
     let running = [
-        services::command_service(&env).await,
+        command,
         services::query_service(&env).await,
-        services::saga_orchestrator(&env).await,
+        orchestrator,
         services::projector(&env).await,
     ];
     for service in &running {

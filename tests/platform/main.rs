@@ -7,5 +7,6 @@ mod event_store;
 mod health;
 mod read_side;
 mod relay;
+mod sagas;
 mod steps;
 mod write_api;

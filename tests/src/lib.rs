@@ -7,12 +7,14 @@
 //! - [`TestEnv`] gives each test its own database and topic prefix on those
 //!   shared containers, so tests run in parallel without seeing each other.
 //! - [`services`] starts the real services in-process on port 0.
+//! - [`proxy`] puts a fault-injecting HTTP proxy in front of a service.
 //! - [`eventually`] is the only way tests wait: bounded polling with a
 //!   deadline.
 //!
 //! Logs stay silent unless `TEST_LOG=1`.
 
 pub mod infra;
+pub mod proxy;
 pub mod services;
 
 mod env;

@@ -19,6 +19,15 @@ pub struct RunningService {
 }
 
 impl RunningService {
+    /// Kills the service like a crashed process: its task is aborted where
+    /// it stands, with no graceful shutdown.
+    pub async fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Cancels the service and waits for it to finish, returning its result.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -91,11 +100,19 @@ pub async fn query_service_with(
     .await
 }
 
-pub async fn saga_orchestrator(env: &TestEnv) -> RunningService {
-    let config = saga_orchestrator::Config {
-        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        common: env.common_config(),
-    };
+/// The saga-orchestrator calling the command-service at
+/// `command_service_url`, with settings changed by `adjust`.
+pub async fn saga_orchestrator(
+    env: &TestEnv,
+    command_service_url: &str,
+    adjust: impl FnOnce(&mut saga_orchestrator::Config),
+) -> RunningService {
+    let mut config = saga_orchestrator::Config::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        command_service_url.to_owned(),
+        env.common_config(),
+    );
+    adjust(&mut config);
     start(saga_orchestrator::SERVICE, |listener, shutdown| {
         saga_orchestrator::run(config, listener, shutdown)
     })

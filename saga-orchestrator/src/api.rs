@@ -1,0 +1,77 @@
+//! The operator API: `POST /v1/sagas/{order_id}/retry` resumes a failed
+//! saga from where it stopped.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use domain::saga::{SagaEvent, SagaStatus};
+use event_store::EventStore;
+use serde_json::json;
+use service_kit::http::{PathParam, Problem};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{intake, record};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: EventStore,
+    pub pool: PgPool,
+    pub wake: Arc<Notify>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/sagas/{order_id}/retry", post(retry))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn retry(State(state): State<ApiState>, PathParam(order_id): PathParam<Uuid>) -> Response {
+    match resume(&state, order_id).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%order_id, error = format!("{error:#}"), "retry failed");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the request could not be completed; it was logged",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn resume(state: &ApiState, order_id: Uuid) -> anyhow::Result<Response> {
+    loop {
+        let loaded = record::load(&state.store, order_id).await?;
+        if !loaded.state.exists {
+            return Ok(Problem::not_found(format!("no saga for order {order_id}")).into_response());
+        }
+        if loaded.state.status != SagaStatus::Failed {
+            return Ok(Problem::conflict(format!(
+                "the saga is {}; only a failed saga can be retried",
+                loaded.state.status.as_str()
+            ))
+            .into_response());
+        }
+        let retried = [SagaEvent::SagaRetryRequested {}];
+        if record::append(&state.store, order_id, loaded.version, &retried, "operator").await? {
+            break;
+        }
+    }
+    intake::make_due(&state.pool, order_id).await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "order_id": order_id, "status": "compensating" })),
+    )
+        .into_response())
+}

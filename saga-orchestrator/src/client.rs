@@ -1,0 +1,163 @@
+//! Calls to command-service's step API, classified for the saga: success,
+//! a business refusal (not retried), another refusal, or a transient
+//! failure (unreachable, timed out, 5xx: retried). A circuit breaker stops
+//! calling a command-service that keeps failing, for a while.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use domain::RejectionReason;
+use prometheus_client::metrics::gauge::Gauge;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; for a shipment, its tracking number.
+    Succeeded { tracking_number: Option<String> },
+    /// The business said no (insufficient stock, payment declined, shipping
+    /// unavailable).
+    Refused(RejectionReason),
+    /// Another 4xx: the request cannot succeed as it is (a conflict, say).
+    Rejected { status: u16, detail: String },
+    /// Worth trying again later.
+    Transient(String),
+}
+
+/// Settings of the breaker.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerConfig {
+    /// Consecutive transient failures that open it.
+    pub failures: u32,
+    /// How long it stays open before letting a call through again.
+    pub open_for: Duration,
+}
+
+/// Closed, open until an instant, or half-open (one call let through).
+struct Breaker {
+    config: BreakerConfig,
+    consecutive: u32,
+    open_until: Option<Instant>,
+}
+
+pub struct StepClient {
+    http: reqwest::Client,
+    base: String,
+    breaker: Mutex<Breaker>,
+    pub breaker_open: Gauge,
+}
+
+impl StepClient {
+    pub fn new(base: &str, timeout: Duration, breaker: BreakerConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            breaker: Mutex::new(Breaker {
+                config: breaker,
+                consecutive: 0,
+                open_until: None,
+            }),
+            breaker_open: Gauge::default(),
+        })
+    }
+
+    /// When the breaker is open: the instant it lets calls through again.
+    pub fn open_until(&self) -> Option<Instant> {
+        let breaker = self.breaker.lock().expect("not poisoned");
+        breaker.open_until.filter(|until| *until > Instant::now())
+    }
+
+    /// `POST /internal/v1/orders/{order_id}/{path}` with an optional body.
+    /// The command-service keys each step by its path, so a repeat returns
+    /// the first outcome and changes nothing.
+    pub async fn call(&self, order_id: Uuid, path: &str, body: Option<Value>) -> Outcome {
+        let url = format!("{}/internal/v1/orders/{order_id}/{path}", self.base);
+        let mut request = self.http.post(&url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let outcome = match request.send().await {
+            Err(error) if error.is_timeout() => Outcome::Transient(format!("{path}: timed out")),
+            Err(error) => Outcome::Transient(format!("{path}: unreachable: {error}")),
+            Ok(response) => {
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if status.is_success() {
+                    Outcome::Succeeded {
+                        tracking_number: body["tracking_number"].as_str().map(str::to_owned),
+                    }
+                } else if status.is_server_error() {
+                    Outcome::Transient(format!("{path}: {status}"))
+                } else {
+                    match body["type"].as_str() {
+                        Some("/problems/insufficient-stock") => {
+                            Outcome::Refused(RejectionReason::InsufficientStock)
+                        }
+                        Some("/problems/payment-declined") => {
+                            Outcome::Refused(RejectionReason::PaymentDeclined)
+                        }
+                        Some("/problems/shipping-unavailable") => {
+                            Outcome::Refused(RejectionReason::ShippingUnavailable)
+                        }
+                        _ => Outcome::Rejected {
+                            status: status.as_u16(),
+                            detail: body["detail"].as_str().unwrap_or("").to_owned(),
+                        },
+                    }
+                }
+            }
+        };
+        self.record(&outcome);
+        outcome
+    }
+
+    fn record(&self, outcome: &Outcome) {
+        let mut breaker = self.breaker.lock().expect("not poisoned");
+        if matches!(outcome, Outcome::Transient(_)) {
+            breaker.consecutive += 1;
+            if breaker.consecutive >= breaker.config.failures {
+                breaker.open_until = Some(Instant::now() + breaker.config.open_for);
+                // Half-open afterwards: one more failure opens it again.
+                breaker.consecutive = breaker.config.failures - 1;
+                self.breaker_open.set(1);
+            }
+        } else {
+            breaker.consecutive = 0;
+            breaker.open_until = None;
+            self.breaker_open.set(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_transient_failures_and_closes_on_success() {
+        let client = StepClient::new(
+            "http://127.0.0.1:1",
+            Duration::from_millis(10),
+            BreakerConfig {
+                failures: 3,
+                open_for: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        let transient = Outcome::Transient("503".into());
+        client.record(&transient);
+        client.record(&transient);
+        assert!(client.open_until().is_none());
+        client.record(&transient);
+        assert!(client.open_until().is_some());
+        assert_eq!(client.breaker_open.get(), 1);
+        client.record(&Outcome::Succeeded {
+            tracking_number: None,
+        });
+        assert!(client.open_until().is_none());
+    }
+}

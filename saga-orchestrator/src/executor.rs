@@ -1,0 +1,442 @@
+//! Executes sagas: claims the ones that are due, drives each until it has
+//! to wait (a retry later) or ends, and records every transition in its
+//! stream before and after each call.
+//!
+//! A saga is executed by at most one instance at a time: it is claimed with
+//! a lease on its `saga_instances` row (`for update skip locked`, only when
+//! no live lease exists), the lease is renewed before each call, and every
+//! append expects the version the decision was made on, so even an instance
+//! that lost its lease without noticing cannot record anything over
+//! another's work. Steps are idempotent, so a call repeated after a crash or
+//! a lost lease changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use domain::saga::{SagaEvent, SagaStatus, SagaStep};
+use event_store::EventStore;
+use rand::Rng;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::client::{Outcome, StepClient};
+use crate::decide::{self, Action};
+use crate::metrics::Metrics;
+use crate::record;
+
+/// How the executor retries, waits and shares work.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Names this instance in leases.
+    pub instance: String,
+    /// A step still failing this long after its first attempt is failed.
+    pub step_deadline: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Attempts at one compensation before the saga fails.
+    pub compensation_attempts: u32,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    /// Sagas executed at once by this instance.
+    pub concurrency: usize,
+}
+
+pub struct Executor {
+    pub store: EventStore,
+    pub pool: PgPool,
+    pub client: Arc<StepClient>,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    /// Woken when a saga becomes due now (started, cancelled, retried).
+    pub wake: Arc<Notify>,
+}
+
+/// Where a saga stands after being driven.
+enum Next {
+    /// Ended (`done`) or waiting for an operator (`failed`).
+    Settled(&'static str),
+    /// Has more to do at this time.
+    At(DateTime<Utc>),
+}
+
+impl Executor {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // Sagas being executed; dropping the set (when this future is
+        // dropped) aborts them, like a killed process.
+        let mut running = JoinSet::new();
+        loop {
+            let free = self.settings.concurrency.saturating_sub(running.len());
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(claimed) => {
+                        for (order_id, nudges) in claimed {
+                            running.spawn(Arc::clone(&self).execute(order_id, nudges));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+        // Unfinished work is safe to abandon: the next owner of each lease
+        // picks up from the stream.
+        running.shutdown().await;
+    }
+
+    /// Leases up to `limit` due sagas to this instance.
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<(Uuid, i64)>> {
+        let claimed = sqlx::query_as(
+            "update saga_instances s
+             set lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond'
+             where order_id in (
+               select order_id from saga_instances
+               where status = 'active' and due_at <= now()
+                 and (lease_until is null or lease_until < now())
+               order by due_at
+               limit $3
+               -- Instances claiming at once take different rows.
+               for update skip locked)
+             returning s.order_id, s.nudges",
+        )
+        .bind(&self.settings.instance)
+        .bind(self.settings.lease.as_millis() as f64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .context("claiming due sagas")?;
+        Ok(claimed)
+    }
+
+    async fn execute(self: Arc<Self>, order_id: Uuid, nudges: i64) {
+        self.metrics.running.inc();
+        let next = match self.drive(order_id).await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(%order_id, error = format!("{error:#}"), "saga interrupted; retrying soon");
+                Next::At(Utc::now() + chrono::Duration::seconds(1))
+            }
+        };
+        let (status, due) = match next {
+            Next::Settled(status) => (status, Utc::now()),
+            Next::At(at) => ("active", at),
+        };
+        // A saga nudged meanwhile (a cancellation, an operator retry) stays
+        // active and due now, whatever this run concluded.
+        let released = sqlx::query(
+            "update saga_instances
+             set status = case when nudges = $4 then $2 else 'active' end,
+                 due_at = case when nudges = $4 then $3 else now() end,
+                 lease_owner = null, lease_until = null, updated_at = now()
+             where order_id = $1 and lease_owner = $5",
+        )
+        .bind(order_id)
+        .bind(status)
+        .bind(due)
+        .bind(nudges)
+        .bind(&self.settings.instance)
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = released {
+            tracing::warn!(%order_id, %error, "releasing the saga's lease failed; it expires");
+        }
+        self.metrics.running.dec();
+    }
+
+    /// Keeps the lease for another period; an error if it was lost.
+    async fn renew(&self, order_id: Uuid) -> anyhow::Result<()> {
+        let renewed = sqlx::query(
+            "update saga_instances set lease_until = now() + $3 * interval '1 millisecond'
+             where order_id = $1 and lease_owner = $2",
+        )
+        .bind(order_id)
+        .bind(&self.settings.instance)
+        .bind(self.settings.lease.as_millis() as f64)
+        .execute(&self.pool)
+        .await
+        .context("renewing the lease")?;
+        anyhow::ensure!(renewed.rows_affected() == 1, "lost the lease");
+        Ok(())
+    }
+
+    /// Runs the saga until it must wait or has ended.
+    async fn drive(&self, order_id: Uuid) -> anyhow::Result<Next> {
+        loop {
+            self.renew(order_id).await?;
+            let loaded = record::load(&self.store, order_id).await?;
+            let state = &loaded.state;
+            let version = loaded.version;
+            let action = decide::next(state);
+            let causation = format!("saga-orchestrator:{}", self.settings.instance);
+            let append = |events: Vec<SagaEvent>| {
+                let causation = causation.clone();
+                async move { record::append(&self.store, order_id, version, &events, &causation).await }
+            };
+            match action {
+                Action::Done => {
+                    return Ok(Next::Settled(match state.status {
+                        SagaStatus::Failed => "failed",
+                        _ if !state.exists => "done",
+                        _ => "done",
+                    }));
+                }
+                Action::StartCompensation { reason } => {
+                    append(vec![SagaEvent::CompensationStarted { reason }]).await?;
+                }
+                Action::Run { step, attempt } => {
+                    if let Some(until) = self.client.open_until() {
+                        return Ok(Next::At(
+                            Utc::now() + to_chrono(until - std::time::Instant::now()),
+                        ));
+                    }
+                    if self.past_deadline(&loaded, step) {
+                        let error = format!(
+                            "deadline of {} s exceeded after {} attempts{}",
+                            self.settings.step_deadline.as_secs(),
+                            attempt - 1,
+                            state
+                                .step(step)
+                                .last_error
+                                .as_ref()
+                                .map_or(String::new(), |e| format!("; last error: {e}"))
+                        );
+                        append(vec![SagaEvent::StepFailed {
+                            step,
+                            attempt: attempt - 1,
+                            error,
+                            retryable: false,
+                        }])
+                        .await?;
+                        continue;
+                    }
+                    if !append(vec![SagaEvent::StepStarted { step, attempt }]).await? {
+                        continue;
+                    }
+                    self.metrics.step_attempts.inc();
+                    let outcome = self.client.call(order_id, forward_path(step), None).await;
+                    let events = match outcome {
+                        Outcome::Succeeded { tracking_number } => vec![SagaEvent::StepSucceeded {
+                            step,
+                            attempt,
+                            detail: tracking_number,
+                        }],
+                        Outcome::Refused(reason) => {
+                            self.metrics.step_failures.inc();
+                            vec![SagaEvent::StepFailed {
+                                step,
+                                attempt,
+                                error: decide::code(reason).to_owned(),
+                                retryable: false,
+                            }]
+                        }
+                        Outcome::Rejected { status, detail } => {
+                            self.metrics.step_failures.inc();
+                            vec![SagaEvent::StepFailed {
+                                step,
+                                attempt,
+                                error: format!("{status}: {detail}"),
+                                retryable: false,
+                            }]
+                        }
+                        Outcome::Transient(error) => {
+                            self.metrics.step_failures.inc();
+                            let (retry_at, delay) = self.backoff(attempt);
+                            let mut events = vec![SagaEvent::StepFailed {
+                                step,
+                                attempt,
+                                error,
+                                retryable: true,
+                            }];
+                            events.push(SagaEvent::RetryScheduled {
+                                step,
+                                attempt: attempt + 1,
+                                compensation: false,
+                                retry_at: retry_at
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                                delay_ms: delay.as_millis() as u64,
+                            });
+                            record::append(&self.store, order_id, version + 1, &events, &causation)
+                                .await?;
+                            return Ok(Next::At(retry_at));
+                        }
+                    };
+                    // If a cancellation was recorded meanwhile this append
+                    // loses; the step stays "running" and is compensated.
+                    record::append(&self.store, order_id, version + 1, &events, &causation).await?;
+                }
+                Action::Compensate { step, attempt } => {
+                    if attempt > self.settings.compensation_attempts {
+                        // The giving up was recorded, the saga's failure not.
+                        append(vec![SagaEvent::SagaFailed {
+                            reason: format!("{} could not be completed", compensation_path(step)),
+                        }])
+                        .await?;
+                        self.metrics.failed.inc();
+                        continue;
+                    }
+                    if let Some(until) = self.client.open_until() {
+                        return Ok(Next::At(
+                            Utc::now() + to_chrono(until - std::time::Instant::now()),
+                        ));
+                    }
+                    if !append(vec![SagaEvent::StepCompensationStarted { step, attempt }]).await? {
+                        continue;
+                    }
+                    self.metrics.step_attempts.inc();
+                    let outcome = self
+                        .client
+                        .call(order_id, compensation_path(step), None)
+                        .await;
+                    let error = match outcome {
+                        Outcome::Succeeded { .. } => {
+                            record::append(
+                                &self.store,
+                                order_id,
+                                version + 1,
+                                &[SagaEvent::StepCompensated { step, attempt }],
+                                &causation,
+                            )
+                            .await?;
+                            continue;
+                        }
+                        Outcome::Refused(reason) => decide::code(reason).to_owned(),
+                        Outcome::Rejected { status, detail } => format!("{status}: {detail}"),
+                        Outcome::Transient(error) => error,
+                    };
+                    self.metrics.step_failures.inc();
+                    if attempt >= self.settings.compensation_attempts {
+                        let events = [
+                            SagaEvent::StepCompensationFailed {
+                                step,
+                                attempt,
+                                error: error.clone(),
+                                retryable: false,
+                            },
+                            SagaEvent::SagaFailed {
+                                reason: format!(
+                                    "{} failed after {attempt} attempts: {error}",
+                                    compensation_path(step)
+                                ),
+                            },
+                        ];
+                        if record::append(&self.store, order_id, version + 1, &events, &causation)
+                            .await?
+                        {
+                            self.metrics.failed.inc();
+                        }
+                        continue;
+                    }
+                    let (retry_at, delay) = self.backoff(attempt);
+                    let events = [
+                        SagaEvent::StepCompensationFailed {
+                            step,
+                            attempt,
+                            error,
+                            retryable: true,
+                        },
+                        SagaEvent::RetryScheduled {
+                            step,
+                            attempt: attempt + 1,
+                            compensation: true,
+                            retry_at: retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            delay_ms: delay.as_millis() as u64,
+                        },
+                    ];
+                    record::append(&self.store, order_id, version + 1, &events, &causation).await?;
+                    return Ok(Next::At(retry_at));
+                }
+                Action::Confirm => {
+                    match self.client.call(order_id, "confirm", None).await {
+                        Outcome::Succeeded { .. } => {
+                            if append(vec![SagaEvent::SagaCompleted {
+                                tracking_number: state.tracking_number.clone(),
+                            }])
+                            .await?
+                            {
+                                self.metrics.completed.inc();
+                            }
+                        }
+                        // A cancellation on its way (the order refuses to be
+                        // confirmed once one was requested), or the service
+                        // is away: look again shortly.
+                        _ => return Ok(Next::At(self.backoff(1).0)),
+                    }
+                }
+                Action::FinishCompensation { outcome } => {
+                    let (path, body, reason) = match outcome {
+                        decide::Outcome::Cancel => {
+                            ("mark-cancelled", None, decide::CANCELLED.to_owned())
+                        }
+                        decide::Outcome::Reject(reason) => (
+                            "reject",
+                            Some(json!({ "reason": decide::code(reason) })),
+                            state
+                                .failure_reason
+                                .clone()
+                                .unwrap_or_else(|| decide::code(reason).to_owned()),
+                        ),
+                    };
+                    match self.client.call(order_id, path, body).await {
+                        Outcome::Succeeded { .. } => {
+                            if append(vec![SagaEvent::SagaCompensated { reason }]).await? {
+                                self.metrics.compensated.inc();
+                            }
+                        }
+                        _ => return Ok(Next::At(self.backoff(1).0)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn past_deadline(&self, loaded: &record::Loaded, step: SagaStep) -> bool {
+        loaded.first_started[step as usize]
+            .is_some_and(|first| Utc::now() - first > to_chrono(self.settings.step_deadline))
+    }
+
+    /// When to try again after `attempt` failed: exponential, capped, with
+    /// full jitter in [delay/2, delay].
+    fn backoff(&self, attempt: u32) -> (DateTime<Utc>, Duration) {
+        let exponential = self
+            .settings
+            .retry_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exponential.min(self.settings.retry_max);
+        let delay = capped.mul_f64(rand::rng().random_range(0.5..=1.0));
+        (Utc::now() + to_chrono(delay), delay)
+    }
+}
+
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::zero())
+}
+
+/// The step API path that carries a step out.
+pub fn forward_path(step: SagaStep) -> &'static str {
+    match step {
+        SagaStep::ReserveInventory => "reserve-inventory",
+        SagaStep::ChargePayment => "charge-payment",
+        SagaStep::CreateShipment => "create-shipment",
+    }
+}
+
+/// The step API path that undoes a step.
+pub fn compensation_path(step: SagaStep) -> &'static str {
+    match step {
+        SagaStep::ReserveInventory => "release-inventory",
+        SagaStep::ChargePayment => "refund-payment",
+        SagaStep::CreateShipment => "cancel-shipment",
+    }
+}

@@ -1,0 +1,633 @@
+//! The order fulfilment saga end to end: the whole platform in-process
+//! (command-service behind a fault-injecting proxy, the orchestrator, the
+//! projector and the query-service) over real PostgreSQL and the broker.
+//! What a user sees is asserted through the query-service's views; what
+//! must never happen (a double charge, negative stock) through the event
+//! store itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use domain::Aggregate;
+use domain::Event;
+use domain::customer::CustomerEvent;
+use domain::product::{Product, ProductEvent};
+use harness::proxy::FaultProxy;
+use harness::services::{self, RunningService};
+use harness::{TestEnv, eventually};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::write_api::{address, assert_problem};
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+struct Platform {
+    env: TestEnv,
+    client: Client,
+    command: RunningService,
+    proxy: FaultProxy,
+    query: RunningService,
+    _projector: RunningService,
+    orchestrator: Option<RunningService>,
+}
+
+fn fast_retries(config: &mut saga_orchestrator::Config) {
+    config.retry_base_ms = 50;
+    config.retry_max_ms = 400;
+    config.compensation_attempts = 3;
+    config.breaker_failures = 5;
+    config.breaker_open_ms = 300;
+    config.lease_ms = 2_000;
+    config.poll_ms = 50;
+}
+
+impl Platform {
+    async fn start() -> Self {
+        let env = TestEnv::new().await;
+        let command = services::command_service(&env).await;
+        let proxy = FaultProxy::start(&command.url).await;
+        let projector = services::projector(&env).await;
+        let query = services::query_service(&env).await;
+        let orchestrator = services::saga_orchestrator(&env, &proxy.url, fast_retries).await;
+        let platform = Self {
+            env,
+            client: Client::new(),
+            command,
+            proxy,
+            query,
+            _projector: projector,
+            orchestrator: Some(orchestrator),
+        };
+        for url in [&platform.command.url, &platform.query.url] {
+            let ready = format!("{url}/health/ready");
+            eventually(Duration::from_secs(60), "services ready", || async {
+                platform
+                    .client
+                    .get(&ready)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                Ok(())
+            })
+            .await;
+        }
+        platform
+    }
+
+    async fn restart_orchestrator(&mut self) {
+        let orchestrator =
+            services::saga_orchestrator(&self.env, &self.proxy.url, fast_retries).await;
+        self.orchestrator = Some(orchestrator);
+    }
+
+    fn orchestrator_url(&self) -> &str {
+        &self.orchestrator.as_ref().expect("running").url
+    }
+
+    async fn command(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.command.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn query(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.query.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn product(&self, sku: &str, price_cents: i64, stock: i64) {
+        let (status, body) = self
+            .command(
+                "/v1/products",
+                json!({"sku": sku, "name": sku, "price_cents": price_cents, "initial_stock": stock}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    async fn customer(&self, deposit: i64) -> String {
+        let (status, body) = self
+            .command(
+                "/v1/customers",
+                json!({"name": "Ada", "email": "ada@example.com"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["customer_id"].as_str().unwrap().to_owned();
+        if deposit > 0 {
+            let (status, _) = self
+                .command(
+                    &format!("/v1/customers/{id}/deposits"),
+                    json!({"amount_cents": deposit}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        id
+    }
+
+    async fn place(&self, customer: &str, sku: &str, quantity: i64, country: &str) -> String {
+        let (status, body) = self
+            .command(
+                "/v1/orders",
+                json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": quantity}],
+                       "shipping_address": address(country)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["order_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn cancel(&self, order_id: &str) {
+        let (status, body) = self
+            .command(
+                &format!("/v1/orders/{order_id}/cancel"),
+                json!({"reason": "changed my mind"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+
+    /// Waits until the order has `status` in the read model; returns it.
+    async fn order_becomes(&self, order_id: &str, status: &str) -> Value {
+        eventually(SETTLE, &format!("order {order_id} {status}"), || async {
+            let (code, order) = self.query(&format!("/v1/orders/{order_id}")).await;
+            anyhow::ensure!(code == StatusCode::OK, "{code}");
+            anyhow::ensure!(order["status"] == status, "order is {}", order["status"]);
+            Ok(order)
+        })
+        .await
+    }
+
+    /// Waits until the saga's view satisfies `check`; returns it.
+    async fn saga_where(
+        &self,
+        order_id: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(SETTLE, &format!("saga {order_id}: {what}"), || async {
+            let (code, saga) = self.query(&format!("/v1/sagas/{order_id}")).await;
+            anyhow::ensure!(code == StatusCode::OK, "{code}");
+            anyhow::ensure!(check(&saga), "{saga}");
+            Ok(saga)
+        })
+        .await
+    }
+
+    async fn saga_becomes(&self, order_id: &str, status: &str) -> Value {
+        self.saga_where(order_id, status, |saga| saga["status"] == status)
+            .await
+    }
+
+    /// Waits until the product's read model shows (on_hand, reserved).
+    async fn stock_becomes(&self, sku: &str, on_hand: i64, reserved: i64) {
+        eventually(SETTLE, &format!("stock of {sku}"), || async {
+            let (_, product) = self.query(&format!("/v1/products/{sku}")).await;
+            anyhow::ensure!(
+                product["on_hand"] == on_hand
+                    && product["reserved"] == reserved
+                    && product["available"] == on_hand - reserved,
+                "{product}"
+            );
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn balance_becomes(&self, customer: &str, balance: i64) {
+        eventually(SETTLE, &format!("balance of {customer}"), || async {
+            let (_, body) = self.query(&format!("/v1/customers/{customer}")).await;
+            anyhow::ensure!(body["balance_cents"] == balance, "{body}");
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Events of a stream in the event store, as (type, data).
+    async fn stream(&self, stream_id: &str) -> Vec<(String, Value)> {
+        let store = self.env.event_store().await;
+        store
+            .read_stream(stream_id, 1, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event_type, e.data))
+            .collect()
+    }
+}
+
+fn step<'a>(saga: &'a Value, name: &str) -> &'a Value {
+    saga["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+fn step_statuses(saga: &Value) -> Vec<String> {
+    saga["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_placed_order_is_reserved_charged_shipped_and_confirmed() {
+    let platform = Platform::start().await;
+    platform.product("widget", 500, 10).await;
+    let customer = platform.customer(10_000).await;
+    let order = platform.place(&customer, "widget", 2, "GB").await;
+
+    let confirmed = platform.order_becomes(&order, "confirmed").await;
+    assert!(confirmed["tracking_number"].is_string(), "{confirmed}");
+    assert_eq!(confirmed["rejection_reason"], Value::Null);
+    let saga = platform.saga_becomes(&order, "completed").await;
+    assert_eq!(step_statuses(&saga), ["succeeded"; 3]);
+    assert_eq!(step(&saga, "charge_payment")["attempts"], 1);
+    assert_eq!(saga["current_step"], Value::Null);
+    assert!(saga["finished_at"].is_string());
+    platform.stock_becomes("widget", 10, 2).await;
+    platform.balance_becomes(&customer, 9_000).await;
+}
+
+#[tokio::test]
+async fn each_business_failure_compensates_what_was_done_and_rejects_the_order() {
+    let platform = Platform::start().await;
+    platform.product("scarce", 300, 1).await;
+    platform.product("plenty", 300, 100).await;
+    let rich = platform.customer(100_000).await;
+    let poor = platform.customer(100).await;
+
+    // Not enough stock: nothing was done, nothing to undo.
+    let short = platform.place(&rich, "scarce", 2, "GB").await;
+    // Not enough money: the reservation is released.
+    let declined = platform.place(&poor, "plenty", 1, "GB").await;
+    // Not a served country: the charge is refunded and the reservation
+    // released.
+    let unshippable = platform.place(&rich, "plenty", 3, "BR").await;
+
+    let order = platform.order_becomes(&short, "rejected").await;
+    assert_eq!(order["rejection_reason"], "insufficient_stock");
+    let saga = platform.saga_becomes(&short, "compensated").await;
+    assert_eq!(saga["failure_reason"], "insufficient_stock");
+    assert_eq!(step_statuses(&saga), ["failed", "pending", "pending"]);
+
+    let order = platform.order_becomes(&declined, "rejected").await;
+    assert_eq!(order["rejection_reason"], "payment_declined");
+    let saga = platform.saga_becomes(&declined, "compensated").await;
+    assert_eq!(step_statuses(&saga), ["compensated", "failed", "pending"]);
+
+    let order = platform.order_becomes(&unshippable, "rejected").await;
+    assert_eq!(order["rejection_reason"], "shipping_unavailable");
+    let saga = platform.saga_becomes(&unshippable, "compensated").await;
+    assert_eq!(
+        step_statuses(&saga),
+        ["compensated", "compensated", "failed"]
+    );
+    let compensations: Vec<&str> = saga["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["event"] == "step_compensated")
+        .map(|h| h["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        compensations,
+        ["charge_payment", "reserve_inventory"],
+        "reverse order"
+    );
+
+    platform.stock_becomes("scarce", 1, 0).await;
+    platform.stock_becomes("plenty", 100, 0).await;
+    platform.balance_becomes(&rich, 100_000).await;
+    platform.balance_becomes(&poor, 100).await;
+}
+
+#[tokio::test]
+async fn cancelling_a_confirmed_order_undoes_every_step() {
+    let platform = Platform::start().await;
+    platform.product("lamp", 2_000, 5).await;
+    let customer = platform.customer(5_000).await;
+    let order = platform.place(&customer, "lamp", 2, "DE").await;
+    platform.order_becomes(&order, "confirmed").await;
+    platform.balance_becomes(&customer, 1_000).await;
+
+    platform.cancel(&order).await;
+    platform.order_becomes(&order, "cancelled").await;
+    let saga = platform.saga_becomes(&order, "compensated").await;
+    assert_eq!(saga["failure_reason"], "cancelled");
+    assert_eq!(step_statuses(&saga), ["compensated"; 3]);
+    platform.stock_becomes("lamp", 5, 0).await;
+    platform.balance_becomes(&customer, 5_000).await;
+    let shipment = platform.stream(&format!("shipment-{order}")).await;
+    assert_eq!(shipment.last().unwrap().0, "ShipmentCancelled");
+}
+
+#[tokio::test]
+async fn cancelling_an_order_mid_saga_undoes_the_steps_done_so_far() {
+    let platform = Platform::start().await;
+    platform.product("chair", 1_000, 5).await;
+    let customer = platform.customer(5_000).await;
+    // Shipments keep failing, so the saga is stuck retrying its last step.
+    platform.proxy.fail(&["create-shipment"]);
+    let order = platform.place(&customer, "chair", 1, "FR").await;
+    platform
+        .saga_where(&order, "retrying the shipment", |saga| {
+            step(saga, "create_shipment")["attempts"].as_u64() >= Some(2)
+        })
+        .await;
+
+    platform.cancel(&order).await;
+    platform.order_becomes(&order, "cancelled").await;
+    let saga = platform.saga_becomes(&order, "compensated").await;
+    assert_eq!(step(&saga, "reserve_inventory")["status"], "compensated");
+    assert_eq!(step(&saga, "charge_payment")["status"], "compensated");
+    platform.stock_becomes("chair", 5, 0).await;
+    platform.balance_becomes(&customer, 5_000).await;
+}
+
+#[tokio::test]
+async fn an_orchestrator_killed_mid_saga_is_succeeded_and_nothing_is_applied_twice() {
+    let mut platform = Platform::start().await;
+    platform.product("desk", 7_000, 3).await;
+    let customer = platform.customer(10_000).await;
+    platform.proxy.fail(&["create-shipment"]);
+    let order = platform.place(&customer, "desk", 1, "NL").await;
+    platform
+        .saga_where(&order, "charged, shipment failing", |saga| {
+            step(saga, "charge_payment")["status"] == "succeeded"
+                && step(saga, "create_shipment")["attempts"].as_u64() >= Some(1)
+        })
+        .await;
+
+    platform.orchestrator.take().unwrap().kill().await;
+    platform.proxy.heal();
+    platform.restart_orchestrator().await;
+
+    platform.order_becomes(&order, "confirmed").await;
+    platform.saga_becomes(&order, "completed").await;
+    let charges = platform
+        .stream(&format!("customer-{customer}"))
+        .await
+        .into_iter()
+        .filter(|(kind, _)| kind == "PaymentCharged")
+        .count();
+    assert_eq!(charges, 1, "charged exactly once");
+    platform.balance_becomes(&customer, 3_000).await;
+    platform.stock_becomes("desk", 3, 1).await;
+}
+
+#[tokio::test]
+async fn a_command_service_unavailable_for_a_while_is_retried_until_it_is_back() {
+    let platform = Platform::start().await;
+    platform.product("pen", 100, 50).await;
+    let customer = platform.customer(1_000).await;
+    platform.proxy.fail(&[""]);
+    let order = platform.place(&customer, "pen", 3, "SE").await;
+    let failing = platform
+        .saga_where(&order, "retrying the reservation", |saga| {
+            step(saga, "reserve_inventory")["attempts"].as_u64() >= Some(3)
+        })
+        .await;
+    assert_eq!(failing["status"], "running");
+    assert!(
+        step(&failing, "reserve_inventory")["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503")
+    );
+
+    platform.proxy.heal();
+    platform.order_becomes(&order, "confirmed").await;
+    let saga = platform.saga_becomes(&order, "completed").await;
+    let history: Vec<&str> = saga["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert!(history.contains(&"retry_scheduled"), "{history:?}");
+    platform.balance_becomes(&customer, 700).await;
+}
+
+#[tokio::test]
+async fn a_step_past_its_deadline_is_failed_and_compensated() {
+    let env_platform = Platform::start().await;
+    // A second orchestrator is not wanted here: replace it with one whose
+    // deadline is short.
+    let mut platform = env_platform;
+    platform.orchestrator.take().unwrap().stop().await.unwrap();
+    let orchestrator = services::saga_orchestrator(&platform.env, &platform.proxy.url, |config| {
+        fast_retries(config);
+        config.step_deadline_ms = 1_500;
+    })
+    .await;
+    platform.orchestrator = Some(orchestrator);
+    platform.product("cup", 250, 10).await;
+    let customer = platform.customer(1_000).await;
+    platform.proxy.fail(&["charge-payment"]);
+    let order = platform.place(&customer, "cup", 2, "GB").await;
+
+    let order_view = platform.order_becomes(&order, "rejected").await;
+    assert_eq!(order_view["rejection_reason"], "payment_declined");
+    let saga = platform.saga_becomes(&order, "compensated").await;
+    let charge = step(&saga, "charge_payment");
+    assert!(
+        charge["last_error"].as_str().unwrap().contains("deadline"),
+        "{charge}"
+    );
+    platform.stock_becomes("cup", 10, 0).await;
+    platform.balance_becomes(&customer, 1_000).await;
+}
+
+#[tokio::test]
+async fn a_compensation_that_keeps_failing_fails_the_saga_until_an_operator_retries() {
+    let platform = Platform::start().await;
+    platform.product("vase", 1_500, 4).await;
+    let customer = platform.customer(3_000).await;
+    platform.proxy.fail(&["refund-payment"]);
+    // Brazil is not served: the refund must run, and keeps failing.
+    let order = platform.place(&customer, "vase", 1, "BR").await;
+    let failed = platform.saga_becomes(&order, "failed").await;
+    assert_eq!(
+        step(&failed, "charge_payment")["status"],
+        "compensation_failed"
+    );
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("refund-payment"),
+        "{failed}"
+    );
+    let history_len = failed["history"].as_array().unwrap().len();
+
+    let retry = |path: String| {
+        let client = platform.client.clone();
+        async move { client.post(path).send().await.unwrap() }
+    };
+    let url = platform.orchestrator_url().to_owned();
+    let unknown = uuid::Uuid::new_v4();
+    assert_problem(
+        retry(format!("{url}/v1/sagas/{unknown}/retry")).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+        None,
+    )
+    .await;
+
+    platform.proxy.heal();
+    let response = retry(format!("{url}/v1/sagas/{order}/retry")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let saga = platform.saga_becomes(&order, "compensated").await;
+    assert!(saga["history"].as_array().unwrap().len() > history_len);
+    let order_view = platform.order_becomes(&order, "rejected").await;
+    assert_eq!(order_view["rejection_reason"], "shipping_unavailable");
+    platform.balance_becomes(&customer, 3_000).await;
+    platform.stock_becomes("vase", 4, 0).await;
+
+    assert_problem(
+        retry(format!("{url}/v1/sagas/{order}/retry")).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn after_two_hundred_mixed_orders_the_invariants_hold() {
+    let platform = Platform::start().await;
+    let skus = ["a", "b", "c", "d", "e"];
+    for (i, sku) in skus.iter().enumerate() {
+        platform
+            .product(sku, 100 * (i as i64 + 1), 30 + 10 * i as i64)
+            .await;
+    }
+    let mut customers = Vec::new();
+    for i in 0..20 {
+        customers.push(
+            platform
+                .customer(if i % 4 == 0 { 150 } else { 4_000 })
+                .await,
+        );
+    }
+    let countries = ["GB", "US", "DE", "BR", "JP", "FR", "CA"];
+    let mut orders = Vec::new();
+    for i in 0..200usize {
+        let order = platform
+            .place(
+                &customers[i % customers.len()],
+                skus[i % skus.len()],
+                1 + (i % 3) as i64,
+                countries[i % countries.len()],
+            )
+            .await;
+        if i % 9 == 0 {
+            platform.cancel(&order).await;
+        }
+        orders.push(order);
+    }
+
+    // Every saga ends.
+    eventually(Duration::from_secs(240), "every saga ends", || async {
+        let mut unfinished = 0;
+        for status in ["running", "compensating"] {
+            let (_, page) = platform
+                .query(&format!("/v1/sagas?status={status}&limit=200"))
+                .await;
+            unfinished += page["items"].as_array().map_or(0, Vec::len);
+        }
+        let (_, all) = platform.query("/v1/sagas?limit=200").await;
+        let seen = all["items"].as_array().map_or(0, Vec::len);
+        anyhow::ensure!(
+            unfinished == 0 && seen == 200,
+            "{unfinished} unfinished, {seen} seen"
+        );
+        Ok(())
+    })
+    .await;
+    let (_, failed) = platform.query("/v1/sagas?status=failed").await;
+    assert_eq!(failed["items"].as_array().unwrap().len(), 0, "{failed}");
+
+    // Products: on hand = reserved + available, nothing negative, from the
+    // event store itself.
+    for sku in skus {
+        let product = platform
+            .stream(&format!("product-{sku}"))
+            .await
+            .iter()
+            .map(|(kind, data)| ProductEvent::decode(kind, data).unwrap())
+            .fold(Product::default(), |state, event| {
+                <Product as Aggregate>::evolve(state, &event)
+            });
+        assert!(product.reserved >= 0 && product.available() >= 0, "{sku}");
+        assert_eq!(product.on_hand, product.reserved + product.available());
+        let (_, view) = platform.query(&format!("/v1/products/{sku}")).await;
+        assert_eq!(view["reserved"], product.reserved, "{sku}: read model");
+    }
+
+    // Customers: balance = deposits − charges + refunds ≥ 0; no order
+    // charged twice.
+    let mut charged: HashMap<String, usize> = HashMap::new();
+    for customer in &customers {
+        let mut balance = 0i64;
+        for (kind, data) in platform.stream(&format!("customer-{customer}")).await {
+            match CustomerEvent::decode(&kind, &data).unwrap() {
+                CustomerEvent::FundsDeposited { amount_cents, .. } => balance += amount_cents,
+                CustomerEvent::PaymentCharged {
+                    amount_cents,
+                    order_id,
+                    ..
+                } => {
+                    balance -= amount_cents;
+                    *charged.entry(order_id.to_string()).or_default() += 1;
+                }
+                CustomerEvent::PaymentRefunded { amount_cents, .. } => balance += amount_cents,
+                CustomerEvent::CustomerRegistered { .. } => {}
+            }
+            assert!(balance >= 0, "{customer} went below zero");
+        }
+        let (_, view) = platform.query(&format!("/v1/customers/{customer}")).await;
+        assert_eq!(view["balance_cents"], balance, "{customer}: read model");
+    }
+    assert!(charged.values().all(|n| *n == 1), "an order charged twice");
+
+    // Orders: each ended confirmed, rejected or cancelled, as its saga did.
+    let mut by_status: HashMap<String, usize> = HashMap::new();
+    for order in &orders {
+        let (_, view) = platform.query(&format!("/v1/orders/{order}")).await;
+        let (_, saga) = platform.query(&format!("/v1/sagas/{order}")).await;
+        let status = view["status"].as_str().unwrap().to_owned();
+        let expected_saga = if status == "confirmed" {
+            "completed"
+        } else {
+            "compensated"
+        };
+        assert_eq!(saga["status"], expected_saga, "{order}: {status}");
+        *by_status.entry(status).or_default() += 1;
+    }
+    assert_eq!(by_status.get("pending"), None, "{by_status:?}");
+    for status in ["confirmed", "rejected", "cancelled"] {
+        assert!(
+            by_status.get(status).copied().unwrap_or(0) > 0,
+            "{by_status:?}"
+        );
+    }
+}
