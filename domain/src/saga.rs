@@ -226,6 +226,11 @@ pub struct SagaState {
     /// The step being run or undone; `None` between steps and at the end.
     pub current_step: Option<SagaStep>,
     pub failure_reason: Option<String>,
+    /// The step that failed for good going forward (a business refusal or
+    /// a step past its deadline): the one the order's rejection names.
+    /// (Defaults when absent, so read models stored before it still load.)
+    #[serde(default)]
+    pub failed_step: Option<SagaStep>,
     /// Set by a cancellation request, kept after it is handled.
     pub cancellation_reason: Option<String>,
     /// Set once compensation began; a retried failed saga resumes it.
@@ -244,6 +249,7 @@ impl Default for SagaState {
             status: SagaStatus::Running,
             current_step: None,
             failure_reason: None,
+            failed_step: None,
             cancellation_reason: None,
             compensating: false,
             tracking_number: None,
@@ -306,6 +312,7 @@ impl SagaState {
                 if !retryable {
                     state.status = StepStatus::Failed;
                     self.current_step = None;
+                    self.failed_step = Some(*step);
                 }
             }
             SagaEvent::RetryScheduled { .. } => {}
@@ -377,6 +384,7 @@ impl SagaState {
                         StepStatus::Failed if !self.compensating => {
                             state.status = StepStatus::Pending;
                             state.attempts = 0;
+                            self.failed_step = None;
                         }
                         _ => {}
                     }

@@ -1,7 +1,8 @@
 //! Calls to command-service's step API, classified for the saga: success,
 //! a business refusal (not retried), another refusal, or a transient
-//! failure (unreachable, timed out, 5xx: retried). A circuit breaker stops
-//! calling a command-service that keeps failing, for a while.
+//! failure (unreachable, timed out, 409, 5xx: retried). A circuit breaker
+//! stops calling a command-service that keeps failing (unreachable, timed
+//! out, 5xx; a 409 is contention, not failure), for a while.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -80,17 +81,22 @@ impl StepClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        let mut failing = true;
         let outcome = match request.send().await {
             Err(error) if error.is_timeout() => Outcome::Transient(format!("{path}: timed out")),
             Err(error) => Outcome::Transient(format!("{path}: unreachable: {error}")),
             Ok(response) => {
                 let status = response.status();
+                failing = status.is_server_error();
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 if status.is_success() {
                     Outcome::Succeeded {
                         tracking_number: body["tracking_number"].as_str().map(str::to_owned),
                     }
-                } else if status.is_server_error() {
+                } else if status.is_server_error() || status == reqwest::StatusCode::CONFLICT {
+                    // A 409 from the step API means "not now": the same step
+                    // is still being handled (its idempotency key is held),
+                    // or its streams kept changing under it.
                     Outcome::Transient(format!("{path}: {status}"))
                 } else {
                     match body["type"].as_str() {
@@ -111,13 +117,15 @@ impl StepClient {
                 }
             }
         };
-        self.record(&outcome);
+        self.record(failing);
         outcome
     }
 
-    fn record(&self, outcome: &Outcome) {
+    /// Counts a call towards the breaker: `failing` when the service was
+    /// unreachable, timed out or answered 5xx.
+    fn record(&self, failing: bool) {
         let mut breaker = self.breaker.lock().expect("not poisoned");
-        if matches!(outcome, Outcome::Transient(_)) {
+        if failing {
             breaker.consecutive += 1;
             if breaker.consecutive >= breaker.config.failures {
                 breaker.open_until = Some(Instant::now() + breaker.config.open_for);
@@ -148,16 +156,13 @@ mod tests {
             },
         )
         .unwrap();
-        let transient = Outcome::Transient("503".into());
-        client.record(&transient);
-        client.record(&transient);
+        client.record(true);
+        client.record(true);
         assert!(client.open_until().is_none());
-        client.record(&transient);
+        client.record(true);
         assert!(client.open_until().is_some());
         assert_eq!(client.breaker_open.get(), 1);
-        client.record(&Outcome::Succeeded {
-            tracking_number: None,
-        });
+        client.record(false);
         assert!(client.open_until().is_none());
     }
 }

@@ -128,10 +128,9 @@ fn backward(state: &SagaState) -> Action {
     let outcome = if state.cancellation_reason.is_some() {
         Outcome::Cancel
     } else {
-        let failed = SagaStep::ALL
-            .into_iter()
-            .find(|step| state.step(*step).status == StepStatus::Failed)
-            .unwrap_or(SagaStep::ReserveInventory);
+        // The failed step may have been compensated since (one past its
+        // deadline may have taken effect), so its status no longer says.
+        let failed = state.failed_step.unwrap_or(SagaStep::ReserveInventory);
         Outcome::Reject(rejection_of(failed))
     };
     Action::FinishCompensation { outcome }
@@ -282,6 +281,17 @@ mod tests {
             Action::Compensate {
                 step: Charge,
                 attempt: 1
+            }
+        );
+        // Once both are undone, the order is rejected for the step that
+        // ran out of time, not for the first one.
+        let undone = [Charge, Reserve].into_iter().fold(state, |state, step| {
+            state.evolve(&SagaEvent::StepCompensated { step, attempt: 1 })
+        });
+        assert_eq!(
+            next(&undone),
+            Action::FinishCompensation {
+                outcome: Outcome::Reject(RejectionReason::PaymentDeclined)
             }
         );
     }

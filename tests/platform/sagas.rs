@@ -33,6 +33,9 @@ struct Platform {
 }
 
 fn fast_retries(config: &mut saga_orchestrator::Config) {
+    // Tests run side by side on a small machine, where a step can take
+    // seconds; no test here is about calls timing out.
+    config.step_timeout_ms = 10_000;
     config.retry_base_ms = 50;
     config.retry_max_ms = 400;
     config.compensation_attempts = 3;
