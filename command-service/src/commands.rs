@@ -2,12 +2,20 @@
 //! with the version it was loaded at, and on a lost race start over (a
 //! bounded number of times, with jitter), unless the client pinned the
 //! version with `If-Match`.
+//!
+//! Loading starts from the stream's snapshot when there is one, so a long
+//! stream (a popular product gets an event per reservation) costs one
+//! snapshot and fewer than [`SNAPSHOT_EVERY`] events, however long it grows.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::{Aggregate, Event};
-use event_store::{Appended, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
+use event_store::{
+    Appended, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamAppend,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Problem, RequestContext};
@@ -16,6 +24,22 @@ use crate::http::{ApiError, ApiResult, Problem, RequestContext};
 pub const MAX_ATTEMPTS: u32 = 8;
 
 const PAGE: u32 = 1000;
+
+/// A load that replayed this many events after the stream's snapshot saves
+/// a new one.
+pub const SNAPSHOT_EVERY: u64 = 100;
+
+/// Bump when the meaning of any aggregate's state changes: snapshots of the
+/// older shape are then ignored and states are folded from the events again.
+const SNAPSHOT_SCHEMA: i32 = 1;
+
+/// What a snapshot holds: the state and the times the responses show.
+#[derive(Serialize, Deserialize)]
+struct Snapshotted<S> {
+    state: S,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
 
 /// An aggregate as loaded from its stream.
 pub struct Loaded<A: Aggregate> {
@@ -51,18 +75,79 @@ impl<A: Aggregate> Loaded<A> {
     }
 }
 
-/// Folds the whole stream.
-pub async fn load<A: Aggregate>(store: &EventStore, stream_id: &str) -> ApiResult<Loaded<A>> {
-    load_until(store, stream_id, u64::MAX).await
+/// The aggregate as it is now: its snapshot, if any, plus the events after
+/// it. Saves a new snapshot when the events after the old one have piled
+/// up.
+pub async fn load<A>(store: &EventStore, stream_id: &str) -> ApiResult<Loaded<A>>
+where
+    A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
+{
+    let state_type = std::any::type_name::<A::State>();
+    let snapshot = store
+        .load_snapshot(stream_id, state_type, SNAPSHOT_SCHEMA)
+        .await?;
+    let start = match snapshot {
+        Some(snapshot) => match serde_json::from_value::<Snapshotted<A::State>>(snapshot.state) {
+            Ok(saved) => Loaded {
+                state: saved.state,
+                version: snapshot.version,
+                created_at: saved.created_at,
+                updated_at: saved.updated_at,
+            },
+            Err(error) => {
+                tracing::warn!(%error, stream_id, "a snapshot does not fit the state; folding the whole stream");
+                Loaded::new()
+            }
+        },
+        None => Loaded::new(),
+    };
+    let from = start.version;
+    let loaded = fold_until(store, stream_id, start, u64::MAX).await?;
+    if loaded.version - from >= SNAPSHOT_EVERY {
+        let saved = Snapshotted {
+            state: &loaded.state,
+            created_at: loaded.created_at,
+            updated_at: loaded.updated_at,
+        };
+        match serde_json::to_value(&saved) {
+            Ok(state) => {
+                let snapshot = Snapshot {
+                    stream_id: stream_id.to_owned(),
+                    version: loaded.version,
+                    state_type: state_type.to_owned(),
+                    schema_version: SNAPSHOT_SCHEMA,
+                    state,
+                };
+                // A snapshot not saved only makes the next load longer.
+                if let Err(error) = store.save_snapshot(&snapshot).await {
+                    tracing::warn!(%error, stream_id, "saving a snapshot failed");
+                }
+            }
+            Err(error) => tracing::warn!(%error, stream_id, "a state could not be snapshotted"),
+        }
+    }
+    Ok(loaded)
 }
 
-/// Folds the stream up to and including `version`.
+/// Folds the stream from its start up to and including `version` (time
+/// travel: no snapshot, which could be later than `version`).
 pub async fn load_until<A: Aggregate>(
     store: &EventStore,
     stream_id: &str,
     version: u64,
 ) -> ApiResult<Loaded<A>> {
-    let mut loaded = Loaded::<A>::new();
+    fold_until(store, stream_id, Loaded::new(), version).await
+}
+
+/// Applies the events after `loaded.version`, up to and including
+/// `version`.
+async fn fold_until<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &str,
+    mut loaded: Loaded<A>,
+    version: u64,
+) -> ApiResult<Loaded<A>> {
     loop {
         let page = store
             .read_stream(stream_id, loaded.version + 1, PAGE)
@@ -110,6 +195,7 @@ pub async fn execute<A, F>(
 ) -> ApiResult<Executed<A>>
 where
     A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
     for attempt in 1..=MAX_ATTEMPTS {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 pub(crate) struct Api {
     pub(crate) client: Client,
     service: RunningService,
-    _env: TestEnv,
+    env: TestEnv,
 }
 
 impl Api {
@@ -20,7 +20,7 @@ impl Api {
         let api = Self {
             client: Client::new(),
             service,
-            _env: env,
+            env,
         };
         harness::eventually(
             std::time::Duration::from_secs(30),
@@ -163,6 +163,52 @@ async fn products_are_created_once_and_restocked() {
         )
         .await;
     assert_eq!(bare.json::<Value>().await.unwrap()["on_hand"], 0);
+}
+
+#[tokio::test]
+async fn a_long_stream_loads_from_its_snapshot_and_stays_right() {
+    let api = Api::start().await;
+    api.product("popular", 100, 0).await;
+    let mut last = Value::Null;
+    for _ in 0..250 {
+        let response = api
+            .post("/v1/products/popular/restock", json!({"quantity": 2}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        last = response.json().await.unwrap();
+    }
+    assert_eq!(
+        (last["on_hand"].as_i64(), last["version"].as_i64()),
+        (Some(500), Some(251))
+    );
+
+    // A snapshot was taken recently enough that a load replays fewer than
+    // SNAPSHOT_EVERY (100) events after it.
+    let (version,): (i64,) =
+        sqlx::query_as("select version from event_snapshots where stream_id = 'product-popular'")
+            .fetch_one(&api.env.pg)
+            .await
+            .unwrap();
+    assert!((152..=251).contains(&version), "snapshot at {version}");
+
+    // Loads really start from it: a snapshot changed behind the store's
+    // back shows in the next answer (on hand 1000 more than the events say).
+    sqlx::query(
+        "update event_snapshots
+         set state = jsonb_set(state, '{state,on_hand}', ((state #> '{state,on_hand}')::bigint + 1000)::text::jsonb)
+         where stream_id = 'product-popular'",
+    )
+    .execute(&api.env.pg)
+    .await
+    .unwrap();
+    let response = api
+        .post("/v1/products/popular/restock", json!({"quantity": 1}))
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["on_hand"].as_i64(), body["version"].as_i64()),
+        (Some(1501), Some(252))
+    );
 }
 
 #[tokio::test]
