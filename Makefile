@@ -6,8 +6,9 @@
 #   make bench-event-store  the event store benchmarks (BENCHMARKS.md)
 #   make bench-orders       POST /v1/orders under load (BENCHMARKS.md)
 #   make bench-projector    rebuild throughput and projection lag (BENCHMARKS.md)
+#   make bench-sagas        sagas per second end to end (BENCHMARKS.md)
 
-.PHONY: up test down clean images bench-event-store bench-orders bench-projector
+.PHONY: up test down clean images bench-event-store bench-orders bench-projector bench-sagas
 
 up:
 	@compose/up.sh
@@ -23,6 +24,9 @@ bench-orders:
 
 bench-projector:
 	@compose/bench.sh bench-projector
+
+bench-sagas:
+	@compose/bench.sh bench-sagas
 
 images:
 	@compose/images.sh all

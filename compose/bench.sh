@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make bench-event-store` / `make bench-orders`: a benchmark binary of the
-# tests crate (BENCHMARKS.md), in release mode, against PostgreSQL and the
-# broker started in containers. Extra arguments go to the benchmark
-# (`-- --help` lists them).
+# `make bench-event-store`, `bench-orders`, `bench-projector`, `bench-sagas`:
+# a benchmark binary of the tests crate (BENCHMARKS.md), in release mode,
+# against PostgreSQL and the broker started in containers. Extra arguments
+# go to the benchmark (`-- --help` lists them).
 #   compose/bench.sh BINARY [ARGS...]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

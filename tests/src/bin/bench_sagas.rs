@@ -1,0 +1,443 @@
+//! The order fulfilment saga end to end, with the whole platform on this
+//! machine: command-service (with its relay), the broker, the
+//! saga-orchestrator, the projector and the query-service all run, the
+//! services in this process (release build), PostgreSQL and the broker in
+//! containers. Orders are placed over HTTP at a steady offered rate; each
+//! one's saga reserves stock, charges the customer, creates a shipment and
+//! confirms the order.
+//!
+//! For each rate it reports sagas completed per second and the time from
+//! placement to `confirmed`, both taken from the event store's clock (the
+//! `recorded_at` of each order's `OrderPlaced` and `OrderConfirmed`), so the
+//! load generator's own scheduling does not distort them.
+//!
+//! Run with `make bench-sagas` (see BENCHMARKS.md). PostgreSQL keeps its
+//! default durability (fsync on).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use harness::infra;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(about = "Sagas completed per second and placement-to-confirmed latency, end to end")]
+struct Args {
+    /// Offered rates, orders per second, measured one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "100,250")]
+    rates: Vec<u32>,
+    /// Seconds each rate is offered.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Customers the orders are spread over.
+    #[arg(long, default_value_t = 200)]
+    customers: usize,
+    /// Products the orders are spread over.
+    #[arg(long, default_value_t = 50)]
+    products: usize,
+    /// Sagas the orchestrator executes at once (SAGA_CONCURRENCY).
+    #[arg(long, default_value_t = 64)]
+    saga_concurrency: usize,
+    /// Connections each service's pool may open (DATABASE_MAX_CONNECTIONS).
+    #[arg(long, default_value_t = 16)]
+    pool: u32,
+    /// Longest wait for the last saga of a rate to complete, in seconds.
+    #[arg(long, default_value_t = 180)]
+    drain_timeout: u64,
+}
+
+/// What one offered rate achieved.
+struct Round {
+    offered: u32,
+    placed: usize,
+    place_errors: usize,
+    confirmed: usize,
+    not_confirmed: usize,
+    /// Sagas confirmed per second, from the first placement to the last
+    /// confirmation.
+    completed_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let images = infra::images()?;
+    eprintln!(
+        "starting PostgreSQL ({}) and the broker ({})",
+        images.postgres, images.kafka
+    );
+    let (_pg, pg_base) = infra::start_postgres(&images.postgres, true).await?;
+    let (_kafka, brokers) = infra::start_kafka(&images.kafka, &images.kafka_kind).await?;
+    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
+    sqlx::query("create database bench")
+        .execute(&mut admin)
+        .await?;
+    let database_url = format!("{pg_base}/bench");
+    let pg = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&database_url)
+        .await?;
+
+    let stop = CancellationToken::new();
+    let common = service_kit::CommonConfig {
+        database_url: database_url.clone(),
+        database_max_connections: args.pool,
+        kafka_brokers: brokers.clone(),
+        kafka_topic_prefix: "bench.".into(),
+        log_format: "json".into(),
+        log_filter: "warn".into(),
+        ready_timeout_ms: 2000,
+    };
+    let command_service = start_platform(&common, &args, &stop).await?;
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+    eprintln!(
+        "creating {} products and {} customers",
+        args.products, args.customers
+    );
+    let catalogue = Catalogue::create(&client, &command_service, &args).await?;
+
+    // The orchestrator's and the projector's consumer groups take a few
+    // seconds to join the broker; a first order shows when the whole
+    // chain runs.
+    eprintln!("warming up: waiting for a first saga to complete");
+    let warm_up = catalogue.place(&client, &command_service, 0).await?;
+    wait_confirmed(&pg, &[warm_up], Duration::from_secs(120)).await?;
+
+    let mut rounds = Vec::new();
+    for &rate in &args.rates {
+        rounds.push(offer(&client, &command_service, &catalogue, &pg, rate, &args).await?);
+    }
+    stop.cancel();
+
+    println!(
+        "| offered | placed | confirmed | sagas completed per second | placement to confirmed p50 | p99 | max |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for round in &rounds {
+        println!(
+            "| {} orders/s for {} s | {} | {} | {:.0} /s | {:.0} ms | {:.0} ms | {:.0} ms |",
+            round.offered,
+            args.seconds,
+            round.placed,
+            round.confirmed,
+            round.completed_per_second,
+            round.p50_ms,
+            round.p99_ms,
+            round.max_ms
+        );
+    }
+    for round in &rounds {
+        if round.place_errors > 0 || round.not_confirmed > 0 {
+            bail!(
+                "at {} orders/s: {} placements failed and {} sagas did not end confirmed",
+                round.offered,
+                round.place_errors,
+                round.not_confirmed
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts the four services in this process; returns the command-service's
+/// URL once every service reports ready.
+async fn start_platform(
+    common: &service_kit::CommonConfig,
+    args: &Args,
+    stop: &CancellationToken,
+) -> anyhow::Result<String> {
+    let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut urls = Vec::new();
+
+    let listener = TcpListener::bind(localhost).await?;
+    let command_url = format!("http://{}", listener.local_addr()?);
+    urls.push(command_url.clone());
+    let config = command_service::Config {
+        http_addr: localhost,
+        shipping_countries: vec!["GB".into(), "US".into()],
+        idempotency_retention_hours: 24,
+        common: common.clone(),
+    };
+    tokio::spawn(command_service::run(config, listener, stop.clone()));
+
+    let listener = TcpListener::bind(localhost).await?;
+    urls.push(format!("http://{}", listener.local_addr()?));
+    let mut config = saga_orchestrator::Config::new(localhost, command_url.clone(), common.clone());
+    config.concurrency = args.saga_concurrency;
+    tokio::spawn(saga_orchestrator::run(config, listener, stop.clone()));
+
+    let listener = TcpListener::bind(localhost).await?;
+    urls.push(format!("http://{}", listener.local_addr()?));
+    let config = projector::Config {
+        http_addr: localhost,
+        read_model_schema: "public".into(),
+        consumer_group: None,
+        batch_size: 500,
+        fetch_wait_ms: 100,
+        common: common.clone(),
+    };
+    tokio::spawn(projector::run(config, listener, stop.clone()));
+
+    let listener = TcpListener::bind(localhost).await?;
+    urls.push(format!("http://{}", listener.local_addr()?));
+    let config = query_service::Config {
+        http_addr: localhost,
+        read_model_schema: "public".into(),
+        min_version_timeout_ms: 5000,
+        common: common.clone(),
+    };
+    tokio::spawn(query_service::run(config, listener, stop.clone()));
+
+    let client = reqwest::Client::new();
+    for url in &urls {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("{url}/health/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{url} did not become ready in 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(command_url)
+}
+
+/// The products and customers orders are placed with: enough stock and
+/// money that every saga succeeds.
+struct Catalogue {
+    skus: Vec<String>,
+    customers: Vec<String>,
+}
+
+impl Catalogue {
+    async fn create(client: &reqwest::Client, url: &str, args: &Args) -> anyhow::Result<Self> {
+        let mut skus = Vec::new();
+        for i in 0..args.products {
+            let sku = format!("bench-{i}");
+            post(
+                client,
+                &format!("{url}/v1/products"),
+                json!({"sku": sku, "name": format!("Product {i}"), "price_cents": 1000 + i, "initial_stock": 10_000_000}),
+            )
+            .await?;
+            skus.push(sku);
+        }
+        let mut customers = Vec::new();
+        for i in 0..args.customers {
+            let customer = post(
+                client,
+                &format!("{url}/v1/customers"),
+                json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.com")}),
+            )
+            .await?;
+            let id = customer["customer_id"]
+                .as_str()
+                .context("customer_id")?
+                .to_owned();
+            post(
+                client,
+                &format!("{url}/v1/customers/{id}/deposits"),
+                json!({"amount_cents": 1_000_000_000_i64}),
+            )
+            .await?;
+            customers.push(id);
+        }
+        Ok(Self { skus, customers })
+    }
+
+    /// Places the `n`th order: one or two lines over the catalogue, spread
+    /// evenly; returns its id.
+    async fn place(&self, client: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Uuid> {
+        let first = &self.skus[n % self.skus.len()];
+        let mut lines = vec![json!({"sku": first, "quantity": 1})];
+        if n.is_multiple_of(3) && self.skus.len() > 1 {
+            let second = &self.skus[(n * 7 + 1) % self.skus.len()];
+            if second != first {
+                lines.push(json!({"sku": second, "quantity": 2}));
+            }
+        }
+        let order = post(
+            client,
+            &format!("{url}/v1/orders"),
+            json!({
+                "customer_id": self.customers[n % self.customers.len()],
+                "lines": lines,
+                "shipping_address": {"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": "GB"}
+            }),
+        )
+        .await?;
+        order["order_id"]
+            .as_str()
+            .context("order_id")?
+            .parse()
+            .context("order_id is a uuid")
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+    let response = client.post(url).json(&body).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("POST {url}: {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// Places orders at `rate` per second for `--seconds`, without waiting for
+/// answers before the next (an open loop, so a slow platform faces the
+/// same offered load), then waits for every saga to complete.
+async fn offer(
+    client: &reqwest::Client,
+    url: &str,
+    catalogue: &Catalogue,
+    pg: &PgPool,
+    rate: u32,
+    args: &Args,
+) -> anyhow::Result<Round> {
+    eprintln!("offering {rate} orders/s for {} s", args.seconds);
+    let total = rate as u64 * args.seconds;
+    let catalogue = Arc::new(Catalogue {
+        skus: catalogue.skus.clone(),
+        customers: catalogue.customers.clone(),
+    });
+    let mut placing = JoinSet::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for n in 0..total {
+        ticks.tick().await;
+        let (client, url, catalogue) = (client.clone(), url.to_owned(), Arc::clone(&catalogue));
+        placing.spawn(async move { catalogue.place(&client, &url, n as usize + 1).await });
+    }
+    let mut orders = Vec::new();
+    let mut place_errors = 0;
+    while let Some(placed) = placing.join_next().await {
+        match placed? {
+            Ok(order_id) => orders.push(order_id),
+            Err(error) => {
+                place_errors += 1;
+                if place_errors <= 3 {
+                    eprintln!("placing failed: {error:#}");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "placed {} orders; waiting for their sagas to complete",
+        orders.len()
+    );
+    wait_confirmed(pg, &orders, Duration::from_secs(args.drain_timeout)).await?;
+
+    let timings = timings(pg, &orders).await?;
+    let mut latencies: Vec<f64> = timings
+        .iter()
+        .filter_map(|(placed, confirmed)| {
+            confirmed.map(|c| (c - *placed).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let first_placed = timings.iter().map(|(p, _)| *p).min();
+    let last_confirmed = timings.iter().filter_map(|(_, c)| *c).max();
+    let span = match (first_placed, last_confirmed) {
+        (Some(first), Some(last)) => (last - first).num_microseconds().unwrap_or(1) as f64 / 1e6,
+        _ => f64::INFINITY,
+    };
+    let round = Round {
+        offered: rate,
+        placed: orders.len(),
+        place_errors,
+        confirmed: latencies.len(),
+        not_confirmed: orders.len() - latencies.len(),
+        completed_per_second: latencies.len() as f64 / span,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+    };
+    eprintln!(
+        "{rate} orders/s: {} confirmed, {:.0} sagas/s, p50 {:.0} ms, p99 {:.0} ms",
+        round.confirmed, round.completed_per_second, round.p50_ms, round.p99_ms
+    );
+    Ok(round)
+}
+
+/// Waits until every saga of `orders` has ended (completed, compensated
+/// or failed), printing progress.
+async fn wait_confirmed(pg: &PgPool, orders: &[Uuid], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_print = Instant::now();
+    loop {
+        let (ended,): (i64,) = sqlx::query_as(
+            "select count(*) from saga_instances
+             where order_id = any($1) and status <> 'active'",
+        )
+        .bind(orders)
+        .fetch_one(pg)
+        .await
+        .context("counting ended sagas")?;
+        if ended as usize == orders.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {ended} of {} sagas ended within {timeout:?}",
+                orders.len()
+            );
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            eprintln!("  {ended} of {} sagas ended", orders.len());
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each order's placement time and, if it was confirmed, its confirmation
+/// time, as the event store recorded them.
+async fn timings(
+    pg: &PgPool,
+    orders: &[Uuid],
+) -> anyhow::Result<Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>> {
+    let streams: Vec<String> = orders.iter().map(|id| format!("order-{id}")).collect();
+    let rows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select min(recorded_at) filter (where type = 'OrderPlaced'),
+                min(recorded_at) filter (where type = 'OrderConfirmed')
+         from events where stream_id = any($1)
+         group by stream_id",
+    )
+    .bind(&streams)
+    .fetch_all(pg)
+    .await
+    .context("reading placement and confirmation times")?;
+    Ok(rows)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
