@@ -74,6 +74,14 @@ struct Round {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The services' warnings (RUST_LOG to see more).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let images = infra::images()?;
     eprintln!(
         "starting PostgreSQL ({}) and the broker ({})",
@@ -240,7 +248,7 @@ impl Catalogue {
             post(
                 client,
                 &format!("{url}/v1/products"),
-                json!({"sku": sku, "name": format!("Product {i}"), "price_cents": 1000 + i, "initial_stock": 10_000_000}),
+                json!({"sku": sku, "name": format!("Product {i}"), "price_cents": 1000 + i, "initial_stock": 1_000_000}),
             )
             .await?;
             skus.push(sku);
@@ -260,7 +268,7 @@ impl Catalogue {
             post(
                 client,
                 &format!("{url}/v1/customers/{id}/deposits"),
-                json!({"amount_cents": 1_000_000_000_i64}),
+                json!({"amount_cents": 100_000_000_i64}),
             )
             .await?;
             customers.push(id);
