@@ -128,7 +128,13 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rounds = Vec::new();
     for &rate in &args.rates {
-        rounds.push(offer(&client, &command_service, &catalogue, &pg, rate, &args).await?);
+        let round = offer(&client, &command_service, &catalogue, &pg, rate, &args).await?;
+        let stalled = round.not_confirmed > 0;
+        rounds.push(round);
+        if stalled {
+            eprintln!("not every saga ended; higher rates are not offered");
+            break;
+        }
     }
     stop.cancel();
 
@@ -356,7 +362,10 @@ async fn offer(
         "placed {} orders; waiting for their sagas to complete",
         orders.len()
     );
-    wait_confirmed(pg, &orders, Duration::from_secs(args.drain_timeout)).await?;
+    // A platform that stalls is reported as it stood, not hidden.
+    if let Err(error) = wait_confirmed(pg, &orders, Duration::from_secs(args.drain_timeout)).await {
+        eprintln!("{error:#}");
+    }
 
     let timings = timings(pg, &orders).await?;
     let mut latencies: Vec<f64> = timings
