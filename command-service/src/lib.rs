@@ -46,7 +46,8 @@ pub struct Config {
         long,
         env = "SHIPPING_COUNTRIES",
         default_value = "US,CA,GB,DE,FR,NL,SE,JP,AU",
-        value_parser = routes::steps::parse_countries
+        value_delimiter = ',',
+        value_parser = routes::steps::parse_country
     )]
     pub shipping_countries: Vec<String>,
 

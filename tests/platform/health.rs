@@ -86,3 +86,36 @@ async fn readiness_names_the_dependency_that_is_down() {
     let (status, _) = get(&format!("{}/health/live", service.url)).await.unwrap();
     assert_eq!(status, 200);
 }
+
+/// Each binary parses its settings with clap from flags and environment
+/// variables; the tests build `Config` directly, so parse them here the way
+/// `main` does, defaults and an explicit list included.
+#[test]
+fn every_service_parses_its_settings_like_main_does() {
+    use clap::Parser;
+    let command = command_service::Config::try_parse_from([
+        "command-service",
+        "--shipping-countries",
+        "gb, us",
+    ])
+    .unwrap();
+    assert_eq!(command.shipping_countries, ["GB", "US"]);
+    let defaults = command_service::Config::try_parse_from(["command-service"]).unwrap();
+    assert!(defaults.shipping_countries.contains(&"JP".to_owned()));
+    let refused = command_service::Config::try_parse_from([
+        "command-service",
+        "--shipping-countries",
+        "GB,XYZ",
+    ]);
+    assert!(refused.unwrap_err().to_string().contains("XYZ"));
+    query_service::Config::try_parse_from(["query-service"]).unwrap();
+    // The projector's binary flattens its Config into a command line with
+    // subcommands (`projector rebuild`).
+    #[derive(clap::Parser)]
+    struct Projector {
+        #[command(flatten)]
+        config: projector::Config,
+    }
+    Projector::try_parse_from(["projector"]).unwrap();
+    saga_orchestrator::Config::try_parse_from(["saga-orchestrator"]).unwrap();
+}

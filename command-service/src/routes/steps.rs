@@ -320,17 +320,12 @@ pub async fn mark_cancelled(
     Ok(done(order_id, "mark_cancelled", executed.appended.len()))
 }
 
-/// Parses `SHIPPING_COUNTRIES`.
-pub fn parse_countries(list: &str) -> Result<Vec<String>, String> {
-    list.split(',')
-        .map(|c| c.trim().to_ascii_uppercase())
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            if domain::order::valid_country_code(&c) {
-                Ok(c)
-            } else {
-                Err(format!("{c} is not an ISO 3166-1 alpha-2 code"))
-            }
-        })
-        .collect()
+/// Parses one code of `SHIPPING_COUNTRIES` (a comma-separated list).
+pub fn parse_country(code: &str) -> Result<String, String> {
+    let code = code.trim().to_ascii_uppercase();
+    if domain::order::valid_country_code(&code) {
+        Ok(code)
+    } else {
+        Err(format!("`{code}` is not an ISO 3166-1 alpha-2 code"))
+    }
 }
