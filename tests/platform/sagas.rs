@@ -38,7 +38,7 @@ fn fast_retries(config: &mut saga_orchestrator::Config) {
     config.step_timeout_ms = 10_000;
     config.retry_base_ms = 50;
     config.retry_max_ms = 400;
-    config.compensation_attempts = 3;
+    config.compensation_attempts = 5;
     config.breaker_failures = 5;
     config.breaker_open_ms = 300;
     config.lease_ms = 2_000;
