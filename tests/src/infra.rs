@@ -148,6 +148,31 @@ async fn start() -> anyhow::Result<(Infra, Vec<ContainerAsync<GenericImage>>)> {
     ))
 }
 
+/// PostgreSQL (with its default durability) and the broker for a
+/// benchmark, from the images `make` recorded; the containers live as long
+/// as this value.
+pub struct BenchInfra {
+    /// `postgres://user:password@host:port`, without a database.
+    pub pg_base: String,
+    pub brokers: String,
+    _containers: [ContainerAsync<GenericImage>; 2],
+}
+
+pub async fn start_for_benchmark() -> anyhow::Result<BenchInfra> {
+    let images = images()?;
+    eprintln!(
+        "starting PostgreSQL ({}) and the broker ({})",
+        images.postgres, images.kafka
+    );
+    let (pg, pg_base) = start_postgres(&images.postgres, true).await?;
+    let (kafka, brokers) = start_kafka(&images.kafka, &images.kafka_kind).await?;
+    Ok(BenchInfra {
+        pg_base,
+        brokers,
+        _containers: [pg, kafka],
+    })
+}
+
 /// A PostgreSQL container and its `postgres://user:password@host:port` URL
 /// (without a database). `durable: false` turns off fsync and friends, which
 /// tests do not need; benchmarks keep the defaults.

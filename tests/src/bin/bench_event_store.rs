@@ -49,13 +49,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let images = infra::images()?;
-    eprintln!(
-        "starting PostgreSQL ({}) and the broker ({})",
-        images.postgres, images.kafka
-    );
-    let (_pg, pg_base) = infra::start_postgres(&images.postgres, true).await?;
-    let (_kafka, brokers) = infra::start_kafka(&images.kafka, &images.kafka_kind).await?;
+    let bench = infra::start_for_benchmark().await?;
+    let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
 
     let mut rows = Vec::new();
     let pool = database(&pg_base, "bench_append").await?;

@@ -49,13 +49,8 @@ struct Load {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     which_wrk()?;
-    let images = infra::images()?;
-    eprintln!(
-        "starting PostgreSQL ({}) and the broker ({})",
-        images.postgres, images.kafka
-    );
-    let (_pg, pg_base) = infra::start_postgres(&images.postgres, true).await?;
-    let (_kafka, brokers) = infra::start_kafka(&images.kafka, &images.kafka_kind).await?;
+    let bench = infra::start_for_benchmark().await?;
+    let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
     let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
     sqlx::query("create database bench")
         .execute(&mut admin)

@@ -81,13 +81,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let images = infra::images()?;
-    eprintln!(
-        "starting PostgreSQL ({}) and the broker ({})",
-        images.postgres, images.kafka
-    );
-    let (_pg, pg_base) = infra::start_postgres(&images.postgres, true).await?;
-    let (_kafka, brokers) = infra::start_kafka(&images.kafka, &images.kafka_kind).await?;
+    let bench = infra::start_for_benchmark().await?;
+    let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
     let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
     sqlx::query("create database bench")
         .execute(&mut admin)
@@ -117,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         "creating {} products and {} customers",
         args.products, args.customers
     );
-    let catalogue = Catalogue::create(&client, &command_service, &args).await?;
+    let catalogue = Arc::new(Catalogue::create(&client, &command_service, &args).await?);
 
     // The orchestrator's and the projector's consumer groups take a few
     // seconds to join the broker; a first order shows when the whole
@@ -178,9 +173,7 @@ async fn start_platform(
     let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut urls = Vec::new();
 
-    let listener = TcpListener::bind(localhost).await?;
-    let command_url = format!("http://{}", listener.local_addr()?);
-    urls.push(command_url.clone());
+    let (listener, command_url) = bind(&mut urls).await?;
     let config = command_service::Config {
         http_addr: localhost,
         shipping_countries: vec!["GB".into(), "US".into()],
@@ -189,14 +182,12 @@ async fn start_platform(
     };
     tokio::spawn(command_service::run(config, listener, stop.clone()));
 
-    let listener = TcpListener::bind(localhost).await?;
-    urls.push(format!("http://{}", listener.local_addr()?));
+    let (listener, _) = bind(&mut urls).await?;
     let mut config = saga_orchestrator::Config::new(localhost, command_url.clone(), common.clone());
     config.concurrency = args.saga_concurrency;
     tokio::spawn(saga_orchestrator::run(config, listener, stop.clone()));
 
-    let listener = TcpListener::bind(localhost).await?;
-    urls.push(format!("http://{}", listener.local_addr()?));
+    let (listener, _) = bind(&mut urls).await?;
     let config = projector::Config {
         http_addr: localhost,
         read_model_schema: "public".into(),
@@ -207,8 +198,7 @@ async fn start_platform(
     };
     tokio::spawn(projector::run(config, listener, stop.clone()));
 
-    let listener = TcpListener::bind(localhost).await?;
-    urls.push(format!("http://{}", listener.local_addr()?));
+    let (listener, _) = bind(&mut urls).await?;
     let config = query_service::Config {
         http_addr: localhost,
         read_model_schema: "public".into(),
@@ -236,6 +226,15 @@ async fn start_platform(
         }
     }
     Ok(command_url)
+}
+
+/// A listener on a free local port; its URL is returned and added to
+/// `urls`.
+async fn bind(urls: &mut Vec<String>) -> anyhow::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    urls.push(url.clone());
+    Ok((listener, url))
 }
 
 /// The products and customers orders are placed with: enough stock and
@@ -326,23 +325,19 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Resul
 async fn offer(
     client: &reqwest::Client,
     url: &str,
-    catalogue: &Catalogue,
+    catalogue: &Arc<Catalogue>,
     pg: &PgPool,
     rate: u32,
     args: &Args,
 ) -> anyhow::Result<Round> {
     eprintln!("offering {rate} orders/s for {} s", args.seconds);
     let total = rate as u64 * args.seconds;
-    let catalogue = Arc::new(Catalogue {
-        skus: catalogue.skus.clone(),
-        customers: catalogue.customers.clone(),
-    });
     let mut placing = JoinSet::new();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for n in 0..total {
         ticks.tick().await;
-        let (client, url, catalogue) = (client.clone(), url.to_owned(), Arc::clone(&catalogue));
+        let (client, url, catalogue) = (client.clone(), url.to_owned(), Arc::clone(catalogue));
         placing.spawn(async move { catalogue.place(&client, &url, n as usize + 1).await });
     }
     let mut orders = Vec::new();
