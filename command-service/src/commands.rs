@@ -256,6 +256,63 @@ where
     .into())
 }
 
+/// Carries out a command that creates `stream_id`, a stream named by a new
+/// id: decides against the empty state and appends expecting no stream,
+/// without reading it first. A repeat whose events are already stored gets
+/// the original result from the event store; if the stream exists
+/// otherwise, this falls back to [`execute`], which decides against what
+/// is stored (and the domain refuses a second creation).
+pub async fn execute_new<A, F>(
+    store: &EventStore,
+    stream_id: &str,
+    ctx: &RequestContext,
+    command: F,
+) -> ApiResult<Executed<A>>
+where
+    A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    if ctx.if_match.is_some() {
+        return execute(store, stream_id, ctx, command).await;
+    }
+    let empty = A::State::default();
+    let events = A::decide(&empty, command(&empty)?)?;
+    if events.is_empty() {
+        return execute(store, stream_id, ctx, command).await;
+    }
+    let new_events = events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| to_new_event(event, ctx, stream_id, i))
+        .collect();
+    match store
+        .append(&[StreamAppend::new(
+            stream_id,
+            ExpectedVersion::NoStream,
+            new_events,
+        )])
+        .await
+    {
+        Ok(appended) => {
+            let version = appended.last().map_or(0, |a| a.version);
+            let state = events.iter().fold(empty, A::evolve);
+            let now = Utc::now();
+            Ok(Executed {
+                state,
+                version,
+                appended,
+                created_at: Some(now),
+                updated_at: Some(now),
+            })
+        }
+        Err(error) if error.is_concurrency_conflict() => {
+            execute(store, stream_id, ctx, command).await
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The `index`-th event a command appends to `stream_id`, with its
 /// metadata and an id derived from the request (see
 /// [`RequestContext::event_id`]).

@@ -6,6 +6,7 @@
 //! `If-Match`); `commands` loads an aggregate, decides and appends with
 //! retries; `routes` has one module per resource of the contract.
 
+pub mod catalogue;
 mod commands;
 pub mod http;
 mod openapi;
@@ -63,6 +64,8 @@ pub struct Config {
 #[derive(Clone)]
 pub struct AppState {
     pub store: EventStore,
+    /// Prices and customers already seen, which never change.
+    pub catalogue: catalogue::Catalogue,
     /// ISO 3166-1 alpha-2 codes shipments may go to.
     pub shipping_countries: Vec<String>,
     pub idempotency: http::idempotency::Idempotency,
@@ -165,6 +168,7 @@ pub async fn run(
         },
         shipping_countries: config.shipping_countries.clone(),
         store,
+        catalogue: catalogue::Catalogue::default(),
     };
     let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));
     let served = service_kit::serve(listener, app, shutdown.clone()).await;

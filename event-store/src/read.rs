@@ -10,6 +10,10 @@ use crate::{Checkpoint, EventStore, RecordedEvent, Result};
 const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
                        schema_version, data, metadata, recorded_at";
 
+/// [`COLUMNS`] with an empty metadata document in place of the stored one.
+const COLUMNS_WITHOUT_METADATA: &str = "event_id, stream_id, version, position, transaction_id, \
+                                        type, schema_version, data, 'null'::jsonb, recorded_at";
+
 impl EventStore {
     /// Events of one stream from `from_version` (inclusive), oldest first,
     /// at most `limit`, upcast to their current schema.
@@ -82,8 +86,30 @@ impl EventStore {
     /// long-running writing transaction therefore holds readers back (never
     /// makes them skip); see [`EventStore::held_back`].
     pub async fn read_all(&self, after: Checkpoint, limit: u32) -> Result<Vec<RecordedEvent>> {
+        self.read_all_columns(COLUMNS, after, limit).await
+    }
+
+    /// [`EventStore::read_all`] with every event's `metadata` left `null`,
+    /// for replays that only fold the events' data: a rebuild reading the
+    /// whole log saves the transfer and decoding of every metadata
+    /// document.
+    pub async fn read_all_without_metadata(
+        &self,
+        after: Checkpoint,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.read_all_columns(COLUMNS_WITHOUT_METADATA, after, limit)
+            .await
+    }
+
+    async fn read_all_columns(
+        &self,
+        columns: &str,
+        after: Checkpoint,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {COLUMNS} from events
+            "select {columns} from events
              where (transaction_id, position) > ($1, $2)
                and transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
              order by transaction_id, position

@@ -1,6 +1,7 @@
 //! Live projection: consumes the event log from Kafka in a consumer group
 //! and applies each batch in one PostgreSQL transaction, which also records
-//! what was applied; offsets are committed only after that transaction.
+//! what was applied; offsets are committed only after that transaction
+//! (batched, at most once a second: see `service_kit::consumer`).
 //!
 //! A crash between the commit and the offset commit redelivers the batch,
 //! and redelivered events change nothing (rows carry their stream version).
@@ -13,9 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use event_store::{EventStore, RecordedEvent};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use service_kit::consumer::{COMMIT_EVERY, Offsets};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -79,22 +81,24 @@ async fn consume(
         event_store::relay::EVENTS_TOPIC_PARTITIONS,
     )
     .await?;
-    let consumer: StreamConsumer = kafka
-        .clone()
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("fetch.wait.max.ms", config.fetch_wait_ms.to_string())
-        .create()
-        .context("creating the consumer")?;
+    let consumer: StreamConsumer =
+        service_kit::consumer::config(kafka, &config.group, config.fetch_wait_ms)
+            .create()
+            .context("creating the consumer")?;
     consumer
         .subscribe(&[&config.topic])
         .context("subscribing to the events topic")?;
     tracing::info!(topic = %config.topic, group = %config.group, "consuming the event log");
     let mut batch = Vec::with_capacity(config.batch_size);
+    let mut offsets = Offsets::new();
     loop {
-        let first = consumer.recv().await.context("receiving from Kafka")?;
+        let first = match tokio::time::timeout(COMMIT_EVERY, consumer.recv()).await {
+            Ok(message) => message.context("receiving from Kafka")?,
+            Err(_idle) => {
+                offsets.commit(&consumer);
+                continue;
+            }
+        };
         batch.push(first.detach());
         // Take whatever else is already waiting, up to the batch size.
         while batch.len() < config.batch_size {
@@ -104,31 +108,11 @@ async fn consume(
             }
         }
         apply_batch(pool, store, metrics, &batch).await?;
-        commit(&consumer, &batch)?;
+        // Only now are the batch's offsets committable.
+        offsets.handled(&batch);
+        offsets.commit_if_due(&consumer);
         batch.clear();
     }
-}
-
-/// Commits, per partition, the offset after the last message of the batch.
-fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for message in batch {
-        let entry = next
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_insert(0);
-        *entry = (*entry).max(message.offset() + 1);
-    }
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        offsets
-            .add_partition_offset(&topic, partition, Offset::Offset(offset))
-            .context("building the offsets to commit")?;
-    }
-    // Async: a lost commit only means a redelivery, which changes nothing.
-    if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
-        tracing::debug!(%error, "committing offsets failed; they will be redelivered");
-    }
-    Ok(())
 }
 
 /// Where a message came from, for its dead letter.

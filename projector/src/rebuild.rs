@@ -171,7 +171,7 @@ async fn run(
         tokio::spawn(async move {
             let mut after = Checkpoint::START;
             loop {
-                let page = store.read_all(after, PAGE).await?;
+                let page = store.read_all_without_metadata(after, PAGE).await?;
                 let Some(last) = page.last() else {
                     return anyhow::Ok(());
                 };

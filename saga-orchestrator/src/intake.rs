@@ -4,10 +4,11 @@
 //! stream must not exist yet) and makes the saga due; an
 //! `OrderCancellationRequested` records `CancellationRequested` and makes
 //! the saga due again, also when it had completed. Offsets are committed
-//! after a batch is recorded, so a crash redelivers and nothing is missed;
+//! after a batch is recorded (at most once a second, see
+//! `service_kit::consumer`), so a crash redelivers and nothing is missed;
 //! a redelivery records nothing new.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +17,10 @@ use domain::Event;
 use domain::order::OrderEvent;
 use domain::saga::SagaEvent;
 use event_store::{EventStore, RecordedEvent};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use service_kit::consumer::{COMMIT_EVERY, Offsets};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,9 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::record;
+
+/// Streams whose messages are handled at once.
+const HANDLED_AT_ONCE: usize = 16;
 
 pub struct Intake {
     pub store: EventStore,
@@ -66,34 +71,59 @@ impl Intake {
             event_store::relay::EVENTS_TOPIC_PARTITIONS,
         )
         .await?;
-        let consumer: StreamConsumer = self
-            .kafka
-            .clone()
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("fetch.wait.max.ms", "100")
+        let consumer: StreamConsumer = service_kit::consumer::config(&self.kafka, &self.group, 100)
             .create()
             .context("creating the consumer")?;
         consumer
             .subscribe(&[&self.topic])
             .context("subscribing to the events topic")?;
         let mut batch = Vec::new();
+        let mut offsets = Offsets::new();
         loop {
-            batch.push(consumer.recv().await.context("receiving")?.detach());
+            let first = match tokio::time::timeout(COMMIT_EVERY, consumer.recv()).await {
+                Ok(message) => message.context("receiving")?,
+                Err(_idle) => {
+                    offsets.commit(&consumer);
+                    continue;
+                }
+            };
+            batch.push(first.detach());
             while batch.len() < 200 {
                 match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
                     Ok(message) => batch.push(message.context("receiving")?.detach()),
                     Err(_) => break,
                 }
             }
-            for message in &batch {
-                self.handle(message).await?;
-            }
-            commit(&consumer, &batch);
+            self.handle_batch(&batch).await?;
+            offsets.handled(&batch);
+            offsets.commit_if_due(&consumer);
             batch.clear();
         }
+    }
+
+    /// Handles a batch: the messages of one stream (one key) in their
+    /// order, different streams side by side (sagas are independent, and
+    /// each records into its own stream).
+    async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut by_stream: HashMap<Option<&[u8]>, Vec<&OwnedMessage>> = HashMap::new();
+        for message in batch {
+            by_stream.entry(message.key()).or_default().push(message);
+        }
+        let streams: Vec<Vec<&OwnedMessage>> = by_stream.into_values().collect();
+        for round in streams.chunks(HANDLED_AT_ONCE) {
+            futures::future::try_join_all(
+                round.iter().map(|messages| self.handle_in_order(messages)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_in_order(&self, messages: &[&OwnedMessage]) -> anyhow::Result<()> {
+        for message in messages {
+            self.handle(message).await?;
+        }
+        Ok(())
     }
 
     async fn handle(&self, message: &OwnedMessage) -> anyhow::Result<()> {
@@ -187,26 +217,4 @@ pub async fn make_due(pool: &PgPool, order_id: Uuid) -> anyhow::Result<()> {
     .await
     .context("making the saga due")?;
     Ok(())
-}
-
-fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) {
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for message in batch {
-        let entry = next
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_insert(0);
-        *entry = (*entry).max(message.offset() + 1);
-    }
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if offsets
-            .add_partition_offset(&topic, partition, Offset::Offset(offset))
-            .is_err()
-        {
-            return;
-        }
-    }
-    if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
-        tracing::debug!(%error, "committing offsets failed; they will be redelivered");
-    }
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: the settings common to all services (PostgreSQL, Kafka,
 //!   logging), parsed by clap from flags or environment variables.
+//! - [`consumer`]: the settings of the Kafka consumers and their batched
+//!   offset commits.
 //! - [`telemetry`]: structured JSON logs through `tracing`.
 //! - [`deps`]: the PostgreSQL pool and Kafka client a service depends on, and
 //!   the readiness check over both.
@@ -13,6 +15,7 @@
 //! - [`serve`]: runs an axum router until that token is cancelled.
 
 pub mod config;
+pub mod consumer;
 pub mod deps;
 pub mod http;
 pub mod ops;

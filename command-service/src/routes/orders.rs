@@ -12,7 +12,7 @@ use domain::product::{Product, valid_sku};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::commands::{Loaded, execute, load, load_as_of, load_until};
+use crate::commands::{Loaded, execute, execute_new, load, load_as_of, load_until};
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, QueryParams, RequestContext, etag};
 use crate::{AppState, routes};
 
@@ -112,16 +112,6 @@ pub async fn place(
     ctx: RequestContext,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> ApiResult<Response> {
-    let customer =
-        load::<Customer>(&app.store, &routes::customers::stream_id(body.customer_id)).await?;
-    if !customer.state.exists {
-        return Err(unprocessable(
-            "customer_id",
-            format!("no customer {}", body.customer_id),
-        ));
-    }
-    // Prices come from the catalogue as it is now.
-    let mut lines = Vec::with_capacity(body.lines.len());
     for (i, line) in body.lines.iter().enumerate() {
         if !valid_sku(&line.sku) {
             return Err(unprocessable(
@@ -129,21 +119,37 @@ pub async fn place(
                 "must match ^[A-Za-z0-9_-]{1,64}$",
             ));
         }
-        let product = load::<Product>(&app.store, &routes::products::stream_id(&line.sku)).await?;
-        if !product.state.exists {
+    }
+    // The customer and the products not yet known are loaded side by side;
+    // what is known never changes (see `catalogue`).
+    let (customer_exists, prices) = tokio::try_join!(
+        customer_exists(&app, body.customer_id),
+        futures::future::try_join_all(body.lines.iter().map(|line| price(&app, &line.sku))),
+    )?;
+    if !customer_exists {
+        return Err(unprocessable(
+            "customer_id",
+            format!("no customer {}", body.customer_id),
+        ));
+    }
+    // Prices come from the catalogue as it is now.
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for (i, (line, price)) in body.lines.iter().zip(prices).enumerate() {
+        let Some(unit_price_cents) = price else {
             return Err(unprocessable(
                 format!("lines[{i}].sku"),
                 format!("no product {}", line.sku),
             ));
-        }
+        };
         lines.push(OrderLine {
             sku: line.sku.clone(),
             quantity: line.quantity,
-            unit_price_cents: product.state.price_cents,
+            unit_price_cents,
         });
     }
     let order_id = ctx.new_id("order");
-    let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, |_| {
+    // A new id names a new stream: nothing to load before appending.
+    let executed = execute_new::<Order, _>(&app.store, &stream_id(order_id), &ctx, |_| {
         Ok(OrderCommand::Place {
             order_id,
             customer_id: body.customer_id,
@@ -164,6 +170,32 @@ pub async fn place(
         axum::Json(view),
     )
         .into_response())
+}
+
+/// Whether the customer exists (remembered once seen).
+async fn customer_exists(app: &AppState, customer_id: Uuid) -> ApiResult<bool> {
+    if app.catalogue.has_customer(customer_id) {
+        return Ok(true);
+    }
+    let customer = load::<Customer>(&app.store, &routes::customers::stream_id(customer_id)).await?;
+    if customer.state.exists {
+        app.catalogue.remember_customer(customer_id);
+    }
+    Ok(customer.state.exists)
+}
+
+/// The product's catalogue price, `None` if there is no such product
+/// (remembered once seen: prices never change).
+async fn price(app: &AppState, sku: &str) -> ApiResult<Option<i64>> {
+    if let Some(price) = app.catalogue.price(sku) {
+        return Ok(Some(price));
+    }
+    let product = load::<Product>(&app.store, &routes::products::stream_id(sku)).await?;
+    if !product.state.exists {
+        return Ok(None);
+    }
+    app.catalogue.remember_price(sku, product.state.price_cents);
+    Ok(Some(product.state.price_cents))
 }
 
 /// Asks for the order's cancellation; the saga compensates and cancels it.
