@@ -176,11 +176,26 @@ pub async fn start_for_benchmark() -> anyhow::Result<BenchInfra> {
 /// A PostgreSQL container and its `postgres://user:password@host:port` URL
 /// (without a database). `durable: false` turns off fsync and friends, which
 /// tests do not need; benchmarks keep the defaults.
+///
+/// The containers share the host's network, listening on a free port: a
+/// published port goes through docker's userland proxy, which on this
+/// 2-core machine took half a core under load (as in `compose/`, where the
+/// services use the host's network too).
 pub async fn start_postgres(
     image: &str,
     durable: bool,
 ) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
-    let mut args = vec!["postgres", "-c", "max_connections=500"];
+    let port = free_port()?.to_string();
+    let mut args = vec![
+        "postgres",
+        "-c",
+        "max_connections=500",
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+    ];
+    let port_setting = format!("port={port}");
+    args.push(&port_setting);
     if !durable {
         args.extend([
             "-c",
@@ -192,7 +207,7 @@ pub async fn start_postgres(
         ]);
     }
     let container = generic_image(image)
-        .with_exposed_port(5432.tcp())
+        .with_network("host")
         .with_labels([(CONTAINER_LABEL, "1")])
         .with_env_var("POSTGRES_USER", PG_USER)
         .with_env_var("POSTGRES_PASSWORD", PG_PASSWORD)
@@ -202,9 +217,7 @@ pub async fn start_postgres(
         .start()
         .await
         .with_context(|| format!("starting {image}"))?;
-    let host = container.get_host().await?;
-    let port = container.get_host_port_ipv4(5432.tcp()).await?;
-    let base = format!("postgres://{PG_USER}:{PG_PASSWORD}@{host}:{port}");
+    let base = format!("postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{port}");
     // The official image runs a temporary server without TCP while it
     // initialises, so a TCP connection that works means it is ready.
     let url = format!("{base}/postgres");
@@ -230,20 +243,20 @@ pub async fn start_kafka(
     kind: &str,
 ) -> anyhow::Result<(ContainerAsync<GenericImage>, String)> {
     // A broker tells clients where to reconnect (its advertised listener), so
-    // it must know the host port before it starts: pick a free one and map it
-    // explicitly.
+    // it must know its port before it starts: pick a free one.
     let port = free_port()?;
     let advertised = format!("127.0.0.1:{port}");
     let request = generic_image(image)
-        .with_mapped_port(port, 9092.tcp())
         .with_labels([(CONTAINER_LABEL, "1")])
         .with_startup_timeout(Duration::from_secs(120));
     let request = match kind {
+        // On the host's network, like PostgreSQL (see `start_postgres`).
         "tansu" => request
-            .with_env_var("BROKER_LISTEN", "0.0.0.0:9092")
+            .with_network("host")
+            .with_env_var("BROKER_LISTEN", &advertised)
             .with_env_var("BROKER_ADVERTISED", &advertised),
         "apache" => {
-            let mut request = request;
+            let mut request = request.with_mapped_port(port, 9092.tcp());
             for (key, value) in apache_kafka_env(&advertised) {
                 request = request.with_env_var(key, value);
             }
