@@ -69,6 +69,9 @@ struct Round {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Median time from placement to the saga's start: the trip through
+    /// the relay, the broker and the orchestrator's consumer.
+    to_started_p50_ms: f64,
 }
 
 #[tokio::main]
@@ -134,12 +137,12 @@ async fn main() -> anyhow::Result<()> {
     stop.cancel();
 
     println!(
-        "| offered | placed | confirmed | sagas completed per second | placement to confirmed p50 | p99 | max |"
+        "| offered | placed | confirmed | sagas completed per second | placement to confirmed p50 | p99 | max | placement to saga started p50 |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for round in &rounds {
         println!(
-            "| {} orders/s for {} s | {} | {} | {:.0} /s | {:.0} ms | {:.0} ms | {:.0} ms |",
+            "| {} orders/s for {} s | {} | {} | {:.0} /s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
             round.offered,
             args.seconds,
             round.placed,
@@ -147,7 +150,8 @@ async fn main() -> anyhow::Result<()> {
             round.completed_per_second,
             round.p50_ms,
             round.p99_ms,
-            round.max_ms
+            round.max_ms,
+            round.to_started_p50_ms
         );
     }
     for round in &rounds {
@@ -363,6 +367,8 @@ async fn offer(
     }
 
     let timings = timings(pg, &orders).await?;
+    let mut to_started = started_after_placement(pg, &orders).await?;
+    to_started.sort_by(f64::total_cmp);
     let mut latencies: Vec<f64> = timings
         .iter()
         .filter_map(|(placed, confirmed)| {
@@ -386,10 +392,15 @@ async fn offer(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        to_started_p50_ms: percentile(&to_started, 0.50),
     };
     eprintln!(
-        "{rate} orders/s: {} confirmed, {:.0} sagas/s, p50 {:.0} ms, p99 {:.0} ms",
-        round.confirmed, round.completed_per_second, round.p50_ms, round.p99_ms
+        "{rate} orders/s: {} confirmed, {:.0} sagas/s, p50 {:.0} ms, p99 {:.0} ms, to saga started p50 {:.0} ms",
+        round.confirmed,
+        round.completed_per_second,
+        round.p50_ms,
+        round.p99_ms,
+        round.to_started_p50_ms
     );
     Ok(round)
 }
@@ -443,6 +454,25 @@ async fn timings(
     .await
     .context("reading placement and confirmation times")?;
     Ok(rows)
+}
+
+/// For each order whose saga started, milliseconds from `OrderPlaced` to
+/// `SagaStarted`, as the event store recorded them.
+async fn started_after_placement(pg: &PgPool, orders: &[Uuid]) -> anyhow::Result<Vec<f64>> {
+    let streams: Vec<String> = orders.iter().map(|id| format!("order-{id}")).collect();
+    let sagas: Vec<String> = orders.iter().map(|id| format!("saga-{id}")).collect();
+    let millis: Vec<(f64,)> = sqlx::query_as(
+        "select extract(epoch from s.recorded_at - o.recorded_at)::float8 * 1000
+         from events o
+         join events s on s.stream_id = 'saga-' || substr(o.stream_id, 7) and s.version = 1
+         where o.stream_id = any($1) and o.version = 1 and s.stream_id = any($2)",
+    )
+    .bind(&streams)
+    .bind(&sagas)
+    .fetch_all(pg)
+    .await
+    .context("reading saga start times")?;
+    Ok(millis.into_iter().map(|(m,)| m).collect())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
