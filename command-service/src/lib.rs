@@ -56,6 +56,13 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
 
+    /// Whether the relay puts the CloudEvents binary-mode headers on every
+    /// message (the value is the whole event either way). On by default;
+    /// turning them off makes each message several times cheaper for a
+    /// broker that stores headers as rows (tansu, see BENCHMARKS.md).
+    #[arg(long, env = "RELAY_CLOUDEVENTS_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_cloudevents_headers: bool,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -146,7 +153,8 @@ pub async fn run(
     let mut registry = Registry::default();
     let relay_metrics = RelayMetrics::register(&mut registry);
     let store = EventStore::new(deps.pg.clone());
-    let relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
+    let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
+    relay_config.cloudevents_headers = config.relay_cloudevents_headers;
     // The API needs the schema, so migrations run before serving; while
     // PostgreSQL is unreachable this waits (and logs) rather than failing.
     if !migrate(&store, &shutdown).await {

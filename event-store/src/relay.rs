@@ -38,6 +38,12 @@ pub struct RelayConfig {
     pub partitions: i32,
     /// CloudEvents `source` of every event.
     pub source: String,
+    /// Whether each message carries the CloudEvents binary-mode headers
+    /// (and `traceparent`). The value is the whole event either way; a
+    /// broker that stores every header as a row of its own (tansu with
+    /// sqlite) publishes and serves several times more events per second
+    /// without them.
+    pub cloudevents_headers: bool,
     pub batch_size: u32,
     /// The advisory lock key that elects the active relay.
     pub lock_key: i64,
@@ -53,6 +59,7 @@ impl RelayConfig {
             topic: topic.into(),
             partitions: EVENTS_TOPIC_PARTITIONS,
             source: source.into(),
+            cloudevents_headers: true,
             batch_size: 1000,
             lock_key: 0x6576_656e_7473,
             poll_interval: Duration::from_secs(1),
@@ -298,8 +305,12 @@ async fn publish(
         }
         let record = FutureRecord::to(&config.topic)
             .key(event.stream_id.as_str())
-            .payload(&payload)
-            .headers(headers);
+            .payload(&payload);
+        let record = if config.cloudevents_headers {
+            record.headers(headers)
+        } else {
+            record
+        };
         let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| error)

@@ -119,6 +119,7 @@ async fn start_command_service(
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shipping_countries: vec!["GB".into()],
         idempotency_retention_hours: 24,
+        relay_cloudevents_headers: true,
         common: service_kit::CommonConfig {
             database_url: database_url.into(),
             database_max_connections: 32,

@@ -56,6 +56,11 @@ struct Args {
     /// Skip the lag measurement.
     #[arg(long)]
     no_lag: bool,
+    /// Relay events without their CloudEvents headers
+    /// (RELAY_CLOUDEVENTS_HEADERS=false), to see what the headers cost the
+    /// broker.
+    #[arg(long)]
+    without_cloudevents_headers: bool,
 }
 
 #[tokio::main]
@@ -255,7 +260,11 @@ async fn lag(
                 .set("log_level", "3");
             config
         },
-        RelayConfig::new(common.events_topic(), "/bench"),
+        {
+            let mut config = RelayConfig::new(common.events_topic(), "/bench");
+            config.cloudevents_headers = !args.without_cloudevents_headers;
+            config
+        },
         relay_metrics.clone(),
         stop.clone(),
     ));

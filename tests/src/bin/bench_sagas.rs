@@ -54,6 +54,11 @@ struct Args {
     /// Longest wait for the last saga of a rate to complete, in seconds.
     #[arg(long, default_value_t = 180)]
     drain_timeout: u64,
+    /// Publish events without their CloudEvents headers
+    /// (RELAY_CLOUDEVENTS_HEADERS=false), to see what the headers cost the
+    /// broker.
+    #[arg(long)]
+    without_cloudevents_headers: bool,
 }
 
 /// What one offered rate achieved.
@@ -182,6 +187,7 @@ async fn start_platform(
         http_addr: localhost,
         shipping_countries: vec!["GB".into(), "US".into()],
         idempotency_retention_hours: 24,
+        relay_cloudevents_headers: !args.without_cloudevents_headers,
         common: common.clone(),
     };
     tokio::spawn(command_service::run(config, listener, stop.clone()));
