@@ -212,6 +212,12 @@ pub struct StepState {
     /// Attempts at the step, then at its compensation (each counts from 1).
     pub attempts: u32,
     pub compensation_attempts: u32,
+    /// Compensation attempts whose failure was recorded. The next attempt
+    /// is numbered from these, not from the starts: a start whose outcome
+    /// could not be recorded (the stream moved meanwhile) does not use up
+    /// an attempt.
+    #[serde(default)]
+    pub compensation_failures: u32,
     pub last_error: Option<String>,
 }
 
@@ -258,6 +264,7 @@ impl Default for SagaState {
                 status: StepStatus::Pending,
                 attempts: 0,
                 compensation_attempts: 0,
+                compensation_failures: 0,
                 last_error: None,
             }),
         }
@@ -337,11 +344,12 @@ impl SagaState {
             }
             SagaEvent::StepCompensationFailed {
                 step,
+                attempt,
                 error,
                 retryable,
-                ..
             } => {
                 let state = self.step_mut(*step);
+                state.compensation_failures = *attempt;
                 state.last_error = Some(error.clone());
                 if !retryable {
                     state.status = StepStatus::CompensationFailed;
@@ -380,6 +388,7 @@ impl SagaState {
                         StepStatus::CompensationFailed => {
                             state.status = StepStatus::Succeeded;
                             state.compensation_attempts = 0;
+                            state.compensation_failures = 0;
                         }
                         StepStatus::Failed if !self.compensating => {
                             state.status = StepStatus::Pending;

@@ -121,7 +121,7 @@ fn backward(state: &SagaState) -> Action {
         if took_effect {
             return Action::Compensate {
                 step,
-                attempt: current.compensation_attempts + 1,
+                attempt: current.compensation_failures + 1,
             };
         }
     }
@@ -261,6 +261,42 @@ mod tests {
             next(&undone),
             Action::FinishCompensation {
                 outcome: Outcome::Reject(RejectionReason::PaymentDeclined)
+            }
+        );
+    }
+
+    #[test]
+    fn only_a_recorded_compensation_failure_uses_up_an_attempt() {
+        let compensating = given(&[
+            started(Reserve, 1),
+            succeeded(Reserve),
+            SagaEvent::CompensationStarted {
+                reason: "cancelled".into(),
+            },
+            // Its outcome was never recorded (the stream moved meanwhile).
+            SagaEvent::StepCompensationStarted {
+                step: Reserve,
+                attempt: 1,
+            },
+        ]);
+        assert_eq!(
+            next(&compensating),
+            Action::Compensate {
+                step: Reserve,
+                attempt: 1
+            }
+        );
+        let failed_once = compensating.evolve(&SagaEvent::StepCompensationFailed {
+            step: Reserve,
+            attempt: 1,
+            error: "503: unavailable".into(),
+            retryable: true,
+        });
+        assert_eq!(
+            next(&failed_once),
+            Action::Compensate {
+                step: Reserve,
+                attempt: 2
             }
         );
     }
