@@ -198,8 +198,53 @@ where
     A::State: Serialize + DeserializeOwned,
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
+    decide_and_append(store, stream_id, ctx, command, false).await
+}
+
+/// Carries out a command that creates `stream_id`, a stream named by a new
+/// id: the first attempt decides against the empty state and appends
+/// expecting no stream, without reading it first. A repeat whose events
+/// are already stored gets the original result from the event store; if
+/// the stream exists otherwise, the next attempts decide against what is
+/// stored, like [`execute`] (and the domain refuses a second creation).
+pub async fn execute_new<A, F>(
+    store: &EventStore,
+    stream_id: &str,
+    ctx: &RequestContext,
+    command: F,
+) -> ApiResult<Executed<A>>
+where
+    A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    // `If-Match` needs the stored version.
+    let assume_new = ctx.if_match.is_none();
+    decide_and_append(store, stream_id, ctx, command, assume_new).await
+}
+
+/// The loop behind [`execute`] and [`execute_new`]: load (unless the first
+/// attempt may assume a new stream), decide, append with the loaded
+/// version, and on a lost race start over.
+async fn decide_and_append<A, F>(
+    store: &EventStore,
+    stream_id: &str,
+    ctx: &RequestContext,
+    command: F,
+    mut assume_new: bool,
+) -> ApiResult<Executed<A>>
+where
+    A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
     for attempt in 1..=MAX_ATTEMPTS {
-        let loaded = load::<A>(store, stream_id).await?;
+        let assumed = std::mem::take(&mut assume_new);
+        let loaded = if assumed {
+            Loaded::<A>::new()
+        } else {
+            load::<A>(store, stream_id).await?
+        };
         if let Some(required) = ctx.if_match
             && required != loaded.version
         {
@@ -207,6 +252,10 @@ where
         }
         let events = A::decide(&loaded.state, command(&loaded.state)?)?;
         if events.is_empty() {
+            if assumed {
+                // Nothing to create: answer from what is stored.
+                continue;
+            }
             return Ok(Executed {
                 state: loaded.state,
                 version: loaded.version,
@@ -244,8 +293,12 @@ where
                 if let Some(required) = ctx.if_match {
                     return Err(stale(required, required + 1));
                 }
-                tracing::debug!(stream_id, attempt, "lost a race; deciding again");
-                tokio::time::sleep(jitter(attempt)).await;
+                // A stream assumed new that exists is not a race: look at
+                // it at once.
+                if !assumed {
+                    tracing::debug!(stream_id, attempt, "lost a race; deciding again");
+                    tokio::time::sleep(jitter(attempt)).await;
+                }
             }
             Err(error) => return Err(error.into()),
         }
@@ -254,63 +307,6 @@ where
         "{stream_id} kept changing; gave up after {MAX_ATTEMPTS} attempts, try again"
     ))
     .into())
-}
-
-/// Carries out a command that creates `stream_id`, a stream named by a new
-/// id: decides against the empty state and appends expecting no stream,
-/// without reading it first. A repeat whose events are already stored gets
-/// the original result from the event store; if the stream exists
-/// otherwise, this falls back to [`execute`], which decides against what
-/// is stored (and the domain refuses a second creation).
-pub async fn execute_new<A, F>(
-    store: &EventStore,
-    stream_id: &str,
-    ctx: &RequestContext,
-    command: F,
-) -> ApiResult<Executed<A>>
-where
-    A: Aggregate,
-    A::State: Serialize + DeserializeOwned,
-    F: Fn(&A::State) -> ApiResult<A::Command>,
-{
-    if ctx.if_match.is_some() {
-        return execute(store, stream_id, ctx, command).await;
-    }
-    let empty = A::State::default();
-    let events = A::decide(&empty, command(&empty)?)?;
-    if events.is_empty() {
-        return execute(store, stream_id, ctx, command).await;
-    }
-    let new_events = events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| to_new_event(event, ctx, stream_id, i))
-        .collect();
-    match store
-        .append(&[StreamAppend::new(
-            stream_id,
-            ExpectedVersion::NoStream,
-            new_events,
-        )])
-        .await
-    {
-        Ok(appended) => {
-            let version = appended.last().map_or(0, |a| a.version);
-            let state = events.iter().fold(empty, A::evolve);
-            let now = Utc::now();
-            Ok(Executed {
-                state,
-                version,
-                appended,
-                created_at: Some(now),
-                updated_at: Some(now),
-            })
-        }
-        Err(error) if error.is_concurrency_conflict() => {
-            execute(store, stream_id, ctx, command).await
-        }
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// The `index`-th event a command appends to `stream_id`, with its

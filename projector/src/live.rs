@@ -17,7 +17,7 @@ use event_store::{EventStore, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use service_kit::consumer::{COMMIT_EVERY, Offsets};
+use service_kit::consumer::Offsets;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -92,21 +92,8 @@ async fn consume(
     let mut batch = Vec::with_capacity(config.batch_size);
     let mut offsets = Offsets::new();
     loop {
-        let first = match tokio::time::timeout(COMMIT_EVERY, consumer.recv()).await {
-            Ok(message) => message.context("receiving from Kafka")?,
-            Err(_idle) => {
-                offsets.commit(&consumer);
-                continue;
-            }
-        };
-        batch.push(first.detach());
-        // Take whatever else is already waiting, up to the batch size.
-        while batch.len() < config.batch_size {
-            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                Ok(message) => batch.push(message.context("receiving from Kafka")?.detach()),
-                Err(_) => break,
-            }
-        }
+        service_kit::consumer::next_batch(&consumer, &mut offsets, &mut batch, config.batch_size)
+            .await?;
         apply_batch(pool, store, metrics, &batch).await?;
         // Only now are the batch's offsets committable.
         offsets.handled(&batch);

@@ -20,7 +20,7 @@ use event_store::{EventStore, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use service_kit::consumer::{COMMIT_EVERY, Offsets};
+use service_kit::consumer::Offsets;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -80,20 +80,7 @@ impl Intake {
         let mut batch = Vec::new();
         let mut offsets = Offsets::new();
         loop {
-            let first = match tokio::time::timeout(COMMIT_EVERY, consumer.recv()).await {
-                Ok(message) => message.context("receiving")?,
-                Err(_idle) => {
-                    offsets.commit(&consumer);
-                    continue;
-                }
-            };
-            batch.push(first.detach());
-            while batch.len() < 200 {
-                match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                    Ok(message) => batch.push(message.context("receiving")?.detach()),
-                    Err(_) => break,
-                }
-            }
+            service_kit::consumer::next_batch(&consumer, &mut offsets, &mut batch, 200).await?;
             self.handle_batch(&batch).await?;
             offsets.handled(&batch);
             offsets.commit_if_due(&consumer);

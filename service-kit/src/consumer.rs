@@ -12,8 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::Message;
+use anyhow::Context;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Longest time between receiving a message and committing its offset.
@@ -38,6 +39,32 @@ pub fn config(base: &ClientConfig, group: &str, fetch_wait_ms: u32) -> ClientCon
         .set("heartbeat.interval.ms", "3000")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
     config
+}
+
+/// Fills `batch` (which should be empty) with the next messages: waits for
+/// one, committing `offsets` whenever nothing arrives for
+/// [`COMMIT_EVERY`], then takes whatever else is already waiting, up to
+/// `max` messages.
+pub async fn next_batch(
+    consumer: &StreamConsumer,
+    offsets: &mut Offsets,
+    batch: &mut Vec<OwnedMessage>,
+    max: usize,
+) -> anyhow::Result<()> {
+    let first = loop {
+        match tokio::time::timeout(COMMIT_EVERY, consumer.recv()).await {
+            Ok(message) => break message.context("receiving from Kafka")?,
+            Err(_idle) => offsets.commit(consumer),
+        }
+    };
+    batch.push(first.detach());
+    while batch.len() < max {
+        match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+            Ok(message) => batch.push(message.context("receiving from Kafka")?.detach()),
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// The offsets after the messages handled so far, per partition, not yet

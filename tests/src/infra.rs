@@ -173,6 +173,17 @@ pub async fn start_for_benchmark() -> anyhow::Result<BenchInfra> {
     })
 }
 
+/// Creates database `name` on the server at `pg_base` (as in
+/// [`BenchInfra::pg_base`]); returns its URL.
+pub async fn create_database(pg_base: &str, name: &str) -> anyhow::Result<String> {
+    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    Ok(format!("{pg_base}/{name}"))
+}
+
 /// A PostgreSQL container and its `postgres://user:password@host:port` URL
 /// (without a database). `durable: false` turns off fsync and friends, which
 /// tests do not need; benchmarks keep the defaults.

@@ -24,8 +24,8 @@ use harness::infra;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -146,13 +146,10 @@ fn row(case: &str, unit: &str, ours: f64, floor: f64, floor_name: &str) -> Strin
 }
 
 async fn database(base: &str, name: &str) -> anyhow::Result<PgPool> {
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut admin)
-        .await?;
+    let url = infra::create_database(base, name).await?;
     Ok(PgPoolOptions::new()
         .max_connections(20)
-        .connect(&format!("{base}/{name}"))
+        .connect(&url)
         .await?)
 }
 

@@ -17,8 +17,8 @@ use axum::routing::post;
 use clap::Parser;
 use harness::infra;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -51,11 +51,7 @@ async fn main() -> anyhow::Result<()> {
     which_wrk()?;
     let bench = infra::start_for_benchmark().await?;
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
-    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
-    sqlx::query("create database bench")
-        .execute(&mut admin)
-        .await?;
-    let database_url = format!("{pg_base}/bench");
+    let database_url = infra::create_database(&pg_base, "bench").await?;
 
     let stop = CancellationToken::new();
     let command_service = start_command_service(&database_url, &brokers, stop.clone()).await?;

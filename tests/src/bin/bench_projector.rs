@@ -25,8 +25,8 @@ use harness::infra;
 use projector::rebuild::{Rebuild, Silent};
 use projector::views::Projection;
 use serde_json::json;
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -116,13 +116,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn database(pg_base: &str, name: &str) -> anyhow::Result<PgPool> {
-    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut admin)
-        .await?;
+    let url = infra::create_database(pg_base, name).await?;
     Ok(PgPoolOptions::new()
         .max_connections(32)
-        .connect(&format!("{pg_base}/{name}"))
+        .connect(&url)
         .await?)
 }
 

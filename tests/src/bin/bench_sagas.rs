@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use harness::infra;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -91,11 +91,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let bench = infra::start_for_benchmark().await?;
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
-    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
-    sqlx::query("create database bench")
-        .execute(&mut admin)
-        .await?;
-    let database_url = format!("{pg_base}/bench");
+    let database_url = infra::create_database(&pg_base, "bench").await?;
     let pg = PgPoolOptions::new()
         .max_connections(4)
         .connect(&database_url)
