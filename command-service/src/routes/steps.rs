@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::commands::{MAX_ATTEMPTS, execute, jitter, load, to_new_event};
+use crate::commands::{execute, jitter, load, to_new_event};
 use crate::http::idempotency::HEADER;
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
@@ -78,6 +78,12 @@ async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Order> {
     Ok(order.state)
 }
 
+/// How many times a step on every product of an order is decided again
+/// after losing a race. More than a single-stream command gets
+/// (`commands::MAX_ATTEMPTS`): it races on several popular streams at once,
+/// and a release or reservation given up on costs the saga a whole retry.
+const PRODUCT_STEP_ATTEMPTS: u32 = 32;
+
 /// Decides `command(line)` on each product of the order and appends all of
 /// it in one transaction; starts over when another writer got in between.
 async fn on_every_product(
@@ -87,7 +93,7 @@ async fn on_every_product(
     command: impl Fn(i64) -> ProductCommand,
 ) -> ApiResult<usize> {
     let order = existing_order(app, order_id).await?;
-    for attempt in 1..=MAX_ATTEMPTS {
+    for attempt in 1..=PRODUCT_STEP_ATTEMPTS {
         let mut appends = Vec::new();
         for line in &order.lines {
             let stream = products::stream_id(&line.sku);
