@@ -32,6 +32,21 @@ impl EventStore {
         // The append is one statement, atomic on its own, so it needs no
         // explicit transaction: one round trip when nothing conflicts.
         let mut conn = self.pool.acquire().await?;
+        if appends
+            .iter()
+            .all(|a| a.expected == ExpectedVersion::NoStream)
+        {
+            match insert_new_streams(&mut conn, appends).await {
+                Ok(events) => {
+                    self.notify_appended();
+                    return Ok(events);
+                }
+                // A stream exists or an event id is stored: the general
+                // statement below tells a repeat from a conflict.
+                Err(AppendError::Lost) => {}
+                Err(AppendError::Failed(error)) => return Err(error),
+            }
+        }
         for _ in 0..ANY_RETRIES {
             match self.append_in(&mut conn, appends).await {
                 Ok(outcome) => {
@@ -63,23 +78,15 @@ impl EventStore {
         appends: &[StreamAppend],
     ) -> Result<AppendOutcome, AppendError> {
         validate(appends)?;
-        let total: usize = appends.iter().map(|a| a.events.len()).sum();
-        let mut event_ids = Vec::with_capacity(total);
-        let mut streams = Vec::with_capacity(total);
-        let mut types = Vec::with_capacity(total);
-        let mut schema_versions = Vec::with_capacity(total);
-        let mut data = Vec::with_capacity(total);
-        let mut metadata = Vec::with_capacity(total);
-        for append in appends {
-            for event in &append.events {
-                event_ids.push(event.event_id);
-                streams.push(append.stream_id.as_str());
-                types.push(event.event_type.as_str());
-                schema_versions.push(event.schema_version);
-                data.push(event.data.clone());
-                metadata.push(serde_json::to_value(&event.metadata).expect("metadata is JSON"));
-            }
-        }
+        let Columns {
+            event_ids,
+            streams,
+            types,
+            schema_versions,
+            data,
+            metadata,
+            ..
+        } = Columns::of(appends);
         let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
         // Each stream's events are contiguous in the input; its first event
         // gets version current + 1, so version = current + n - first_n + 1.
@@ -144,20 +151,8 @@ impl EventStore {
         if inserted.is_empty() {
             return explain_refusal(conn, appends).await;
         }
-        let by_id: HashMap<Uuid, Appended> = inserted
-            .iter()
-            .map(|row| {
-                let appended = Appended {
-                    event_id: row.get("event_id"),
-                    version: row.get::<i64, _>("version") as u64,
-                    position: row.get("position"),
-                };
-                (appended.event_id, appended)
-            })
-            .collect();
-        let events = event_ids.iter().map(|id| by_id[id]).collect();
         Ok(AppendOutcome {
-            events,
+            events: in_given_order(&inserted, &event_ids),
             already_stored: false,
         })
     }
@@ -187,6 +182,97 @@ impl EventStore {
             actual: current.get(first.stream_id.as_str()).copied().unwrap_or(0),
         }
     }
+}
+
+/// The events of an append as one array per column, in the order given.
+struct Columns<'a> {
+    event_ids: Vec<Uuid>,
+    streams: Vec<&'a str>,
+    /// Each event's place in its stream's part of the append, from 1.
+    nths: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    data: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(appends: &'a [StreamAppend]) -> Self {
+        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut columns = Self {
+            event_ids: Vec::with_capacity(total),
+            streams: Vec::with_capacity(total),
+            nths: Vec::with_capacity(total),
+            types: Vec::with_capacity(total),
+            schema_versions: Vec::with_capacity(total),
+            data: Vec::with_capacity(total),
+            metadata: Vec::with_capacity(total),
+        };
+        for append in appends {
+            for (i, event) in append.events.iter().enumerate() {
+                columns.event_ids.push(event.event_id);
+                columns.streams.push(append.stream_id.as_str());
+                columns.nths.push(i as i64 + 1);
+                columns.types.push(event.event_type.as_str());
+                columns.schema_versions.push(event.schema_version);
+                columns.data.push(event.data.clone());
+                columns
+                    .metadata
+                    .push(serde_json::to_value(&event.metadata).expect("metadata is JSON"));
+            }
+        }
+        columns
+    }
+}
+
+/// Appends to streams that must not exist yet: their events take versions
+/// 1, 2, ... and a plain insert does, with no look-ups first. If a stream
+/// exists its version 1 does too, and if an event id is stored it is
+/// unique: either way the insert fails as a whole with a unique violation
+/// ([`AppendError::Lost`]), and nothing was written. Not for use inside a
+/// transaction, which that failure would abort.
+async fn insert_new_streams(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<Appended>, AppendError> {
+    validate(appends)?;
+    let columns = Columns::of(appends);
+    let inserted = sqlx::query(
+        "insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
+         select event_id, stream_id, version, type, schema_version, data, metadata
+         from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+              with ordinality as i(event_id, stream_id, version, type, schema_version, data, metadata, n)
+         order by n
+         returning event_id, version, position",
+    )
+    .bind(&columns.event_ids)
+    .bind(&columns.streams)
+    .bind(&columns.nths)
+    .bind(&columns.types)
+    .bind(&columns.schema_versions)
+    .bind(&columns.data)
+    .bind(&columns.metadata)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify_insert_error)?;
+    Ok(in_given_order(&inserted, &columns.event_ids))
+}
+
+/// The inserted rows (`event_id`, `version`, `position`) in the order of
+/// `event_ids`.
+fn in_given_order(inserted: &[sqlx::postgres::PgRow], event_ids: &[Uuid]) -> Vec<Appended> {
+    let by_id: HashMap<Uuid, Appended> = inserted
+        .iter()
+        .map(|row| {
+            let appended = Appended {
+                event_id: row.get("event_id"),
+                version: row.get::<i64, _>("version") as u64,
+                position: row.get("position"),
+            };
+            (appended.event_id, appended)
+        })
+        .collect();
+    event_ids.iter().map(|id| by_id[id]).collect()
 }
 
 /// Why [`EventStore::append_in`] did not append.

@@ -1,19 +1,23 @@
 //! Wakes subscribers after appends.
 //!
-//! A `NOTIFY` inside each append transaction would serialise all appending
+//! A subscriber in the process that appended is woken at once, in memory.
+//! Subscribers in other processes `LISTEN`: after appends, a local task
+//! sends at most one `NOTIFY` every [`MIN_INTERVAL`], coalescing the pokes
+//! that arrive meanwhile. Not one per append: a `NOTIFY` is a transaction
+//! of its own that takes an id and flushes a commit record, and a
+//! `NOTIFY` inside each append transaction would serialise all appending
 //! commits (PostgreSQL takes a database-wide lock at commit to queue
-//! notifications in order). Instead, appends poke a local task after they
-//! commit, and the task sends at most one `NOTIFY` every
-//! [`MIN_INTERVAL`], coalescing pokes that arrive meanwhile (a busy writer
-//! would otherwise pay a second statement per append). A notification lost
-//! in a crash costs a subscriber one polling interval, nothing more.
+//! notifications in order). A notification lost in a crash costs a
+//! subscriber one polling interval, nothing more.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-/// The longest a subscriber waits for a wake-up beyond the commit.
-const MIN_INTERVAL: Duration = Duration::from_millis(5);
+/// The longest a subscriber in another process waits for a wake-up beyond
+/// the commit.
+const MIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The channel subscribers `LISTEN` on.
 pub(crate) const CHANNEL: &str = "event_store_appended";
@@ -21,6 +25,7 @@ pub(crate) const CHANNEL: &str = "event_store_appended";
 #[derive(Clone)]
 pub(crate) struct Notifier {
     poke: mpsc::Sender<()>,
+    local: Arc<watch::Sender<()>>,
 }
 
 impl Notifier {
@@ -40,10 +45,20 @@ impl Notifier {
                 tokio::time::sleep(MIN_INTERVAL).await;
             }
         });
-        Self { poke }
+        Self {
+            poke,
+            local: Arc::new(watch::channel(()).0),
+        }
     }
 
     pub(crate) fn appended(&self) {
+        self.local.send_replace(());
         let _ = self.poke.try_send(());
+    }
+
+    /// Changes after every append made through this store (or a clone of
+    /// it) in this process.
+    pub(crate) fn local_appends(&self) -> watch::Receiver<()> {
+        self.local.subscribe()
     }
 }

@@ -1,5 +1,6 @@
 //! Following the whole log: catch up from a checkpoint, then receive live
-//! appends, woken by LISTEN/NOTIFY with a bounded polling fallback.
+//! appends, woken at once by appends in this process and by LISTEN/NOTIFY
+//! for appends elsewhere, with a bounded polling fallback.
 
 use std::time::Duration;
 
@@ -9,6 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::notify::CHANNEL;
 use crate::{Checkpoint, EventStore, RecordedEvent, Result};
+
+/// The shortest time between two reads of a caught-up subscription, so a
+/// steady stream of appends is read in batches, not one query per append.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How a subscription reads.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +92,11 @@ impl EventStore {
                 None
             }
         };
+        let mut local_appends = self.notifier.local_appends();
         loop {
+            // Appends from now on wake the wait below.
+            local_appends.borrow_and_update();
+            let read_at = tokio::time::Instant::now();
             let batch = match self.read_all(after, options.batch_size).await {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -105,18 +114,27 @@ impl EventStore {
             if full {
                 continue;
             }
-            // Caught up: wait for a notification, at most one interval.
-            match &mut listener {
-                Some(l) => {
-                    if let Ok(Err(error)) =
-                        tokio::time::timeout(options.poll_interval, l.recv()).await
-                    {
-                        tracing::debug!(%error, "LISTEN connection lost; reconnecting");
-                        tokio::time::sleep(options.poll_interval).await;
+            // Caught up: wait for an append here or a notification from
+            // elsewhere, at most one interval.
+            let notified = async {
+                match &mut listener {
+                    Some(l) => {
+                        if let Err(error) = l.recv().await {
+                            tracing::debug!(%error, "LISTEN connection lost; reconnecting");
+                            tokio::time::sleep(options.poll_interval).await;
+                        }
                     }
+                    None => std::future::pending().await,
                 }
-                None => tokio::time::sleep(options.poll_interval).await,
+            };
+            tokio::select! {
+                () = notified => {}
+                _ = local_appends.changed() => {}
+                () = tokio::time::sleep(options.poll_interval) => {}
             }
+            // Under a steady stream of appends, read in batches rather than
+            // once per append.
+            tokio::time::sleep_until(read_at + MIN_READ_INTERVAL).await;
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! A saga is executed by at most one instance at a time: it is claimed with
 //! a lease on its `saga_instances` row (`for update skip locked`, only when
-//! no live lease exists), the lease is renewed before each call, and every
+//! no live lease exists), the lease is renewed whenever a third of it has
+//! gone by, checked before each call, and every
 //! append expects the version the decision was made on, so even an instance
 //! that lost its lease without noticing cannot record anything over
 //! another's work. Steps are idempotent, so a call repeated after a crash or
@@ -73,10 +74,11 @@ impl Executor {
         loop {
             let free = self.settings.concurrency.saturating_sub(running.len());
             if free > 0 {
+                let claimed_at = std::time::Instant::now();
                 match self.claim(free).await {
                     Ok(claimed) => {
                         for (order_id, nudges) in claimed {
-                            running.spawn(Arc::clone(&self).execute(order_id, nudges));
+                            running.spawn(Arc::clone(&self).execute(order_id, nudges, claimed_at));
                         }
                     }
                     Err(error) => {
@@ -120,9 +122,9 @@ impl Executor {
         Ok(claimed)
     }
 
-    async fn execute(self: Arc<Self>, order_id: Uuid, nudges: i64) {
+    async fn execute(self: Arc<Self>, order_id: Uuid, nudges: i64, claimed_at: std::time::Instant) {
         self.metrics.running.inc();
-        let next = match self.drive(order_id).await {
+        let next = match self.drive(order_id, claimed_at).await {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(%order_id, error = format!("{error:#}"), "saga interrupted; retrying soon");
@@ -172,9 +174,19 @@ impl Executor {
     }
 
     /// Runs the saga until it must wait or has ended.
-    async fn drive(&self, order_id: Uuid) -> anyhow::Result<Next> {
+    /// `claimed_at`: when the claim that leased it was sent.
+    async fn drive(&self, order_id: Uuid, claimed_at: std::time::Instant) -> anyhow::Result<Next> {
+        // Renewed once a third of the lease has gone by, so a step call
+        // (bounded by its timeout) always starts with most of the lease
+        // left; not before every transition, which would cost a commit
+        // each.
+        let mut renewed = claimed_at;
         loop {
-            self.renew(order_id).await?;
+            if renewed.elapsed() >= self.settings.lease / 3 {
+                let at = std::time::Instant::now();
+                self.renew(order_id).await?;
+                renewed = at;
+            }
             let loaded = record::load(&self.store, order_id).await?;
             let state = &loaded.state;
             let version = loaded.version;

@@ -7,6 +7,9 @@ use domain::saga::{SagaEvent, SagaState, stream_id};
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use uuid::Uuid;
 
+/// Events read per query; a saga's stream is usually a few dozen.
+const PAGE: u32 = 500;
+
 /// A saga as its stream says it is now.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -26,9 +29,10 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> 
     };
     let mut from = 1;
     loop {
-        let events = store.read_stream(&stream, from, 500).await?;
+        let events = store.read_stream(&stream, from, PAGE).await?;
         let Some(last) = events.last() else { break };
         from = last.version + 1;
+        let more = events.len() == PAGE as usize;
         for recorded in &events {
             let event = SagaEvent::decode(&recorded.event_type, &recorded.data)?;
             match &event {
@@ -40,6 +44,9 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> 
             }
             loaded.state = std::mem::take(&mut loaded.state).evolve(&event);
             loaded.version = recorded.version;
+        }
+        if !more {
+            break;
         }
     }
     Ok(loaded)

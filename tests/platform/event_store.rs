@@ -174,6 +174,43 @@ async fn concurrent_repeats_of_one_append_store_it_once() {
     assert_eq!(store.stream_version("counter-d").await.unwrap(), 2);
 }
 
+#[tokio::test]
+async fn of_concurrent_creations_of_one_stream_exactly_one_is_stored() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    // Different events, all expecting no stream: one creates it, the rest
+    // are told it exists.
+    let creations: Vec<_> = (0..8)
+        .map(|n| one("counter-e", ExpectedVersion::NoStream, vec![event(n)]))
+        .collect();
+    let results = futures::future::join_all(creations.iter().map(|a| store.append(a))).await;
+    let (stored, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().is_concurrency_conflict()),
+        "{refused:?}"
+    );
+    assert_eq!(store.stream_version("counter-e").await.unwrap(), 1);
+
+    // The same creation sent eight times at once is stored once, and every
+    // sender gets its result.
+    let append = one(
+        "counter-f",
+        ExpectedVersion::NoStream,
+        vec![event(1), event(2)],
+    );
+    let results = futures::future::join_all((0..8).map(|_| store.append(&append))).await;
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+    assert_eq!(
+        results[0].iter().map(|a| a.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(store.stream_version("counter-f").await.unwrap(), 2);
+}
+
 /// Writers that commit out of position order, hold their transaction open or
 /// roll back, while a reader follows the log.
 async fn racing_writers(store: &EventStore, writers: usize, rounds: usize) -> BTreeSet<Uuid> {
