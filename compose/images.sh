@@ -16,7 +16,7 @@
 #               pullable; else orders-platform/postgres:15-bookworm built from
 #               Debian's packages.
 #   Kafka:      $KAFKA_IMAGE if set; else apache/kafka:3.9.1 if present or
-#               pullable; else orders-platform/tansu:0.6.0 (tansu with sqlite
+#               pullable; else orders-platform/tansu:0.6.0-2 (tansu with sqlite
 #               storage, see ../shared/FACTS.md).
 #   services:   orders-platform/services:latest, built with the multi-stage
 #               compose/Dockerfile when rust:1-bookworm is present or
@@ -35,7 +35,10 @@ official_rust=rust:1-bookworm
 base_image=orders-platform/debian:bookworm
 debian_postgres=orders-platform/postgres:15-bookworm
 tansu_version=0.6.0
-tansu_image=orders-platform/tansu:$tansu_version
+# The suffix is the image recipe's revision (compose/kafka): bump it when the
+# Dockerfile or entrypoint changes, so machines that have the old image build
+# the new one.
+tansu_image=orders-platform/tansu:$tansu_version-2
 services_image=${SERVICES_IMAGE:-orders-platform/services:latest}
 
 # The legacy builder needs no buildx plugin, which Debian's docker.io lacks.
