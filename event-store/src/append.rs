@@ -81,21 +81,13 @@ impl EventStore {
         let Columns {
             event_ids,
             streams,
+            nths,
             types,
             schema_versions,
             data,
             metadata,
-            ..
         } = Columns::of(appends);
         let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        // Each stream's events are contiguous in the input; its first event
-        // gets version current + 1, so version = current + n - first_n + 1.
-        let mut first_ns = Vec::with_capacity(appends.len());
-        let mut n = 1i64;
-        for append in appends {
-            first_ns.push(n);
-            n += append.events.len() as i64;
-        }
         let expected_versions: Vec<i64> = appends
             .iter()
             .map(|a| match a.expected {
@@ -107,18 +99,19 @@ impl EventStore {
 
         // One statement checks every expected version, refuses event ids
         // that are already stored, numbers each stream's events after its
-        // current version and inserts them all, or inserts nothing. Two
+        // current version (its nth event gets current + nth) and inserts
+        // them all, or inserts nothing. Two
         // concurrent appends that computed the same version (or carry the
         // same event id) collide on a unique constraint: one of them fails
         // as a whole and is retried.
         let inserted = sqlx::query(
             "with input as (
-                 select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::jsonb[])
-                        with ordinality as i(event_id, stream_id, type, schema_version, data, metadata, n)
+                 select * from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+                        with ordinality as i(event_id, stream_id, nth, type, schema_version, data, metadata, n)
              ), expectation as (
-                 select * from unnest($7::text[], $8::bigint[], $9::bigint[]) as x(stream_id, expected, first_n)
+                 select * from unnest($8::text[], $9::bigint[]) as x(stream_id, expected)
              ), current_version as (
-                 select x.stream_id, x.expected, x.first_n,
+                 select x.stream_id, x.expected,
                         coalesce((select max(e.version) from events e where e.stream_id = x.stream_id), 0) as version
                  from expectation x
              ), blocked as (
@@ -128,7 +121,7 @@ impl EventStore {
              )
              insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
              select i.event_id, i.stream_id,
-                    c.version + i.n - c.first_n + 1,
+                    c.version + i.nth,
                     i.type, i.schema_version, i.data, i.metadata
              from input i join current_version c using (stream_id)
              where not exists (select 1 from blocked)
@@ -137,13 +130,13 @@ impl EventStore {
         )
         .bind(&event_ids)
         .bind(&streams)
+        .bind(&nths)
         .bind(&types)
         .bind(&schema_versions)
         .bind(&data)
         .bind(&metadata)
         .bind(&expected_streams)
         .bind(&expected_versions)
-        .bind(&first_ns)
         .fetch_all(&mut *conn)
         .await
         .map_err(classify_insert_error)?;
