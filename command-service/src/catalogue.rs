@@ -1,9 +1,12 @@
-//! What an order placement needs to know about products and customers,
-//! remembered between requests.
+//! What an order placement needs to know about products and customers, and
+//! what the saga's steps need to know about an order, remembered between
+//! requests.
 //!
 //! Only facts that can never change once recorded are kept: a product's
-//! price (`ProductCreated` sets it and no command changes it) and that a
-//! customer exists (no command removes one). So a remembered answer is
+//! price (`ProductCreated` sets it and no command changes it), that a
+//! customer exists (no command removes one) and what an order was placed
+//! with (customer, lines, total, address: `OrderPlaced` sets them and no
+//! command changes them; its status is not kept). So a remembered answer is
 //! always the answer a fresh load would give, on every replica, and
 //! nothing has to be invalidated. Absence is never remembered: a product
 //! or customer created a moment later must be found.
@@ -14,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use domain::order::{Order, OrderLine, ShippingAddress};
 use uuid::Uuid;
 
 /// Entries kept per kind; when full, that kind is forgotten and refilled
@@ -29,6 +33,28 @@ pub struct Catalogue {
 struct Known {
     prices: HashMap<String, i64>,
     customers: HashSet<Uuid>,
+    orders: HashMap<Uuid, Arc<PlacedOrder>>,
+}
+
+/// What an order was placed with; none of it changes afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedOrder {
+    pub customer_id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub total_cents: i64,
+    pub shipping_address: Option<ShippingAddress>,
+}
+
+impl PlacedOrder {
+    /// The placement facts of an order that exists.
+    pub fn of(order: &Order) -> Self {
+        Self {
+            customer_id: order.customer_id,
+            lines: order.lines.clone(),
+            total_cents: order.total_cents,
+            shipping_address: order.shipping_address.clone(),
+        }
+    }
 }
 
 impl Catalogue {
@@ -56,6 +82,19 @@ impl Catalogue {
             known.customers.clear();
         }
         known.customers.insert(customer_id);
+    }
+
+    /// What `order_id` was placed with, if it was seen to exist.
+    pub fn order(&self, order_id: Uuid) -> Option<Arc<PlacedOrder>> {
+        self.read().orders.get(&order_id).cloned()
+    }
+
+    pub fn remember_order(&self, order_id: Uuid, placed: Arc<PlacedOrder>) {
+        let mut known = self.write();
+        if known.orders.len() >= CAPACITY {
+            known.orders.clear();
+        }
+        known.orders.insert(order_id, placed);
     }
 
     // A panic while holding the lock cannot leave a half-written entry
@@ -87,6 +126,22 @@ mod tests {
         catalogue.remember_customer(customer);
         assert!(catalogue.has_customer(customer));
         assert!(!catalogue.has_customer(Uuid::now_v7()));
+
+        let order = Uuid::now_v7();
+        let placed = Arc::new(PlacedOrder {
+            customer_id: customer,
+            lines: vec![OrderLine {
+                sku: "SKU-1".into(),
+                quantity: 2,
+                unit_price_cents: 1250,
+            }],
+            total_cents: 2500,
+            shipping_address: None,
+        });
+        assert_eq!(catalogue.order(order), None);
+        catalogue.remember_order(order, Arc::clone(&placed));
+        assert_eq!(catalogue.order(order), Some(placed));
+        assert_eq!(catalogue.order(Uuid::now_v7()), None);
     }
 
     #[test]

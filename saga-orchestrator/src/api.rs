@@ -67,7 +67,7 @@ async fn resume(state: &ApiState, order_id: Uuid) -> anyhow::Result<Response> {
             break;
         }
     }
-    intake::make_due(&state.pool, order_id).await?;
+    intake::make_due(&state.pool, &[order_id]).await?;
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,

@@ -58,6 +58,25 @@ pub struct Executor {
     pub wake: Arc<Notify>,
 }
 
+/// A saga being driven: its state as recorded, and the events decided
+/// since but not recorded yet.
+struct Saga {
+    order_id: Uuid,
+    loaded: record::Loaded,
+    /// Recorded with the next transition (see `Executor::record`).
+    deferred: Vec<SagaEvent>,
+    causation: String,
+}
+
+impl Saga {
+    /// Takes `event` into the state now and records it with the next
+    /// transition.
+    fn defer(&mut self, event: SagaEvent) {
+        self.loaded.apply(&event, Utc::now());
+        self.deferred.push(event);
+    }
+}
+
 /// Where a saga stands after being driven.
 enum Next {
     /// Ended (`done`) or waiting for an operator (`failed`).
@@ -176,6 +195,27 @@ impl Executor {
     /// Runs the saga until it must wait or has ended.
     /// `claimed_at`: when the claim that leased it was sent.
     async fn drive(&self, order_id: Uuid, claimed_at: std::time::Instant) -> anyhow::Result<Next> {
+        let mut saga = Saga {
+            order_id,
+            loaded: record::load(&self.store, order_id).await?,
+            deferred: Vec::new(),
+            causation: format!("saga-orchestrator:{}", self.settings.instance),
+        };
+        let next = self.drive_loaded(&mut saga, claimed_at).await?;
+        // A success still waiting for the next transition is recorded on
+        // its own before the saga waits.
+        if !saga.deferred.is_empty() {
+            self.record(&mut saga, Vec::new()).await?;
+        }
+        Ok(next)
+    }
+
+    async fn drive_loaded(
+        &self,
+        saga: &mut Saga,
+        claimed_at: std::time::Instant,
+    ) -> anyhow::Result<Next> {
+        let order_id = saga.order_id;
         // Renewed once a third of the lease has gone by, so a step call
         // (bounded by its timeout) always starts with most of the lease
         // left; not before every transition, which would cost a commit
@@ -187,25 +227,17 @@ impl Executor {
                 self.renew(order_id).await?;
                 renewed = at;
             }
-            let loaded = record::load(&self.store, order_id).await?;
-            let state = &loaded.state;
-            let version = loaded.version;
-            let action = decide::next(state);
-            let causation = format!("saga-orchestrator:{}", self.settings.instance);
-            let append = |events: Vec<SagaEvent>| {
-                let causation = causation.clone();
-                async move { record::append(&self.store, order_id, version, &events, &causation).await }
-            };
-            match action {
+            let state = &saga.loaded.state;
+            match decide::next(state) {
                 Action::Done => {
                     return Ok(Next::Settled(match state.status {
                         SagaStatus::Failed => "failed",
-                        _ if !state.exists => "done",
                         _ => "done",
                     }));
                 }
                 Action::StartCompensation { reason } => {
-                    append(vec![SagaEvent::CompensationStarted { reason }]).await?;
+                    self.record(saga, vec![SagaEvent::CompensationStarted { reason }])
+                        .await?;
                 }
                 Action::Run { step, attempt } => {
                     if let Some(until) = self.client.open_until() {
@@ -213,7 +245,7 @@ impl Executor {
                             Utc::now() + to_chrono(until - std::time::Instant::now()),
                         ));
                     }
-                    if self.past_deadline(&loaded, step) {
+                    if self.past_deadline(&saga.loaded, step) {
                         let error = format!(
                             "deadline of {} s exceeded after {} attempts{}",
                             self.settings.step_deadline.as_secs(),
@@ -224,78 +256,81 @@ impl Executor {
                                 .as_ref()
                                 .map_or(String::new(), |e| format!("; last error: {e}"))
                         );
-                        append(vec![SagaEvent::StepFailed {
+                        let failed = SagaEvent::StepFailed {
                             step,
                             attempt: attempt - 1,
                             error,
                             retryable: false,
-                        }])
-                        .await?;
+                        };
+                        self.record(saga, vec![failed]).await?;
                         continue;
                     }
-                    if !append(vec![SagaEvent::StepStarted { step, attempt }]).await? {
+                    if !self
+                        .record(saga, vec![SagaEvent::StepStarted { step, attempt }])
+                        .await?
+                    {
                         continue;
                     }
                     self.metrics.step_attempts.inc();
                     let outcome = self.client.call(order_id, forward_path(step), None).await;
-                    let events = match outcome {
-                        Outcome::Succeeded { tracking_number } => vec![SagaEvent::StepSucceeded {
-                            step,
-                            attempt,
-                            detail: tracking_number,
-                        }],
-                        Outcome::Refused(reason) => {
-                            self.metrics.step_failures.inc();
-                            vec![SagaEvent::StepFailed {
+                    let failed = |error: String, retryable: bool| SagaEvent::StepFailed {
+                        step,
+                        attempt,
+                        error,
+                        retryable,
+                    };
+                    match outcome {
+                        Outcome::Succeeded { tracking_number } => {
+                            // Recorded with whatever comes next (the next
+                            // step's start, say): one append fewer per step.
+                            // Lost to a crash, the step runs again and
+                            // returns its first outcome.
+                            saga.defer(SagaEvent::StepSucceeded {
                                 step,
                                 attempt,
-                                error: decide::code(reason).to_owned(),
-                                retryable: false,
-                            }]
+                                detail: tracking_number,
+                            });
+                        }
+                        Outcome::Refused(reason) => {
+                            self.metrics.step_failures.inc();
+                            let error = decide::code(reason).to_owned();
+                            self.record(saga, vec![failed(error, false)]).await?;
                         }
                         Outcome::Rejected { status, detail } => {
                             self.metrics.step_failures.inc();
-                            vec![SagaEvent::StepFailed {
-                                step,
-                                attempt,
-                                error: format!("{status}: {detail}"),
-                                retryable: false,
-                            }]
+                            let error = format!("{status}: {detail}");
+                            self.record(saga, vec![failed(error, false)]).await?;
                         }
                         Outcome::Transient(error) => {
                             self.metrics.step_failures.inc();
                             let (retry_at, delay) = self.backoff(attempt);
-                            let mut events = vec![SagaEvent::StepFailed {
-                                step,
-                                attempt,
-                                error,
-                                retryable: true,
-                            }];
-                            events.push(SagaEvent::RetryScheduled {
-                                step,
-                                attempt: attempt + 1,
-                                compensation: false,
-                                retry_at: retry_at
-                                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                                delay_ms: delay.as_millis() as u64,
-                            });
-                            record::append(&self.store, order_id, version + 1, &events, &causation)
-                                .await?;
-                            return Ok(Next::At(retry_at));
+                            let events = vec![
+                                failed(error, true),
+                                SagaEvent::RetryScheduled {
+                                    step,
+                                    attempt: attempt + 1,
+                                    compensation: false,
+                                    retry_at: retry_at
+                                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                                    delay_ms: delay.as_millis() as u64,
+                                },
+                            ];
+                            // Lost to a cancellation meanwhile: decide again.
+                            if self.record(saga, events).await? {
+                                return Ok(Next::At(retry_at));
+                            }
                         }
-                    };
-                    // If a cancellation was recorded meanwhile this append
-                    // loses; the step stays "running" and is compensated.
-                    record::append(&self.store, order_id, version + 1, &events, &causation).await?;
+                    }
                 }
                 Action::Compensate { step, attempt } => {
                     if attempt > self.settings.compensation_attempts {
                         // The giving up was recorded, the saga's failure not.
-                        append(vec![SagaEvent::SagaFailed {
+                        let failed = SagaEvent::SagaFailed {
                             reason: format!("{} could not be completed", compensation_path(step)),
-                        }])
-                        .await?;
-                        self.metrics.failed.inc();
+                        };
+                        if self.record(saga, vec![failed]).await? {
+                            self.metrics.failed.inc();
+                        }
                         continue;
                     }
                     if let Some(until) = self.client.open_until() {
@@ -303,7 +338,8 @@ impl Executor {
                             Utc::now() + to_chrono(until - std::time::Instant::now()),
                         ));
                     }
-                    if !append(vec![SagaEvent::StepCompensationStarted { step, attempt }]).await? {
+                    let started = SagaEvent::StepCompensationStarted { step, attempt };
+                    if !self.record(saga, vec![started]).await? {
                         continue;
                     }
                     self.metrics.step_attempts.inc();
@@ -313,14 +349,7 @@ impl Executor {
                         .await;
                     let error = match outcome {
                         Outcome::Succeeded { .. } => {
-                            record::append(
-                                &self.store,
-                                order_id,
-                                version + 1,
-                                &[SagaEvent::StepCompensated { step, attempt }],
-                                &causation,
-                            )
-                            .await?;
+                            saga.defer(SagaEvent::StepCompensated { step, attempt });
                             continue;
                         }
                         Outcome::Refused(reason) => decide::code(reason).to_owned(),
@@ -329,7 +358,7 @@ impl Executor {
                     };
                     self.metrics.step_failures.inc();
                     if attempt >= self.settings.compensation_attempts {
-                        let events = [
+                        let events = vec![
                             SagaEvent::StepCompensationFailed {
                                 step,
                                 attempt,
@@ -343,15 +372,13 @@ impl Executor {
                                 ),
                             },
                         ];
-                        if record::append(&self.store, order_id, version + 1, &events, &causation)
-                            .await?
-                        {
+                        if self.record(saga, events).await? {
                             self.metrics.failed.inc();
                         }
                         continue;
                     }
                     let (retry_at, delay) = self.backoff(attempt);
-                    let events = [
+                    let events = vec![
                         SagaEvent::StepCompensationFailed {
                             step,
                             attempt,
@@ -366,17 +393,16 @@ impl Executor {
                             delay_ms: delay.as_millis() as u64,
                         },
                     ];
-                    record::append(&self.store, order_id, version + 1, &events, &causation).await?;
-                    return Ok(Next::At(retry_at));
+                    if self.record(saga, events).await? {
+                        return Ok(Next::At(retry_at));
+                    }
                 }
                 Action::Confirm => {
+                    let tracking_number = state.tracking_number.clone();
                     match self.client.call(order_id, "confirm", None).await {
                         Outcome::Succeeded { .. } => {
-                            if append(vec![SagaEvent::SagaCompleted {
-                                tracking_number: state.tracking_number.clone(),
-                            }])
-                            .await?
-                            {
+                            let completed = SagaEvent::SagaCompleted { tracking_number };
+                            if self.record(saga, vec![completed]).await? {
                                 self.metrics.completed.inc();
                             }
                         }
@@ -402,7 +428,8 @@ impl Executor {
                     };
                     match self.client.call(order_id, path, body).await {
                         Outcome::Succeeded { .. } => {
-                            if append(vec![SagaEvent::SagaCompensated { reason }]).await? {
+                            let compensated = SagaEvent::SagaCompensated { reason };
+                            if self.record(saga, vec![compensated]).await? {
                                 self.metrics.compensated.inc();
                             }
                         }
@@ -411,6 +438,36 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Appends the deferred events and then `events` to the saga's stream,
+    /// if it is still at the version its state was read at, and evolves the
+    /// state by them. False when another writer got there first (a
+    /// cancellation, an operator retry): the saga is then read again and
+    /// the deferred events are dropped (their steps run again and return
+    /// their first outcomes).
+    async fn record(&self, saga: &mut Saga, events: Vec<SagaEvent>) -> anyhow::Result<bool> {
+        let mut all = std::mem::take(&mut saga.deferred);
+        let deferred = all.len();
+        all.extend(events);
+        let appended = record::append(
+            &self.store,
+            saga.order_id,
+            saga.loaded.version,
+            &all,
+            &saga.causation,
+        )
+        .await?;
+        if appended {
+            let now = Utc::now();
+            for event in &all[deferred..] {
+                saga.loaded.apply(event, now);
+            }
+            saga.loaded.version += all.len() as u64;
+        } else {
+            saga.loaded = record::load(&self.store, saga.order_id).await?;
+        }
+        Ok(appended)
     }
 
     fn past_deadline(&self, loaded: &record::Loaded, step: SagaStep) -> bool {

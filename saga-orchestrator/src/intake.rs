@@ -3,7 +3,9 @@
 //! `OrderPlaced` records `SagaStarted` in the saga's stream (once: the
 //! stream must not exist yet) and makes the saga due; an
 //! `OrderCancellationRequested` records `CancellationRequested` and makes
-//! the saga due again, also when it had completed. Offsets are committed
+//! the saga due again, also when it had completed. The placements of a
+//! batch (up to a cancellation) start together, in one multi-stream append
+//! and one statement. Offsets are committed
 //! after a batch is recorded (at most once a second, see
 //! `service_kit::consumer`), so a crash redelivers and nothing is missed;
 //! a redelivery records nothing new.
@@ -84,53 +86,53 @@ impl Intake {
         }
     }
 
-    /// Handles a batch in order. (Handling different streams side by side
-    /// was tried: it made more sagas hit the same products at once, and the
-    /// 200-order test then saw compensations give up on 409s.)
+    /// Handles a batch in order, starting the sagas of consecutive
+    /// placements together: one append and one statement for all of them.
+    /// (Driving different sagas side by side is the executor's job.)
     async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut placed = Vec::new();
         for message in batch {
-            self.handle(message).await?;
+            match order_event(message) {
+                // Once per batch: a redelivered placement is harmless later,
+                // but one statement may not touch a row twice.
+                Some((
+                    OrderEvent::OrderPlaced {
+                        order_id,
+                        customer_id,
+                        total_cents,
+                        ..
+                    },
+                    causation,
+                )) if !placed.iter().any(|(id, _, _)| *id == order_id) => {
+                    let started = SagaEvent::SagaStarted {
+                        order_id,
+                        customer_id,
+                        total_cents,
+                    };
+                    placed.push((order_id, started, causation));
+                }
+                Some((OrderEvent::OrderCancellationRequested { order_id, reason }, causation)) => {
+                    // Placements before it first, so its saga exists.
+                    self.start(&mut placed).await?;
+                    self.cancel(order_id, reason, &causation).await?;
+                }
+                _ => {}
+            }
         }
-        Ok(())
+        self.start(&mut placed).await
     }
 
-    async fn handle(&self, message: &OwnedMessage) -> anyhow::Result<()> {
-        let Some(Ok(event)) = message
-            .payload()
-            .map(serde_json::from_slice::<RecordedEvent>)
-        else {
-            // Not an event; the projector keeps it as a dead letter.
-            return Ok(());
-        };
-        if !event.stream_id.starts_with("order-") {
+    /// Starts the sagas of `placed` and makes them due; empties it.
+    async fn start(&self, placed: &mut Vec<(Uuid, SagaEvent, String)>) -> anyhow::Result<()> {
+        if placed.is_empty() {
             return Ok(());
         }
-        let Ok(order_event) = OrderEvent::decode(&event.event_type, &event.data) else {
-            return Ok(());
-        };
-        let causation = event.event_id.to_string();
-        match order_event {
-            OrderEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                total_cents,
-                ..
-            } => {
-                let started = SagaEvent::SagaStarted {
-                    order_id,
-                    customer_id,
-                    total_cents,
-                };
-                if record::append(&self.store, order_id, 0, &[started], &causation).await? {
-                    self.metrics.started.inc();
-                }
-                self.make_due(order_id).await?;
-            }
-            OrderEvent::OrderCancellationRequested { order_id, reason } => {
-                self.cancel(order_id, reason, &causation).await?;
-            }
-            _ => {}
-        }
+        let started = record::start_all(&self.store, placed).await?;
+        self.metrics.started.inc_by(started as u64);
+        let order_ids: Vec<Uuid> = placed.iter().map(|(id, _, _)| *id).collect();
+        make_due(&self.pool, &order_ids).await?;
+        self.wake.notify_one();
+        placed.clear();
         Ok(())
     }
 
@@ -159,30 +161,36 @@ impl Intake {
                 break;
             }
         }
-        self.make_due(order_id).await
-    }
-
-    /// Makes the saga due now (creating its row when new) and wakes the
-    /// executor.
-    async fn make_due(&self, order_id: Uuid) -> anyhow::Result<()> {
-        make_due(&self.pool, order_id).await?;
+        make_due(&self.pool, &[order_id]).await?;
         self.wake.notify_one();
         Ok(())
     }
 }
 
-/// Makes a saga due now, creating its row when new; a saga that had ended
-/// becomes active again.
-pub async fn make_due(pool: &PgPool, order_id: Uuid) -> anyhow::Result<()> {
+/// The order event a message carries, with the id of the event (the
+/// causation of what it leads to); `None` for anything else.
+fn order_event(message: &OwnedMessage) -> Option<(OrderEvent, String)> {
+    // Not an event: the projector keeps it as a dead letter.
+    let event: RecordedEvent = serde_json::from_slice(message.payload()?).ok()?;
+    if !event.stream_id.starts_with("order-") {
+        return None;
+    }
+    let order_event = OrderEvent::decode(&event.event_type, &event.data).ok()?;
+    Some((order_event, event.event_id.to_string()))
+}
+
+/// Makes sagas due now, creating their rows when new; a saga that had
+/// ended becomes active again. `order_ids` must not repeat.
+pub async fn make_due(pool: &PgPool, order_ids: &[Uuid]) -> anyhow::Result<()> {
     sqlx::query(
-        "insert into saga_instances (order_id) values ($1)
+        "insert into saga_instances (order_id) select * from unnest($1::uuid[])
          on conflict (order_id) do update
            set status = 'active', due_at = now(), nudges = saga_instances.nudges + 1,
                updated_at = now()",
     )
-    .bind(order_id)
+    .bind(order_ids)
     .execute(pool)
     .await
-    .context("making the saga due")?;
+    .context("making the sagas due")?;
     Ok(())
 }

@@ -20,6 +20,21 @@ pub struct Loaded {
     pub first_started: [Option<DateTime<Utc>>; 3],
 }
 
+impl Loaded {
+    /// Evolves the state by an event recorded at `at` (the version is the
+    /// caller's to move).
+    pub fn apply(&mut self, event: &SagaEvent, at: DateTime<Utc>) {
+        match event {
+            SagaEvent::StepStarted { step, .. } => {
+                self.first_started[*step as usize].get_or_insert(at);
+            }
+            SagaEvent::SagaRetryRequested {} => self.first_started = [None; 3],
+            _ => {}
+        }
+        self.state = std::mem::take(&mut self.state).evolve(event);
+    }
+}
+
 pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> {
     let stream = stream_id(order_id);
     let mut loaded = Loaded {
@@ -35,14 +50,7 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> 
         let more = events.len() == PAGE as usize;
         for recorded in &events {
             let event = SagaEvent::decode(&recorded.event_type, &recorded.data)?;
-            match &event {
-                SagaEvent::StepStarted { step, .. } => {
-                    loaded.first_started[*step as usize].get_or_insert(recorded.recorded_at);
-                }
-                SagaEvent::SagaRetryRequested {} => loaded.first_started = [None; 3],
-                _ => {}
-            }
-            loaded.state = std::mem::take(&mut loaded.state).evolve(&event);
+            loaded.apply(&event, recorded.recorded_at);
             loaded.version = recorded.version;
         }
         if !more {
@@ -50,6 +58,55 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> 
         }
     }
     Ok(loaded)
+}
+
+/// Starts sagas, each with its first event: one append for all of them
+/// when none exists yet, otherwise one by one (a redelivery). Returns how
+/// many were started now.
+pub async fn start_all(
+    store: &EventStore,
+    sagas: &[(Uuid, SagaEvent, String)],
+) -> anyhow::Result<usize> {
+    let appends: Vec<_> = sagas
+        .iter()
+        .map(|(order_id, event, causation_id)| {
+            let event = NewEvent::new(
+                event.event_type(),
+                event.data(),
+                metadata(*order_id, causation_id),
+            );
+            StreamAppend::new(stream_id(*order_id), ExpectedVersion::NoStream, vec![event])
+        })
+        .collect();
+    match store.append(&appends).await {
+        Ok(_) => Ok(sagas.len()),
+        Err(error) if error.is_concurrency_conflict() => {
+            let mut started = 0;
+            for (order_id, event, causation_id) in sagas {
+                if append(
+                    store,
+                    *order_id,
+                    0,
+                    std::slice::from_ref(event),
+                    causation_id,
+                )
+                .await?
+                {
+                    started += 1;
+                }
+            }
+            Ok(started)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn metadata(order_id: Uuid, causation_id: &str) -> Metadata {
+    Metadata {
+        correlation_id: order_id.to_string(),
+        causation_id: causation_id.to_owned(),
+        ..Metadata::default()
+    }
 }
 
 /// Appends events if the saga is still at `version`; false when another
@@ -66,11 +123,7 @@ pub async fn append(
     } else {
         ExpectedVersion::Exact(version)
     };
-    let metadata = Metadata {
-        correlation_id: order_id.to_string(),
-        causation_id: causation_id.to_owned(),
-        ..Metadata::default()
-    };
+    let metadata = metadata(order_id, causation_id);
     let events = events
         .iter()
         .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))

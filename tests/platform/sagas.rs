@@ -267,6 +267,29 @@ async fn a_placed_order_is_reserved_charged_shipped_and_confirmed() {
     assert!(saga["finished_at"].is_string());
     platform.stock_becomes("widget", 10, 2).await;
     platform.balance_becomes(&customer, 9_000).await;
+
+    // Every transition is in the saga's stream, in order, even though a
+    // step's success is recorded together with the next transition.
+    let transitions: Vec<(String, Value)> = platform
+        .stream(&format!("saga-{order}"))
+        .await
+        .into_iter()
+        .map(|(kind, data)| (kind, data["step"].clone()))
+        .collect();
+    let expected: Vec<(String, Value)> = [
+        ("SagaStarted", Value::Null),
+        ("StepStarted", json!("reserve_inventory")),
+        ("StepSucceeded", json!("reserve_inventory")),
+        ("StepStarted", json!("charge_payment")),
+        ("StepSucceeded", json!("charge_payment")),
+        ("StepStarted", json!("create_shipment")),
+        ("StepSucceeded", json!("create_shipment")),
+        ("SagaCompleted", Value::Null),
+    ]
+    .into_iter()
+    .map(|(kind, step)| (kind.to_owned(), step))
+    .collect();
+    assert_eq!(transitions, expected);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! `POST /v1/orders`, `POST /v1/orders/{id}/cancel`,
 //! `GET /v1/orders/{id}/state` (time travel).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +14,7 @@ use domain::product::{Product, valid_sku};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalogue::PlacedOrder;
 use crate::commands::{Loaded, execute, execute_new, load, load_as_of, load_until};
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, QueryParams, RequestContext, etag};
 use crate::{AppState, routes};
@@ -158,6 +161,9 @@ pub async fn place(
         })
     })
     .await?;
+    // Its steps need these facts next.
+    app.catalogue
+        .remember_order(order_id, Arc::new(PlacedOrder::of(&executed.state)));
     let view = OrderPlacedView {
         order_id,
         status: executed.state.status,

@@ -18,6 +18,8 @@
 //! failure) and changes nothing. Business failures are 422 problems with the
 //! slugs `insufficient-stock`, `payment-declined`, `shipping-unavailable`.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -32,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::commands::{execute, jitter, load, to_new_event};
+use crate::catalogue::PlacedOrder;
+use crate::commands::{execute, execute_new, jitter, load, to_new_event};
 use crate::http::idempotency::HEADER;
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
@@ -70,12 +73,19 @@ fn done(order_id: Uuid, step: &'static str, appended: usize) -> axum::Json<StepO
     })
 }
 
-async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Order> {
+/// What the order was placed with (remembered once seen: it never
+/// changes); 404 if there is no such order.
+async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Arc<PlacedOrder>> {
+    if let Some(placed) = app.catalogue.order(order_id) {
+        return Ok(placed);
+    }
     let order = load::<Order>(&app.store, &orders::stream_id(order_id)).await?;
     if !order.state.exists {
         return Err(Problem::not_found(format!("no order {order_id}")).into());
     }
-    Ok(order.state)
+    let placed = Arc::new(PlacedOrder::of(&order.state));
+    app.catalogue.remember_order(order_id, Arc::clone(&placed));
+    Ok(placed)
 }
 
 /// How many times a step on every product of an order is decided again
@@ -230,18 +240,21 @@ pub async fn create_shipment(
     ctx: RequestContext,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let order = existing_order(&app, order_id).await?;
-    let Some(address) = order.shipping_address else {
+    let Some(address) = &order.shipping_address else {
         return Err(Problem::conflict("the order has no shipping address").into());
     };
-    let executed = execute::<Shipment, _>(&app.store, &shipment_stream_id(order_id), &ctx, |_| {
-        Ok(ShipmentCommand::Create {
-            order_id,
-            address: address.clone(),
-            served_countries: app.shipping_countries.clone(),
-            tracking_number: tracking_number(order_id),
+    // The order's shipment stream is almost always new: append without
+    // reading it first (an existing one is read and decided on after all).
+    let executed =
+        execute_new::<Shipment, _>(&app.store, &shipment_stream_id(order_id), &ctx, |_| {
+            Ok(ShipmentCommand::Create {
+                order_id,
+                address: address.clone(),
+                served_countries: app.shipping_countries.clone(),
+                tracking_number: tracking_number(order_id),
+            })
         })
-    })
-    .await?;
+        .await?;
     let mut outcome = done(order_id, "create_shipment", executed.appended.len());
     outcome.tracking_number = Some(executed.state.tracking_number);
     Ok(outcome)
