@@ -12,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use domain::{Aggregate, Event};
 use event_store::{
-    Appended, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamAppend,
+    Appended, EventStore, ExpectedVersion, FromSnapshot, NewEvent, RecordedEvent, Snapshot,
+    StreamAppend,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -84,26 +85,39 @@ where
     A::State: Serialize + DeserializeOwned,
 {
     let state_type = std::any::type_name::<A::State>();
-    let snapshot = store
-        .load_snapshot(stream_id, state_type, SNAPSHOT_SCHEMA)
+    // The snapshot and the first page of events after it, in one query.
+    let FromSnapshot { snapshot, events } = store
+        .read_stream_from_snapshot(stream_id, state_type, SNAPSHOT_SCHEMA, PAGE)
         .await?;
-    let start = match snapshot {
+    // A full first page, or a snapshot that cannot be used, leaves more to
+    // read.
+    let more = events.len() == PAGE as usize;
+    let (start, first_page, more) = match snapshot {
+        None => (Loaded::new(), events, more),
         Some(snapshot) => match serde_json::from_value::<Snapshotted<A::State>>(snapshot.state) {
-            Ok(saved) => Loaded {
-                state: saved.state,
-                version: snapshot.version,
-                created_at: saved.created_at,
-                updated_at: saved.updated_at,
-            },
+            Ok(saved) => {
+                let start = Loaded {
+                    state: saved.state,
+                    version: snapshot.version,
+                    created_at: saved.created_at,
+                    updated_at: saved.updated_at,
+                };
+                (start, events, more)
+            }
             Err(error) => {
                 tracing::warn!(%error, stream_id, "a snapshot does not fit the state; folding the whole stream");
-                Loaded::new()
+                (Loaded::new(), Vec::new(), true)
             }
         },
-        None => Loaded::new(),
     };
     let from = start.version;
-    let loaded = fold_until(store, stream_id, start, u64::MAX).await?;
+    let mut loaded = start;
+    for recorded in &first_page {
+        loaded = loaded.apply(recorded)?;
+    }
+    if more {
+        loaded = fold_until(store, stream_id, loaded, u64::MAX).await?;
+    }
     if loaded.version - from >= SNAPSHOT_EVERY {
         let saved = Snapshotted {
             state: &loaded.state,

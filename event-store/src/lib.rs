@@ -29,7 +29,7 @@ pub use model::{
     Appended, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
 };
 pub use read::HeldBack;
-pub use snapshot::{Aggregate, Loaded, Snapshot};
+pub use snapshot::{Aggregate, FromSnapshot, Loaded, Snapshot};
 pub use subscription::{Subscription, SubscriptionOptions};
 pub use upcast::Upcasters;
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 
-use crate::{Checkpoint, EventStore, RecordedEvent, Result};
+use crate::{Checkpoint, EventStore, FromSnapshot, RecordedEvent, Result, Snapshot};
 
 /// Every column of an event, in the order [`EventStore::decode`] reads them.
 const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
@@ -45,6 +45,62 @@ impl EventStore {
         .fetch_all(executor)
         .await?;
         rows.iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// The stream's snapshot of this type and schema version, if there is
+    /// one, and up to `limit` events after it (from the start without one),
+    /// in one query: a load that starts from a snapshot needs no second
+    /// round trip unless more than `limit` events follow.
+    pub async fn read_stream_from_snapshot(
+        &self,
+        stream_id: &str,
+        state_type: &str,
+        schema_version: i32,
+        limit: u32,
+    ) -> Result<FromSnapshot> {
+        // One row per event after the snapshot (or a single row without
+        // events); the snapshot's state rides on the first row only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select e.*, s.version,
+                    case when e.version is null or e.version = s.version + 1 then s.state end
+             from (select 1) as one
+             left join (
+                 select version, state from event_snapshots
+                 where stream_id = $1 and state_type = $2 and schema_version = $3
+             ) s on true
+             left join lateral (
+                 select {COLUMNS} from events
+                 where stream_id = $1 and version > coalesce(s.version, 0)
+                 order by version limit $4
+             ) e on true"
+        )))
+        .bind(stream_id)
+        .bind(state_type)
+        .bind(schema_version)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut loaded = FromSnapshot {
+            snapshot: None,
+            events: Vec::with_capacity(rows.len()),
+        };
+        for row in &rows {
+            let snapshot_version: Option<i64> = row.get(10);
+            let state: Option<serde_json::Value> = row.get(11);
+            if let (Some(version), Some(state)) = (snapshot_version, state) {
+                loaded.snapshot = Some(Snapshot {
+                    stream_id: stream_id.to_owned(),
+                    version: version as u64,
+                    state_type: state_type.to_owned(),
+                    schema_version,
+                    state,
+                });
+            }
+            if row.get::<Option<uuid::Uuid>, _>(0).is_some() {
+                loaded.events.push(self.decode(row)?);
+            }
+        }
+        Ok(loaded)
     }
 
     /// Events of one stream recorded at or before `as_of`, oldest first.

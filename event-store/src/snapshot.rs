@@ -29,6 +29,15 @@ pub struct Snapshot {
 }
 
 /// An aggregate loaded from the store, and what it cost.
+/// A stream's snapshot and the events after it (see
+/// [`EventStore::read_stream_from_snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FromSnapshot {
+    pub snapshot: Option<Snapshot>,
+    /// In version order, starting right after the snapshot.
+    pub events: Vec<RecordedEvent>,
+}
+
 #[derive(Debug)]
 pub struct Loaded<A> {
     pub state: A,
@@ -51,8 +60,11 @@ impl EventStore {
         stream_id: &str,
         snapshot_every: u64,
     ) -> Result<Loaded<A>> {
-        let snapshot = self
-            .load_snapshot(stream_id, A::STATE_TYPE, A::STATE_VERSION)
+        let FromSnapshot {
+            snapshot,
+            events: mut page,
+        } = self
+            .read_stream_from_snapshot(stream_id, A::STATE_TYPE, A::STATE_VERSION, PAGE)
             .await?;
         let (mut state, snapshot_version) = match snapshot {
             Some(snapshot) => {
@@ -68,9 +80,8 @@ impl EventStore {
         let mut version = snapshot_version.unwrap_or(0);
         let mut replayed = 0;
         loop {
-            let events = self.read_stream(stream_id, version + 1, PAGE).await?;
-            let page_len = events.len();
-            for event in &events {
+            let page_len = page.len();
+            for event in &page {
                 state.apply(event);
                 version = event.version;
             }
@@ -78,6 +89,7 @@ impl EventStore {
             if page_len < PAGE as usize {
                 break;
             }
+            page = self.read_stream(stream_id, version + 1, PAGE).await?;
         }
         if snapshot_every > 0 && replayed >= snapshot_every {
             let snapshot = Snapshot {

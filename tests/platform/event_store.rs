@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use event_store::{
     Aggregate, Checkpoint, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-    StreamAppend, SubscriptionOptions, Upcasters,
+    Snapshot, StreamAppend, SubscriptionOptions, Upcasters,
 };
 use harness::TestEnv;
 use serde::{Deserialize, Serialize};
@@ -423,6 +423,77 @@ async fn loading_a_long_stream_replays_only_events_after_the_snapshot() {
     assert_eq!(last.state.reserved, 2650);
     assert_eq!(last.snapshot_version, Some(2500));
     assert_eq!(last.replayed, 150);
+}
+
+#[tokio::test]
+async fn a_snapshot_and_the_events_after_it_are_read_together() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    let versions = |events: &[RecordedEvent]| events.iter().map(|e| e.version).collect::<Vec<_>>();
+
+    // No stream, no snapshot.
+    let nothing = store
+        .read_stream_from_snapshot("counter", "test-counter", 1, 10)
+        .await
+        .unwrap();
+    assert_eq!((nothing.snapshot, nothing.events.len()), (None, 0));
+
+    let events = (0..5).map(|_| event(1)).collect();
+    store
+        .append(&one("counter", ExpectedVersion::NoStream, events))
+        .await
+        .unwrap();
+    let no_snapshot = store
+        .read_stream_from_snapshot("counter", "test-counter", 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(no_snapshot.snapshot, None);
+    assert_eq!(versions(&no_snapshot.events), [1, 2, 3, 4, 5]);
+
+    let snapshot = Snapshot {
+        stream_id: "counter".into(),
+        version: 3,
+        state_type: "test-counter".into(),
+        schema_version: 1,
+        state: json!({ "reserved": 3 }),
+    };
+    store.save_snapshot(&snapshot).await.unwrap();
+    let after = store
+        .read_stream_from_snapshot("counter", "test-counter", 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(after.snapshot.as_ref(), Some(&snapshot));
+    assert_eq!(versions(&after.events), [4, 5]);
+    // At most `limit` events; the caller reads on from the last.
+    let limited = store
+        .read_stream_from_snapshot("counter", "test-counter", 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(versions(&limited.events), [4]);
+    assert_eq!(limited.snapshot.as_ref(), Some(&snapshot));
+
+    // A snapshot of another shape or schema version is not used.
+    for (state_type, schema_version) in [("test-counter", 2), ("other", 1)] {
+        let other = store
+            .read_stream_from_snapshot("counter", state_type, schema_version, 10)
+            .await
+            .unwrap();
+        assert_eq!(other.snapshot, None);
+        assert_eq!(versions(&other.events), [1, 2, 3, 4, 5]);
+    }
+
+    // A snapshot at the head: no events after it.
+    let head = Snapshot {
+        version: 5,
+        state: json!({ "reserved": 5 }),
+        ..snapshot
+    };
+    store.save_snapshot(&head).await.unwrap();
+    let at_head = store
+        .read_stream_from_snapshot("counter", "test-counter", 1, 10)
+        .await
+        .unwrap();
+    assert_eq!((at_head.snapshot, at_head.events.len()), (Some(head), 0));
 }
 
 #[tokio::test]
