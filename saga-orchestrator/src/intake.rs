@@ -170,6 +170,11 @@ impl Intake {
 /// The order event a message carries, with the id of the event (the
 /// causation of what it leads to); `None` for anything else.
 fn order_event(message: &OwnedMessage) -> Option<(OrderEvent, String)> {
+    // Keyed by stream (see `event_store::relay`): most messages are of
+    // other streams and need no parsing.
+    if message.key().is_some_and(|key| !key.starts_with(b"order-")) {
+        return None;
+    }
     // Not an event: the projector keeps it as a dead letter.
     let event: RecordedEvent = serde_json::from_slice(message.payload()?).ok()?;
     if !event.stream_id.starts_with("order-") {
