@@ -317,7 +317,7 @@ where
             Err(error) => return Err(error.into()),
         }
     }
-    Err(Problem::conflict(format!(
+    Err(Problem::busy(format!(
         "{stream_id} kept changing; gave up after {MAX_ATTEMPTS} attempts, try again"
     ))
     .into())

@@ -106,12 +106,16 @@ pub enum SagaEvent {
     /// The step is undone.
     StepCompensated { step: SagaStep, attempt: u32 },
     /// An attempt at undoing a step failed; when not `retryable` (retries
-    /// exhausted) the saga fails.
+    /// exhausted) the saga fails. A `busy` failure (the step's streams kept
+    /// changing, or the same call was still being handled) uses up no
+    /// attempt: the same attempt runs again later.
     StepCompensationFailed {
         step: SagaStep,
         attempt: u32,
         error: String,
         retryable: bool,
+        #[serde(default)]
+        busy: bool,
     },
     /// The customer asked to cancel the order; the saga compensates at the
     /// next opportunity (also while a step is running).
@@ -347,9 +351,12 @@ impl SagaState {
                 attempt,
                 error,
                 retryable,
+                busy,
             } => {
                 let state = self.step_mut(*step);
-                state.compensation_failures = *attempt;
+                if !busy {
+                    state.compensation_failures = *attempt;
+                }
                 state.last_error = Some(error.clone());
                 if !retryable {
                     state.status = StepStatus::CompensationFailed;
@@ -542,6 +549,7 @@ mod tests {
                 attempt: 1,
                 error: "unreachable".into(),
                 retryable: false,
+                busy: false,
             },
             SagaEvent::SagaFailed {
                 reason: "release_inventory failed: unreachable".into(),

@@ -1,8 +1,9 @@
 //! Calls to command-service's step API, classified for the saga: success,
-//! a business refusal (not retried), another refusal, or a transient
-//! failure (unreachable, timed out, 409, 5xx: retried). A circuit breaker
-//! stops calling a command-service that keeps failing (unreachable, timed
-//! out, 5xx; a 409 is contention, not failure), for a while.
+//! a business refusal (not retried), another refusal (a 409 without
+//! `Retry-After`, say), busy (a 409 with `Retry-After`: retried, and not a
+//! failure of the step), or a transient failure (unreachable, timed out,
+//! 5xx: retried). A circuit breaker stops calling a command-service that
+//! keeps failing (unreachable, timed out, 5xx), for a while.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ pub enum Outcome {
     Refused(RejectionReason),
     /// Another 4xx: the request cannot succeed as it is (a conflict, say).
     Rejected { status: u16, detail: String },
+    /// A 409 with `Retry-After`: contention (its streams kept changing) or
+    /// the same step still being handled. Worth trying again, and not a
+    /// failure of the step.
+    Busy(String),
     /// Worth trying again later.
     Transient(String),
 }
@@ -88,15 +93,24 @@ impl StepClient {
             Ok(response) => {
                 let status = response.status();
                 failing = status.is_server_error();
+                let busy = status == reqwest::StatusCode::CONFLICT
+                    && response
+                        .headers()
+                        .contains_key(reqwest::header::RETRY_AFTER);
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 if status.is_success() {
                     Outcome::Succeeded {
                         tracking_number: body["tracking_number"].as_str().map(str::to_owned),
                     }
-                } else if status.is_server_error() || status == reqwest::StatusCode::CONFLICT {
-                    // A 409 from the step API means "not now": the same step
-                    // is still being handled (its idempotency key is held),
-                    // or its streams kept changing under it.
+                } else if busy {
+                    // "Not now": the same step is still being handled (its
+                    // idempotency key is held), or its streams kept changing
+                    // under it. A 409 without `Retry-After` is a refusal.
+                    Outcome::Busy(format!(
+                        "{path}: {status}: {}",
+                        body["detail"].as_str().unwrap_or("")
+                    ))
+                } else if status.is_server_error() {
                     Outcome::Transient(format!("{path}: {status}"))
                 } else {
                     match body["type"].as_str() {

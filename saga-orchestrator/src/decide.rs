@@ -266,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_recorded_compensation_failure_uses_up_an_attempt() {
+    fn only_a_recorded_compensation_failure_that_is_not_busy_uses_up_an_attempt() {
         let compensating = given(&[
             started(Reserve, 1),
             succeeded(Reserve),
@@ -286,11 +286,27 @@ mod tests {
                 attempt: 1
             }
         );
-        let failed_once = compensating.evolve(&SagaEvent::StepCompensationFailed {
+        // The products kept changing: busy, not failed.
+        let busy = compensating.evolve(&SagaEvent::StepCompensationFailed {
+            step: Reserve,
+            attempt: 1,
+            error: "409: the products kept changing".into(),
+            retryable: true,
+            busy: true,
+        });
+        assert_eq!(
+            next(&busy),
+            Action::Compensate {
+                step: Reserve,
+                attempt: 1
+            }
+        );
+        let failed_once = busy.evolve(&SagaEvent::StepCompensationFailed {
             step: Reserve,
             attempt: 1,
             error: "503: unavailable".into(),
             retryable: true,
+            busy: false,
         });
         assert_eq!(
             next(&failed_once),
@@ -414,6 +430,7 @@ mod tests {
                 attempt: 5,
                 error: "503".into(),
                 retryable: false,
+                busy: false,
             },
             SagaEvent::SagaFailed {
                 reason: "release_inventory failed".into(),

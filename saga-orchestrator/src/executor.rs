@@ -301,7 +301,7 @@ impl Executor {
                             let error = format!("{status}: {detail}");
                             self.record(saga, vec![failed(error, false)]).await?;
                         }
-                        Outcome::Transient(error) => {
+                        Outcome::Transient(error) | Outcome::Busy(error) => {
                             self.metrics.step_failures.inc();
                             let (retry_at, delay) = self.backoff(attempt);
                             let events = vec![
@@ -347,23 +347,27 @@ impl Executor {
                         .client
                         .call(order_id, compensation_path(step), None)
                         .await;
-                    let error = match outcome {
+                    let (error, busy) = match outcome {
                         Outcome::Succeeded { .. } => {
                             saga.defer(SagaEvent::StepCompensated { step, attempt });
                             continue;
                         }
-                        Outcome::Refused(reason) => decide::code(reason).to_owned(),
-                        Outcome::Rejected { status, detail } => format!("{status}: {detail}"),
-                        Outcome::Transient(error) => error,
+                        Outcome::Refused(reason) => (decide::code(reason).to_owned(), false),
+                        Outcome::Rejected { status, detail } => {
+                            (format!("{status}: {detail}"), false)
+                        }
+                        Outcome::Transient(error) => (error, false),
+                        Outcome::Busy(error) => (error, true),
                     };
                     self.metrics.step_failures.inc();
-                    if attempt >= self.settings.compensation_attempts {
+                    if attempt >= self.settings.compensation_attempts && !busy {
                         let events = vec![
                             SagaEvent::StepCompensationFailed {
                                 step,
                                 attempt,
                                 error: error.clone(),
                                 retryable: false,
+                                busy: false,
                             },
                             SagaEvent::SagaFailed {
                                 reason: format!(
@@ -384,10 +388,12 @@ impl Executor {
                             attempt,
                             error,
                             retryable: true,
+                            busy,
                         },
                         SagaEvent::RetryScheduled {
                             step,
-                            attempt: attempt + 1,
+                            // A busy attempt is tried again as it was.
+                            attempt: if busy { attempt } else { attempt + 1 },
                             compensation: true,
                             retry_at: retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                             delay_ms: delay.as_millis() as u64,

@@ -142,6 +142,8 @@ async fn products_are_created_once_and_restocked() {
             json!({"sku": "mug-1", "name": "Other", "price_cents": 1}),
         )
         .await;
+    // Repeating it will not help, so no `Retry-After`.
+    assert!(!again.headers().contains_key("retry-after"));
     assert_problem(again, StatusCode::CONFLICT, "conflict", None).await;
 
     let restocked = api

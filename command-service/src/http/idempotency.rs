@@ -113,7 +113,7 @@ async fn handle(
             }
             Some(row) if row.status.is_some() => return Ok(row.into_response()),
             Some(_) if Instant::now() >= deadline => {
-                return Err(Problem::conflict(
+                return Err(Problem::busy(
                     "a request with this Idempotency-Key is still being handled; retry later",
                 )
                 .into());

@@ -32,8 +32,9 @@ impl From<anyhow::Error> for ApiError {
 impl From<event_store::Error> for ApiError {
     fn from(error: event_store::Error) -> Self {
         match error {
+            // A race lost and not decided again: repeating may succeed.
             event_store::Error::ConcurrencyConflict { .. } => {
-                Problem::conflict(error.to_string()).into()
+                Problem::busy(error.to_string()).into()
             }
             event_store::Error::EventIdReused { .. } => Problem::conflict(error.to_string()).into(),
             other => Self::Internal(anyhow::Error::new(other)),

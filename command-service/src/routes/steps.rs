@@ -136,7 +136,7 @@ async fn on_every_product(
             Err(error) => return Err(error.into()),
         }
     }
-    Err(Problem::conflict("the products kept changing; try again").into())
+    Err(Problem::busy("the products kept changing; try again").into())
 }
 
 /// Reserves every line of the order, all or nothing. Idempotent per order and step.

@@ -179,6 +179,7 @@ fn describe(event: &SagaEvent) -> (Option<SagaStep>, Option<String>) {
             attempt,
             error,
             retryable,
+            ..
         } => (
             Some(*step),
             Some(format!(

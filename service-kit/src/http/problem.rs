@@ -19,6 +19,9 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Seconds after which the same request may well succeed: sent as
+    /// `Retry-After` (a conflict that is contention, not a refusal).
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -34,6 +37,7 @@ impl Problem {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -60,6 +64,17 @@ impl Problem {
 
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// A conflict that passes: other writers kept winning, or the same
+    /// request is still being handled. Repeating it later is expected to
+    /// work, and `Retry-After` says so (a plain [`Problem::conflict`] will
+    /// not change by being repeated).
+    pub fn busy(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::conflict(detail)
+        }
     }
 
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
@@ -96,10 +111,34 @@ impl IntoResponse for Problem {
             errors: self.errors,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_passing_conflict_says_when_to_retry() {
+        let busy = Problem::busy("the products kept changing").into_response();
+        assert_eq!(busy.status(), StatusCode::CONFLICT);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            busy.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+
+        let refused = Problem::conflict("the SKU exists").into_response();
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        assert!(!refused.headers().contains_key(header::RETRY_AFTER));
     }
 }
