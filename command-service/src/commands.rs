@@ -89,35 +89,38 @@ where
     let FromSnapshot { snapshot, events } = store
         .read_stream_from_snapshot(stream_id, state_type, SNAPSHOT_SCHEMA, PAGE)
         .await?;
-    // A full first page, or a snapshot that cannot be used, leaves more to
-    // read.
-    let more = events.len() == PAGE as usize;
-    let (start, first_page, more) = match snapshot {
-        None => (Loaded::new(), events, more),
+    let start = match snapshot {
+        None => Some(Loaded::new()),
         Some(snapshot) => match serde_json::from_value::<Snapshotted<A::State>>(snapshot.state) {
-            Ok(saved) => {
-                let start = Loaded {
-                    state: saved.state,
-                    version: snapshot.version,
-                    created_at: saved.created_at,
-                    updated_at: saved.updated_at,
-                };
-                (start, events, more)
-            }
+            Ok(saved) => Some(Loaded {
+                state: saved.state,
+                version: snapshot.version,
+                created_at: saved.created_at,
+                updated_at: saved.updated_at,
+            }),
             Err(error) => {
                 tracing::warn!(%error, stream_id, "a snapshot does not fit the state; folding the whole stream");
-                (Loaded::new(), Vec::new(), true)
+                None
             }
         },
     };
-    let from = start.version;
-    let mut loaded = start;
-    for recorded in &first_page {
-        loaded = loaded.apply(recorded)?;
-    }
-    if more {
-        loaded = fold_until(store, stream_id, loaded, u64::MAX).await?;
-    }
+    let (from, loaded) = match start {
+        Some(mut loaded) => {
+            let from = loaded.version;
+            for recorded in &events {
+                loaded = loaded.apply(recorded)?;
+            }
+            // A full first page leaves more to read.
+            if events.len() == PAGE as usize {
+                loaded = fold_until(store, stream_id, loaded, u64::MAX).await?;
+            }
+            (from, loaded)
+        }
+        None => (
+            0,
+            fold_until(store, stream_id, Loaded::new(), u64::MAX).await?,
+        ),
+    };
     if loaded.version - from >= SNAPSHOT_EVERY {
         let saved = Snapshotted {
             state: &loaded.state,

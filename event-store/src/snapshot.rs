@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::Row;
 
 use crate::{Error, EventStore, RecordedEvent, Result};
 
@@ -28,7 +27,6 @@ pub struct Snapshot {
     pub state: serde_json::Value,
 }
 
-/// An aggregate loaded from the store, and what it cost.
 /// A stream's snapshot and the events after it (see
 /// [`EventStore::read_stream_from_snapshot`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +36,7 @@ pub struct FromSnapshot {
     pub events: Vec<RecordedEvent>,
 }
 
+/// An aggregate loaded from the store, and what it cost.
 #[derive(Debug)]
 pub struct Loaded<A> {
     pub state: A,
@@ -113,31 +112,6 @@ impl EventStore {
             snapshot_version,
             replayed,
         })
-    }
-
-    /// The stream's snapshot, if there is one of this type and version.
-    pub async fn load_snapshot(
-        &self,
-        stream_id: &str,
-        state_type: &str,
-        schema_version: i32,
-    ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(
-            "select version, state from event_snapshots
-             where stream_id = $1 and state_type = $2 and schema_version = $3",
-        )
-        .bind(stream_id)
-        .bind(state_type)
-        .bind(schema_version)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| Snapshot {
-            stream_id: stream_id.to_owned(),
-            version: row.get::<i64, _>("version") as u64,
-            state_type: state_type.to_owned(),
-            schema_version,
-            state: row.get("state"),
-        }))
     }
 
     /// Stores a snapshot unless a newer one of the same shape is there.

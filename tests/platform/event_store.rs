@@ -11,7 +11,7 @@ use event_store::{
     Aggregate, Checkpoint, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
     Snapshot, StreamAppend, SubscriptionOptions, Upcasters,
 };
-use harness::TestEnv;
+use harness::{TestEnv, eventually};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -535,7 +535,19 @@ async fn old_schema_versions_are_upcast_on_read() {
         ada.data,
         json!({ "first_name": "Ada", "last_name": "Lovelace" })
     );
-    let grace = &store.read_all(Checkpoint::START, 10).await.unwrap()[1];
+    // The global order holds back events while any older transaction in
+    // the cluster (another test's) is still open: wait until both show.
+    let all = eventually(
+        Duration::from_secs(10),
+        "both events in the global order",
+        || async {
+            let all = store.read_all(Checkpoint::START, 10).await?;
+            anyhow::ensure!(all.len() == 2, "{} of 2 visible", all.len());
+            Ok(all)
+        },
+    )
+    .await;
+    let grace = &all[1];
     assert_eq!(grace.schema_version, 2);
     assert_eq!(
         grace.data,
