@@ -1,10 +1,12 @@
-//! Appending events to one or more streams in one transaction.
+//! Appending events to one or more streams, all or nothing.
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use crate::group::{self, Joined};
+use crate::notify::Notifier;
 use crate::{Appended, Error, EventStore, ExpectedVersion, Result, StreamAppend};
 
 /// How many times an append whose streams all expect `Any` is retried after
@@ -28,38 +30,45 @@ impl EventStore {
     /// Fails with [`Error::ConcurrencyConflict`] when a stream is not at its
     /// expected version. When every event id is already stored with the same
     /// stream, type and data, returns the original result and writes nothing.
+    ///
+    /// Appends that arrive while others are being written are written
+    /// together with them (group commit, see `group`); each is still judged
+    /// on its own.
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
-        // The append is one statement, atomic on its own, so it needs no
-        // explicit transaction: one round trip when nothing conflicts.
-        let mut conn = self.pool.acquire().await?;
-        if appends
+        validate(appends)?;
+        match self.group.submit(appends.to_vec()).await {
+            Joined::Written(result) => result,
+            Joined::Alone => append_alone(&self.pool, &self.notifier, appends).await,
+        }
+    }
+
+    /// Several independent appends at once. Each is all or nothing and
+    /// succeeds or fails on its own, as if appended one after the other
+    /// with [`EventStore::append`]; those that can are written together in
+    /// one statement. Results come in the order given.
+    pub async fn append_each(&self, appends: &[Vec<StreamAppend>]) -> Vec<Result<Vec<Appended>>> {
+        let mut results: Vec<Option<Result<Vec<Appended>>>> = appends
             .iter()
-            .all(|a| a.expected == ExpectedVersion::NoStream)
-        {
-            match insert_new_streams(&mut conn, appends).await {
-                Ok(events) => {
-                    self.notify_appended();
-                    return Ok(events);
-                }
-                // A stream exists or an event id is stored: the general
-                // statement below tells a repeat from a conflict.
-                Err(AppendError::Lost) => {}
-                Err(AppendError::Failed(error)) => return Err(error),
-            }
+            .map(|appends| validate(appends).err().map(Err))
+            .collect();
+        let valid: Vec<(usize, &[StreamAppend])> = appends
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| results[*i].is_none())
+            .map(|(i, appends)| (i, appends.as_slice()))
+            .collect();
+        let slices: Vec<&[StreamAppend]> = valid.iter().map(|(_, appends)| *appends).collect();
+        let written = group::write_together(&self.pool, &self.notifier, &slices).await;
+        for ((i, appends), written) in valid.into_iter().zip(written) {
+            results[i] = Some(match written {
+                Some(events) => Ok(events),
+                None => append_alone(&self.pool, &self.notifier, appends).await,
+            });
         }
-        for _ in 0..ANY_RETRIES {
-            match self.append_in(&mut conn, appends).await {
-                Ok(outcome) => {
-                    if !outcome.already_stored {
-                        self.notify_appended();
-                    }
-                    return Ok(outcome.events);
-                }
-                Err(AppendError::Lost) => continue,
-                Err(AppendError::Failed(error)) => return Err(error),
-            }
-        }
-        Err(self.conflict_after_race(&mut conn, appends).await)
+        results
+            .into_iter()
+            .map(|result| result.expect("every append has a result"))
+            .collect()
     }
 
     /// Appends on a connection the caller owns, typically inside its own
@@ -77,34 +86,86 @@ impl EventStore {
         conn: &mut PgConnection,
         appends: &[StreamAppend],
     ) -> Result<AppendOutcome, AppendError> {
-        validate(appends)?;
-        let Columns {
-            event_ids,
-            streams,
-            nths,
-            types,
-            schema_versions,
-            data,
-            metadata,
-        } = Columns::of(appends);
-        let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let expected_versions: Vec<i64> = appends
-            .iter()
-            .map(|a| match a.expected {
-                ExpectedVersion::Any => -1,
-                ExpectedVersion::NoStream => 0,
-                ExpectedVersion::Exact(v) => v as i64,
-            })
-            .collect();
+        append_in(conn, appends).await
+    }
 
-        // One statement checks every expected version, refuses event ids
-        // that are already stored, numbers each stream's events after its
-        // current version (its nth event gets current + nth) and inserts
-        // them all, or inserts nothing. Two
-        // concurrent appends that computed the same version (or carry the
-        // same event id) collide on a unique constraint: one of them fails
-        // as a whole and is retried.
-        let inserted = sqlx::query(
+    /// Wakes subscribers after a commit made through
+    /// [`EventStore::append_in`].
+    pub fn notify_appended(&self) {
+        self.notifier.appended();
+    }
+}
+
+/// Appends on its own, not grouped with others: the plain insert when every
+/// stream must be new, else the general statement, retried a few times
+/// when a race for a version is lost.
+pub(crate) async fn append_alone(
+    pool: &PgPool,
+    notifier: &Notifier,
+    appends: &[StreamAppend],
+) -> Result<Vec<Appended>> {
+    // The append is one statement, atomic on its own, so it needs no
+    // explicit transaction: one round trip when nothing conflicts.
+    let mut conn = pool.acquire().await?;
+    if appends
+        .iter()
+        .all(|a| a.expected == ExpectedVersion::NoStream)
+    {
+        match insert_new_streams(&mut conn, &Columns::of(appends)).await {
+            Ok(events) => {
+                notifier.appended();
+                return Ok(events);
+            }
+            // A stream exists or an event id is stored: the general
+            // statement below tells a repeat from a conflict.
+            Err(AppendError::Lost) => {}
+            Err(AppendError::Failed(error)) => return Err(error),
+        }
+    }
+    for _ in 0..ANY_RETRIES {
+        match append_in(&mut conn, appends).await {
+            Ok(outcome) => {
+                if !outcome.already_stored {
+                    notifier.appended();
+                }
+                return Ok(outcome.events);
+            }
+            Err(AppendError::Lost) => continue,
+            Err(AppendError::Failed(error)) => return Err(error),
+        }
+    }
+    Err(conflict_after_race(&mut conn, appends).await)
+}
+
+async fn append_in(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<AppendOutcome, AppendError> {
+    validate(appends)?;
+    let Columns {
+        event_ids,
+        streams,
+        nths,
+        types,
+        schema_versions,
+        data,
+        metadata,
+        ..
+    } = Columns::of(appends);
+    let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let expected_versions: Vec<i64> = appends
+        .iter()
+        .map(|a| expected_as_number(a.expected))
+        .collect();
+
+    // One statement checks every expected version, refuses event ids
+    // that are already stored, numbers each stream's events after its
+    // current version (its nth event gets current + nth) and inserts
+    // them all, or inserts nothing. Two
+    // concurrent appends that computed the same version (or carry the
+    // same event id) collide on a unique constraint: one of them fails
+    // as a whole and is retried.
+    let inserted = sqlx::query(
             "with input as (
                  select * from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
                         with ordinality as i(event_id, stream_id, nth, type, schema_version, data, metadata, n)
@@ -141,44 +202,34 @@ impl EventStore {
         .await
         .map_err(classify_insert_error)?;
 
-        if inserted.is_empty() {
-            return explain_refusal(conn, appends).await;
-        }
-        Ok(AppendOutcome {
-            events: in_given_order(&inserted, &event_ids),
-            already_stored: false,
-        })
+    if inserted.is_empty() {
+        return explain_refusal(conn, appends).await;
     }
+    Ok(AppendOutcome {
+        events: in_given_order(&inserted, &event_ids),
+        already_stored: false,
+    })
+}
 
-    /// Wakes subscribers after a commit made through
-    /// [`EventStore::append_in`].
-    pub fn notify_appended(&self) {
-        self.notifier.appended();
-    }
-
-    /// The conflict to report once retries are exhausted: the first stream
-    /// whose version moved.
-    async fn conflict_after_race(
-        &self,
-        conn: &mut PgConnection,
-        appends: &[StreamAppend],
-    ) -> Error {
-        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let current = match current_versions(conn, &stream_ids).await {
-            Ok(current) => current,
-            Err(error) => return error,
-        };
-        let first = &appends[0];
-        Error::ConcurrencyConflict {
-            stream_id: first.stream_id.clone(),
-            expected: first.expected,
-            actual: current.get(first.stream_id.as_str()).copied().unwrap_or(0),
-        }
+/// The conflict to report once retries are exhausted: the first stream
+/// whose version moved.
+async fn conflict_after_race(conn: &mut PgConnection, appends: &[StreamAppend]) -> Error {
+    let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let current = match current_versions(conn, &stream_ids).await {
+        Ok(current) => current,
+        Err(error) => return error,
+    };
+    let first = &appends[0];
+    Error::ConcurrencyConflict {
+        stream_id: first.stream_id.clone(),
+        expected: first.expected,
+        actual: current.get(first.stream_id.as_str()).copied().unwrap_or(0),
     }
 }
 
-/// The events of an append as one array per column, in the order given.
-struct Columns<'a> {
+/// The events of one or more appends as one array per column, in the order
+/// given.
+pub(crate) struct Columns<'a> {
     event_ids: Vec<Uuid>,
     streams: Vec<&'a str>,
     /// Each event's place in its stream's part of the append, from 1.
@@ -187,11 +238,25 @@ struct Columns<'a> {
     schema_versions: Vec<i32>,
     data: Vec<serde_json::Value>,
     metadata: Vec<serde_json::Value>,
+    /// Which of several grouped appends each event belongs to (see
+    /// [`Columns::of_each`]); 0 for a single append.
+    requests: Vec<i32>,
 }
 
 impl<'a> Columns<'a> {
     fn of(appends: &'a [StreamAppend]) -> Self {
-        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        Self::of_each([appends])
+    }
+
+    /// The events of several appends, each numbered by its place in
+    /// `appends`.
+    pub(crate) fn of_each(appends: impl IntoIterator<Item = &'a [StreamAppend]> + Clone) -> Self {
+        let total: usize = appends
+            .clone()
+            .into_iter()
+            .flatten()
+            .map(|a| a.events.len())
+            .sum();
         let mut columns = Self {
             event_ids: Vec::with_capacity(total),
             streams: Vec::with_capacity(total),
@@ -200,18 +265,22 @@ impl<'a> Columns<'a> {
             schema_versions: Vec::with_capacity(total),
             data: Vec::with_capacity(total),
             metadata: Vec::with_capacity(total),
+            requests: Vec::with_capacity(total),
         };
-        for append in appends {
-            for (i, event) in append.events.iter().enumerate() {
-                columns.event_ids.push(event.event_id);
-                columns.streams.push(append.stream_id.as_str());
-                columns.nths.push(i as i64 + 1);
-                columns.types.push(event.event_type.as_str());
-                columns.schema_versions.push(event.schema_version);
-                columns.data.push(event.data.clone());
-                columns
-                    .metadata
-                    .push(serde_json::to_value(&event.metadata).expect("metadata is JSON"));
+        for (request, appends) in appends.into_iter().enumerate() {
+            for append in appends {
+                for (i, event) in append.events.iter().enumerate() {
+                    columns.event_ids.push(event.event_id);
+                    columns.streams.push(append.stream_id.as_str());
+                    columns.nths.push(i as i64 + 1);
+                    columns.types.push(event.event_type.as_str());
+                    columns.schema_versions.push(event.schema_version);
+                    columns.data.push(event.data.clone());
+                    columns
+                        .metadata
+                        .push(serde_json::to_value(&event.metadata).expect("metadata is JSON"));
+                    columns.requests.push(request as i32);
+                }
             }
         }
         columns
@@ -223,13 +292,12 @@ impl<'a> Columns<'a> {
 /// exists its version 1 does too, and if an event id is stored it is
 /// unique: either way the insert fails as a whole with a unique violation
 /// ([`AppendError::Lost`]), and nothing was written. Not for use inside a
-/// transaction, which that failure would abort.
-async fn insert_new_streams(
+/// transaction, which that failure would abort. Returns the stored events
+/// in the order of `columns`.
+pub(crate) async fn insert_new_streams(
     conn: &mut PgConnection,
-    appends: &[StreamAppend],
+    columns: &Columns<'_>,
 ) -> Result<Vec<Appended>, AppendError> {
-    validate(appends)?;
-    let columns = Columns::of(appends);
     let inserted = sqlx::query(
         "insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
          select event_id, stream_id, version, type, schema_version, data, metadata
@@ -251,10 +319,78 @@ async fn insert_new_streams(
     Ok(in_given_order(&inserted, &columns.event_ids))
 }
 
-/// The inserted rows (`event_id`, `version`, `position`) in the order of
-/// `event_ids`.
-fn in_given_order(inserted: &[sqlx::postgres::PgRow], event_ids: &[Uuid]) -> Vec<Appended> {
-    let by_id: HashMap<Uuid, Appended> = inserted
+/// Several independent appends in one statement, for group commit: each
+/// is written whole if its streams are at their expected versions and none
+/// of its event ids is stored, and left out whole otherwise; the others
+/// are written regardless. No two of them may share a stream or an event
+/// id (they would collide on a unique constraint and fail the statement).
+/// Returns what was written; an append with nothing in it was left out.
+pub(crate) async fn insert_grouped(
+    conn: &mut PgConnection,
+    appends: &[&[StreamAppend]],
+) -> Result<HashMap<Uuid, Appended>, AppendError> {
+    let columns = Columns::of_each(appends.iter().copied());
+    let mut expected_requests = Vec::new();
+    let mut expected_streams = Vec::new();
+    let mut expected_versions = Vec::new();
+    for (request, appends) in appends.iter().enumerate() {
+        for append in appends.iter() {
+            expected_requests.push(request as i32);
+            expected_streams.push(append.stream_id.as_str());
+            expected_versions.push(expected_as_number(append.expected));
+        }
+    }
+    let inserted = sqlx::query(
+        "with input as (
+             select * from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])
+                    with ordinality as i(event_id, stream_id, nth, type, schema_version, data, metadata, request, n)
+         ), expectation as (
+             select * from unnest($9::int[], $10::text[], $11::bigint[]) as x(request, stream_id, expected)
+         ), current_version as (
+             select x.request, x.stream_id, x.expected,
+                    coalesce((select max(e.version) from events e where e.stream_id = x.stream_id), 0) as version
+             from expectation x
+         ), blocked as (
+             select request from current_version where expected >= 0 and version <> expected
+             union
+             select i.request from input i where exists (select 1 from events e where e.event_id = i.event_id)
+         )
+         insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
+         select i.event_id, i.stream_id, c.version + i.nth,
+                i.type, i.schema_version, i.data, i.metadata
+         from input i join current_version c using (stream_id)
+         where i.request not in (select request from blocked)
+         order by i.n
+         returning event_id, version, position",
+    )
+    .bind(&columns.event_ids)
+    .bind(&columns.streams)
+    .bind(&columns.nths)
+    .bind(&columns.types)
+    .bind(&columns.schema_versions)
+    .bind(&columns.data)
+    .bind(&columns.metadata)
+    .bind(&columns.requests)
+    .bind(&expected_requests)
+    .bind(&expected_streams)
+    .bind(&expected_versions)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify_insert_error)?;
+    Ok(by_event_id(&inserted))
+}
+
+fn expected_as_number(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::Exact(v) => v as i64,
+    }
+}
+
+/// The inserted rows (`event_id`, `version`, `position`) by event id.
+pub(crate) fn by_event_id(inserted: &[sqlx::postgres::PgRow]) -> HashMap<Uuid, Appended> {
+    inserted
         .iter()
         .map(|row| {
             let appended = Appended {
@@ -264,7 +400,13 @@ fn in_given_order(inserted: &[sqlx::postgres::PgRow], event_ids: &[Uuid]) -> Vec
             };
             (appended.event_id, appended)
         })
-        .collect();
+        .collect()
+}
+
+/// The inserted rows (`event_id`, `version`, `position`) in the order of
+/// `event_ids`.
+fn in_given_order(inserted: &[sqlx::postgres::PgRow], event_ids: &[Uuid]) -> Vec<Appended> {
+    let by_id = by_event_id(inserted);
     event_ids.iter().map(|id| by_id[id]).collect()
 }
 

@@ -13,6 +13,7 @@
 
 mod append;
 mod error;
+mod group;
 pub mod model;
 mod notify;
 mod read;
@@ -41,22 +42,26 @@ pub struct EventStore {
     pool: sqlx::PgPool,
     upcasters: Arc<Upcasters>,
     notifier: notify::Notifier,
+    group: group::GroupCommit,
 }
 
 impl EventStore {
     /// A store over `pool`; call [`EventStore::migrate`] once at start-up.
     /// Must be called inside a tokio runtime (it starts the task that wakes
-    /// subscribers after appends).
+    /// subscribers after appends and the tasks that write appends in
+    /// groups).
     pub fn new(pool: sqlx::PgPool) -> Self {
         Self::with_upcasters(pool, Upcasters::default())
     }
 
     pub fn with_upcasters(pool: sqlx::PgPool, upcasters: Upcasters) -> Self {
         let notifier = notify::Notifier::start(pool.clone());
+        let group = group::GroupCommit::start(pool.clone(), notifier.clone());
         Self {
             pool,
             upcasters: Arc::new(upcasters),
             notifier,
+            group,
         }
     }
 

@@ -60,9 +60,9 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> 
     Ok(loaded)
 }
 
-/// Starts sagas, each with its first event: one append for all of them
-/// when none exists yet, otherwise one by one (a redelivery). Returns how
-/// many were started now.
+/// Starts sagas, each with its first event, written together where they
+/// can be (see [`EventStore::append_each`]); a saga that already exists
+/// (a redelivery) is left as it is. Returns how many were started now.
 pub async fn start_all(
     store: &EventStore,
     sagas: &[(Uuid, SagaEvent, String)],
@@ -75,30 +75,22 @@ pub async fn start_all(
                 event.data(),
                 metadata(*order_id, causation_id),
             );
-            StreamAppend::new(stream_id(*order_id), ExpectedVersion::NoStream, vec![event])
+            vec![StreamAppend::new(
+                stream_id(*order_id),
+                ExpectedVersion::NoStream,
+                vec![event],
+            )]
         })
         .collect();
-    match store.append(&appends).await {
-        Ok(_) => Ok(sagas.len()),
-        Err(error) if error.is_concurrency_conflict() => {
-            let mut started = 0;
-            for (order_id, event, causation_id) in sagas {
-                if append(
-                    store,
-                    *order_id,
-                    0,
-                    std::slice::from_ref(event),
-                    causation_id,
-                )
-                .await?
-                {
-                    started += 1;
-                }
-            }
-            Ok(started)
+    let mut started = 0;
+    for result in store.append_each(&appends).await {
+        match result {
+            Ok(_) => started += 1,
+            Err(error) if error.is_concurrency_conflict() => {}
+            Err(error) => return Err(error.into()),
         }
-        Err(error) => Err(error.into()),
     }
+    Ok(started)
 }
 
 fn metadata(order_id: Uuid, causation_id: &str) -> Metadata {

@@ -211,6 +211,182 @@ async fn of_concurrent_creations_of_one_stream_exactly_one_is_stored() {
     assert_eq!(store.stream_version("counter-f").await.unwrap(), 2);
 }
 
+#[tokio::test]
+async fn appends_written_together_are_each_judged_on_their_own() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    store
+        .append(&one("group-a", ExpectedVersion::NoStream, vec![event(1)]))
+        .await
+        .unwrap();
+    store
+        .append(&one(
+            "group-b",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        ))
+        .await
+        .unwrap();
+    let earlier = one("group-d", ExpectedVersion::NoStream, vec![event(1)]);
+    let earlier_result = store.append(&earlier).await.unwrap();
+
+    let appends = vec![
+        // A new stream.
+        one(
+            "group-new",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        ),
+        // Two streams at once, one existing and one new.
+        vec![
+            StreamAppend::new("group-a", ExpectedVersion::Exact(1), vec![event(2)]),
+            StreamAppend::new("group-c", ExpectedVersion::NoStream, vec![event(1)]),
+        ],
+        // A stale expectation.
+        one("group-b", ExpectedVersion::Exact(5), vec![event(3)]),
+        // A repeat of an append already stored.
+        earlier.clone(),
+        // The same new stream as the first one: the first creates it.
+        one("group-new", ExpectedVersion::NoStream, vec![event(9)]),
+        // Nothing to append.
+        one("group-e", ExpectedVersion::Any, vec![]),
+    ];
+    let results = store.append_each(&appends).await;
+
+    let versions = |r: &event_store::Result<Vec<event_store::Appended>>| {
+        r.as_ref()
+            .unwrap()
+            .iter()
+            .map(|a| a.version)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(versions(&results[0]), [1, 2]);
+    assert_eq!(versions(&results[1]), [2, 1]);
+    assert!(
+        matches!(
+            &results[2],
+            Err(Error::ConcurrencyConflict { stream_id, actual: 2, .. }) if stream_id == "group-b"
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(results[3].as_ref().unwrap(), &earlier_result);
+    assert!(
+        matches!(
+            &results[4],
+            Err(Error::ConcurrencyConflict { actual: 2, .. })
+        ),
+        "{:?}",
+        results[4]
+    );
+    assert!(
+        matches!(&results[5], Err(Error::EmptyAppend)),
+        "{:?}",
+        results[5]
+    );
+
+    // What was refused wrote nothing; what was written reads back.
+    for (stream, version) in [
+        ("group-new", 2),
+        ("group-a", 2),
+        ("group-b", 2),
+        ("group-c", 1),
+        ("group-d", 1),
+        ("group-e", 0),
+    ] {
+        assert_eq!(
+            store.stream_version(stream).await.unwrap(),
+            version,
+            "{stream}"
+        );
+    }
+    let new = store.read_stream("group-new", 1, 10).await.unwrap();
+    assert_eq!(
+        new.iter().map(|e| e.data["n"].clone()).collect::<Vec<_>>(),
+        [json!(1), json!(2)]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_committed_in_groups_and_each_gets_its_own_answer() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    // Ten counters, each counted up by ten writers that read the version,
+    // append at it and start over when another writer got there first;
+    // beside them, a hundred appends to new streams. All at once.
+    let counters = (0..100).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = format!("tally-{}", n % 10);
+            loop {
+                let version = store.stream_version(&stream).await.unwrap();
+                let expected = if version == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(version)
+                };
+                match store.append(&one(&stream, expected, vec![event(n)])).await {
+                    Ok(appended) => return appended[0].version,
+                    Err(error) if error.is_concurrency_conflict() => continue,
+                    Err(error) => panic!("{error}"),
+                }
+            }
+        })
+    });
+    let creations = (0..100).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = format!("fresh-{n}");
+            store
+                .append(&one(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    vec![event(n), event(n)],
+                ))
+                .await
+                .unwrap()
+        })
+    });
+    let counted = futures::future::join_all(counters).await;
+    let created = futures::future::join_all(creations).await;
+
+    // Every counter went up by exactly one per writer, each writer was told
+    // the version it took, and no two were told the same.
+    let mut taken: Vec<u64> = counted.into_iter().map(Result::unwrap).collect();
+    taken.sort();
+    assert_eq!(taken, (1..=10).flat_map(|v| [v; 10]).collect::<Vec<_>>());
+    for counter in 0..10 {
+        assert_eq!(
+            store
+                .stream_version(&format!("tally-{counter}"))
+                .await
+                .unwrap(),
+            10
+        );
+    }
+    for appended in created {
+        let appended = appended.unwrap();
+        assert_eq!(
+            appended.iter().map(|a| a.version).collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+    // Fewer transactions than appends: some were committed together.
+    let (appends, transactions): (i64, i64) = sqlx::query_as(
+        "select count(distinct (stream_id, version)) filter (where version = 1 or stream_id like 'tally-%'),
+                count(distinct transaction_id)
+         from events",
+    )
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    assert_eq!(appends, 200);
+    assert!(
+        transactions < appends,
+        "{transactions} transactions for {appends} appends"
+    );
+}
+
 /// Writers that commit out of position order, hold their transaction open or
 /// roll back, while a reader follows the log.
 async fn racing_writers(store: &EventStore, writers: usize, rounds: usize) -> BTreeSet<Uuid> {

@@ -1,0 +1,231 @@
+//! Group commit: appends that arrive while others are being written are
+//! written together, in one statement and one commit.
+//!
+//! A few writer tasks take appends from one queue. A writer takes whatever
+//! has queued up since it last looked (no timer: an append that finds a
+//! writer idle is written at once, alone), and writes the lot with one
+//! statement. Each append in a group is still all or nothing and is judged
+//! on its own: one whose stream moved, or whose events are already stored,
+//! is left out of the group and the others are written. What a group
+//! leaves out, and any append that shares a stream or an event id with an
+//! earlier one in the group, goes back to its caller, which appends it
+//! alone: the single-append path tells a conflict from a repeat and
+//! retries lost races, exactly as without grouping.
+//!
+//! Under load this turns many small transactions into a few larger ones:
+//! PostgreSQL's cost per statement and per commit (planning, executor
+//! start-up, the commit record and its flush) is paid once per group.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::append::{self, AppendError, Columns};
+use crate::notify::Notifier;
+use crate::{Appended, ExpectedVersion, Result, StreamAppend};
+
+/// Writer tasks, so groups are written side by side (PostgreSQL flushes
+/// the commit records of concurrent transactions together).
+const WRITERS: usize = 4;
+/// At most this many appends, or about this many events, in one group.
+const MAX_APPENDS: usize = 64;
+const MAX_EVENTS: usize = 1000;
+/// Appends waiting for a writer; a caller beyond this waits to queue.
+const QUEUE: usize = 1024;
+
+/// The queue in front of the writer tasks.
+#[derive(Clone)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::Sender<Request>,
+}
+
+struct Request {
+    appends: Vec<StreamAppend>,
+    reply: oneshot::Sender<Joined>,
+}
+
+/// What became of an append handed to [`GroupCommit::submit`].
+pub(crate) enum Joined {
+    /// Written (or refused) by a writer, alone or in a group.
+    Written(Result<Vec<Appended>>),
+    /// Not written: the caller appends it alone.
+    Alone,
+}
+
+impl GroupCommit {
+    /// Starts the writer tasks; they end when every handle is dropped.
+    pub(crate) fn start(pool: PgPool, notifier: Notifier) -> Self {
+        let (queue, requests) = mpsc::channel(QUEUE);
+        let requests = Arc::new(Mutex::new(requests));
+        for _ in 0..WRITERS {
+            tokio::spawn(write(pool.clone(), notifier.clone(), requests.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Queues a validated append and waits until a writer has dealt with
+    /// it.
+    pub(crate) async fn submit(&self, appends: Vec<StreamAppend>) -> Joined {
+        let (reply, joined) = oneshot::channel();
+        if self.queue.send(Request { appends, reply }).await.is_err() {
+            return Joined::Alone;
+        }
+        // A writer that went away (the runtime shutting down) leaves the
+        // append to its caller; had it been written, appending it again is
+        // recognised as a repeat.
+        joined.await.unwrap_or(Joined::Alone)
+    }
+}
+
+/// One writer: takes what has queued up and writes it, until the queue
+/// closes.
+async fn write(pool: PgPool, notifier: Notifier, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
+    loop {
+        let group = {
+            let mut requests = requests.lock().await;
+            let Some(first) = requests.recv().await else {
+                return;
+            };
+            let mut events = event_count(&first.appends);
+            let mut group = vec![first];
+            while group.len() < MAX_APPENDS && events < MAX_EVENTS {
+                let Ok(next) = requests.try_recv() else {
+                    break;
+                };
+                events += event_count(&next.appends);
+                group.push(next);
+            }
+            group
+        };
+        if let [_] = group.as_slice() {
+            let request = group.into_iter().next().expect("one request");
+            let result = append::append_alone(&pool, &notifier, &request.appends).await;
+            let _ = request.reply.send(Joined::Written(result));
+            continue;
+        }
+        let appends: Vec<&[StreamAppend]> = group.iter().map(|r| r.appends.as_slice()).collect();
+        let written = write_together(&pool, &notifier, &appends).await;
+        for (request, written) in group.into_iter().zip(written) {
+            let joined = match written {
+                Some(events) => Joined::Written(Ok(events)),
+                None => Joined::Alone,
+            };
+            let _ = request.reply.send(joined);
+        }
+    }
+}
+
+fn event_count(appends: &[StreamAppend]) -> usize {
+    appends.iter().map(|a| a.events.len()).sum()
+}
+
+/// Writes validated, independent appends together where it can. Returns,
+/// for each, its stored events, or `None` when it was not written and must
+/// be appended alone (it shares a stream or an event id with an earlier
+/// one, its stream moved, its events were already stored, or the group's
+/// statement failed as a whole).
+pub(crate) async fn write_together(
+    pool: &PgPool,
+    notifier: &Notifier,
+    appends: &[&[StreamAppend]],
+) -> Vec<Option<Vec<Appended>>> {
+    let joins = disjoint(appends);
+    let together: Vec<&[StreamAppend]> = appends
+        .iter()
+        .zip(&joins)
+        .filter(|(_, joins)| **joins)
+        .map(|(appends, _)| *appends)
+        .collect();
+    let mut written = HashMap::new();
+    if together.len() > 1 {
+        match insert(pool, &together).await {
+            Ok(events) => written = events,
+            // A concurrent append outside the group took a version or an
+            // event id, or the database failed: each goes alone and gets
+            // its own answer.
+            Err(error) => tracing::debug!(%error, "a group of appends goes alone"),
+        }
+    }
+    if !written.is_empty() {
+        notifier.appended();
+    }
+    appends
+        .iter()
+        .map(|appends| {
+            appends
+                .iter()
+                .flat_map(|a| &a.events)
+                .map(|event| written.get(&event.event_id).copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Which appends may join the group: those that share no stream and no
+/// event id with an earlier one.
+fn disjoint(appends: &[&[StreamAppend]]) -> Vec<bool> {
+    let mut streams: HashSet<&str> = HashSet::new();
+    let mut ids: HashSet<Uuid> = HashSet::new();
+    appends
+        .iter()
+        .map(|appends| {
+            let clashes = appends.iter().any(|a| {
+                streams.contains(a.stream_id.as_str())
+                    || a.events.iter().any(|e| ids.contains(&e.event_id))
+            });
+            if !clashes {
+                for append in appends.iter() {
+                    streams.insert(append.stream_id.as_str());
+                    ids.extend(append.events.iter().map(|e| e.event_id));
+                }
+            }
+            !clashes
+        })
+        .collect()
+}
+
+async fn insert(
+    pool: &PgPool,
+    together: &[&[StreamAppend]],
+) -> Result<HashMap<Uuid, Appended>, AppendError> {
+    let mut conn = pool.acquire().await?;
+    let all_new = together
+        .iter()
+        .flat_map(|appends| appends.iter())
+        .all(|a| a.expected == ExpectedVersion::NoStream);
+    if all_new {
+        // Every stream must be new: a plain insert, which fails as a whole
+        // if any of them exists.
+        let columns = Columns::of_each(together.iter().copied());
+        let events = append::insert_new_streams(&mut conn, &columns).await?;
+        return Ok(events.into_iter().map(|e| (e.event_id, e)).collect());
+    }
+    append::insert_grouped(&mut conn, together).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Metadata, NewEvent};
+
+    fn append(stream: &str, event: &NewEvent) -> StreamAppend {
+        StreamAppend::new(stream, ExpectedVersion::Any, vec![event.clone()])
+    }
+
+    #[test]
+    fn an_append_sharing_a_stream_or_an_event_id_with_an_earlier_one_goes_alone() {
+        let [a, b, c] =
+            [1, 2, 3].map(|n| NewEvent::new("E", json!({ "n": n }), Metadata::default()));
+        let first = [append("s-1", &a), append("s-2", &b)];
+        let same_stream = [append("s-2", &c)];
+        let same_event = [append("s-3", &a)];
+        let unrelated = [append("s-3", &c)];
+        let appends: Vec<&[StreamAppend]> = vec![&first, &same_stream, &same_event, &unrelated];
+        assert_eq!(disjoint(&appends), [true, false, false, true]);
+    }
+}
