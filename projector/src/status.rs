@@ -58,9 +58,12 @@ pub async fn status(
         Option<i64>,
         bool,
     ) = sqlx::query_as(
+        // pg_locks lists the whole cluster's locks: a rebuild in another
+        // database sharing the server holds the same key there.
         "select position, events_applied, rebuild_read, rebuild_total,
                 exists(select 1 from pg_locks
                        where locktype = 'advisory' and granted
+                         and database = (select oid from pg_database where datname = current_database())
                          and classid::bigint = $2 and objid::bigint = $3 and objsubid = 2)
          from projections where name = $1",
     )
