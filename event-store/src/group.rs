@@ -27,9 +27,12 @@ use crate::append::{self, AppendError, Columns};
 use crate::notify::Notifier;
 use crate::{Appended, ExpectedVersion, Result, StreamAppend};
 
-/// Writer tasks, so groups are written side by side (PostgreSQL flushes
-/// the commit records of concurrent transactions together).
-const WRITERS: usize = 4;
+/// Writer tasks: two groups in flight, one being written while the next
+/// queues up. More writers make smaller groups and more transactions
+/// competing for the same cores; in bench-orders at 16 connections, 1, 2,
+/// 4, 8 and 16 writers gave about 76-116%, 92-109%, 76-83%, 64% and 50% of
+/// the floor's throughput (BENCHMARKS.md).
+const WRITERS: usize = 2;
 /// At most this many appends, or about this many events, in one group.
 const MAX_APPENDS: usize = 64;
 const MAX_EVENTS: usize = 1000;

@@ -35,6 +35,10 @@ struct Args {
     /// wrk threads.
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// Relay without the CloudEvents headers (RELAY_CLOUDEVENTS_HEADERS=false),
+    /// to see what they cost on the broker.
+    #[arg(long)]
+    without_cloudevents_headers: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,14 +58,22 @@ async fn main() -> anyhow::Result<()> {
     let database_url = infra::create_database(&pg_base, "bench").await?;
 
     let stop = CancellationToken::new();
-    let command_service = start_command_service(&database_url, &brokers, stop.clone()).await?;
+    let command_service =
+        start_command_service(&database_url, &brokers, &args, stop.clone()).await?;
     let floor = start_floor(&database_url, stop.clone()).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database_url)
+        .await?;
 
     let client = reqwest::Client::new();
     let order_body = prepare(&client, &command_service).await?;
 
     let mut rows = Vec::new();
     for &connections in &args.connections {
+        // Each phase starts with the relay caught up, so neither pays for
+        // publishing the previous phase's orders.
+        relay_caught_up(&pool).await?;
         let floor_load = wrk(&format!("{floor}/floor"), &order_body, connections, &args).await?;
         let ours = wrk(
             &format!("{command_service}/v1/orders"),
@@ -70,6 +82,11 @@ async fn main() -> anyhow::Result<()> {
             &args,
         )
         .await?;
+        let behind = relay_caught_up(&pool).await?;
+        eprintln!(
+            "{connections} connections: the relay caught up {:.1} s after the load ended",
+            behind.as_secs_f64()
+        );
         eprintln!("{connections} connections: ours {ours:?}, floor {floor_load:?}");
         if ours.non_2xx > 0 || floor_load.non_2xx > 0 {
             bail!(
@@ -106,16 +123,38 @@ fn which_wrk() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the relay has published every stored event; returns how
+/// long that took.
+async fn relay_caught_up(pool: &PgPool) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    loop {
+        let unpublished: i64 = sqlx::query_scalar(
+            "select count(*) from events e left join event_relay_checkpoints c on true
+             where c.name is null or (e.transaction_id, e.position) > (c.transaction_id, c.position)",
+        )
+        .fetch_one(pool)
+        .await?;
+        if unpublished == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the relay is still {unpublished} events behind after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn start_command_service(
     database_url: &str,
     brokers: &str,
+    args: &Args,
     stop: CancellationToken,
 ) -> anyhow::Result<String> {
     let config = command_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shipping_countries: vec!["GB".into()],
         idempotency_retention_hours: 24,
-        relay_cloudevents_headers: true,
+        relay_cloudevents_headers: !args.without_cloudevents_headers,
         common: service_kit::CommonConfig {
             database_url: database_url.into(),
             database_max_connections: 32,
