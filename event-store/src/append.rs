@@ -142,71 +142,22 @@ async fn append_in(
     appends: &[StreamAppend],
 ) -> Result<AppendOutcome, AppendError> {
     validate(appends)?;
-    let Columns {
-        event_ids,
-        streams,
-        nths,
-        types,
-        schema_versions,
-        data,
-        metadata,
-        ..
-    } = Columns::of(appends);
-    let expected_streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-    let expected_versions: Vec<i64> = appends
-        .iter()
-        .map(|a| expected_as_number(a.expected))
-        .collect();
-
-    // One statement checks every expected version, refuses event ids
-    // that are already stored, numbers each stream's events after its
-    // current version (its nth event gets current + nth) and inserts
-    // them all, or inserts nothing. Two
-    // concurrent appends that computed the same version (or carry the
-    // same event id) collide on a unique constraint: one of them fails
-    // as a whole and is retried.
-    let inserted = sqlx::query(
-            "with input as (
-                 select * from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
-                        with ordinality as i(event_id, stream_id, nth, type, schema_version, data, metadata, n)
-             ), expectation as (
-                 select * from unnest($8::text[], $9::bigint[]) as x(stream_id, expected)
-             ), current_version as (
-                 select x.stream_id, x.expected,
-                        coalesce((select max(e.version) from events e where e.stream_id = x.stream_id), 0) as version
-                 from expectation x
-             ), blocked as (
-                 select 1 from current_version where expected >= 0 and version <> expected
-                 union all
-                 select 1 from events where event_id = any($1)
-             )
-             insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
-             select i.event_id, i.stream_id,
-                    c.version + i.nth,
-                    i.type, i.schema_version, i.data, i.metadata
-             from input i join current_version c using (stream_id)
-             where not exists (select 1 from blocked)
-             order by i.n
-             returning event_id, version, position",
-        )
-        .bind(&event_ids)
-        .bind(&streams)
-        .bind(&nths)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(&data)
-        .bind(&metadata)
-        .bind(&expected_streams)
-        .bind(&expected_versions)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(classify_insert_error)?;
-
+    // The grouped statement with one append in its group: it checks every
+    // expected version, refuses event ids that are already stored, numbers
+    // each stream's events after its current version and inserts them
+    // all, or inserts nothing. Two concurrent appends that computed the
+    // same version (or carry the same event id) collide on a unique
+    // constraint: one of them fails as a whole and is retried.
+    let inserted = insert_grouped(conn, &[appends]).await?;
     if inserted.is_empty() {
         return explain_refusal(conn, appends).await;
     }
     Ok(AppendOutcome {
-        events: in_given_order(&inserted, &event_ids),
+        events: appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .map(|event| inserted[&event.event_id])
+            .collect(),
         already_stored: false,
     })
 }
@@ -244,6 +195,22 @@ pub(crate) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// Binds the seven event columns as the query's next parameters, in
+    /// the order of the `events` table's insert.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.event_ids)
+            .bind(&self.streams)
+            .bind(&self.nths)
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.data)
+            .bind(&self.metadata)
+    }
+
     fn of(appends: &'a [StreamAppend]) -> Self {
         Self::of_each([appends])
     }
@@ -298,28 +265,24 @@ pub(crate) async fn insert_new_streams(
     conn: &mut PgConnection,
     columns: &Columns<'_>,
 ) -> Result<Vec<Appended>, AppendError> {
-    let inserted = sqlx::query(
+    let statement = sqlx::query(
         "insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
          select event_id, stream_id, version, type, schema_version, data, metadata
          from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
               with ordinality as i(event_id, stream_id, version, type, schema_version, data, metadata, n)
          order by n
          returning event_id, version, position",
-    )
-    .bind(&columns.event_ids)
-    .bind(&columns.streams)
-    .bind(&columns.nths)
-    .bind(&columns.types)
-    .bind(&columns.schema_versions)
-    .bind(&columns.data)
-    .bind(&columns.metadata)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(classify_insert_error)?;
+    );
+    let inserted = columns
+        .bind(statement)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify_insert_error)?;
     Ok(in_given_order(&inserted, &columns.event_ids))
 }
 
-/// Several independent appends in one statement, for group commit: each
+/// The general append statement, for one append or a group of independent
+/// ones (group commit): each
 /// is written whole if its streams are at their expected versions and none
 /// of its event ids is stored, and left out whole otherwise; the others
 /// are written regardless. No two of them may share a stream or an event
@@ -340,7 +303,7 @@ pub(crate) async fn insert_grouped(
             expected_versions.push(expected_as_number(append.expected));
         }
     }
-    let inserted = sqlx::query(
+    let statement = sqlx::query(
         "with input as (
              select * from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])
                     with ordinality as i(event_id, stream_id, nth, type, schema_version, data, metadata, request, n)
@@ -362,21 +325,16 @@ pub(crate) async fn insert_grouped(
          where i.request not in (select request from blocked)
          order by i.n
          returning event_id, version, position",
-    )
-    .bind(&columns.event_ids)
-    .bind(&columns.streams)
-    .bind(&columns.nths)
-    .bind(&columns.types)
-    .bind(&columns.schema_versions)
-    .bind(&columns.data)
-    .bind(&columns.metadata)
-    .bind(&columns.requests)
-    .bind(&expected_requests)
-    .bind(&expected_streams)
-    .bind(&expected_versions)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(classify_insert_error)?;
+    );
+    let inserted = columns
+        .bind(statement)
+        .bind(&columns.requests)
+        .bind(&expected_requests)
+        .bind(&expected_streams)
+        .bind(&expected_versions)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify_insert_error)?;
     Ok(by_event_id(&inserted))
 }
 
@@ -389,7 +347,7 @@ fn expected_as_number(expected: ExpectedVersion) -> i64 {
 }
 
 /// The inserted rows (`event_id`, `version`, `position`) by event id.
-pub(crate) fn by_event_id(inserted: &[sqlx::postgres::PgRow]) -> HashMap<Uuid, Appended> {
+fn by_event_id(inserted: &[sqlx::postgres::PgRow]) -> HashMap<Uuid, Appended> {
     inserted
         .iter()
         .map(|row| {
