@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::{Aggregate, Event};
 use event_store::{
@@ -215,7 +216,26 @@ where
     A::State: Serialize + DeserializeOwned,
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
-    decide_and_append(store, stream_id, ctx, command, false).await
+    decide_and_append(store, stream_id, ctx, command, false, None).await
+}
+
+/// Like [`execute`], and appends `record` in the same transaction, first,
+/// also when the command changes nothing: a saga step's outcome recorded
+/// in the saga's stream, at the version the saga expects. If that stream
+/// moved, nothing is written and the answer is [`saga_moved`].
+pub async fn execute_recording<A, F>(
+    store: &EventStore,
+    stream_id: &str,
+    ctx: &RequestContext,
+    record: Option<&StreamAppend>,
+    command: F,
+) -> ApiResult<Executed<A>>
+where
+    A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    decide_and_append(store, stream_id, ctx, command, false, record).await
 }
 
 /// Carries out a command that creates `stream_id`, a stream named by a new
@@ -228,6 +248,7 @@ pub async fn execute_new<A, F>(
     store: &EventStore,
     stream_id: &str,
     ctx: &RequestContext,
+    record: Option<&StreamAppend>,
     command: F,
 ) -> ApiResult<Executed<A>>
 where
@@ -237,18 +258,19 @@ where
 {
     // `If-Match` needs the stored version.
     let assume_new = ctx.if_match.is_none();
-    decide_and_append(store, stream_id, ctx, command, assume_new).await
+    decide_and_append(store, stream_id, ctx, command, assume_new, record).await
 }
 
 /// The loop behind [`execute`] and [`execute_new`]: load (unless the first
 /// attempt may assume a new stream), decide, append with the loaded
-/// version, and on a lost race start over.
+/// version (and `record` before it), and on a lost race start over.
 async fn decide_and_append<A, F>(
     store: &EventStore,
     stream_id: &str,
     ctx: &RequestContext,
     command: F,
     mut assume_new: bool,
+    record: Option<&StreamAppend>,
 ) -> ApiResult<Executed<A>>
 where
     A: Aggregate,
@@ -273,6 +295,10 @@ where
                 // Nothing to create: answer from what is stored.
                 continue;
             }
+            // Nothing to change, but an outcome to record.
+            if record.is_some() {
+                append_recording(store, record, Vec::new()).await?;
+            }
             return Ok(Executed {
                 state: loaded.state,
                 version: loaded.version,
@@ -290,11 +316,14 @@ where
             .enumerate()
             .map(|(i, event)| to_new_event(event, ctx, stream_id, i))
             .collect();
-        match store
-            .append(&[StreamAppend::new(stream_id, expected, new_events)])
-            .await
+        match append_recording(
+            store,
+            record,
+            vec![StreamAppend::new(stream_id, expected, new_events)],
+        )
+        .await?
         {
-            Ok(appended) => {
+            Some(appended) => {
                 let version = appended.last().map_or(loaded.version, |a| a.version);
                 let state = events.iter().fold(loaded.state, A::evolve);
                 let now = Utc::now();
@@ -306,7 +335,7 @@ where
                     updated_at: Some(now),
                 });
             }
-            Err(error) if error.is_concurrency_conflict() => {
+            None => {
                 if let Some(required) = ctx.if_match {
                     return Err(stale(required, required + 1));
                 }
@@ -317,13 +346,48 @@ where
                     tokio::time::sleep(jitter(attempt)).await;
                 }
             }
-            Err(error) => return Err(error.into()),
         }
     }
     Err(Problem::busy(format!(
         "{stream_id} kept changing; gave up after {MAX_ATTEMPTS} attempts, try again"
     ))
     .into())
+}
+
+/// Appends `record` (if any) and then `appends`, in one transaction.
+/// `None` when a stream of `appends` moved (decide again); a conflict on
+/// `record`'s stream is the [`saga_moved`] problem instead, never retried:
+/// the recorder decided on a state that is gone.
+pub async fn append_recording(
+    store: &EventStore,
+    record: Option<&StreamAppend>,
+    appends: Vec<StreamAppend>,
+) -> ApiResult<Option<Vec<Appended>>> {
+    let all: Vec<StreamAppend> = record.cloned().into_iter().chain(appends).collect();
+    match store.append(&all).await {
+        Ok(appended) => Ok(Some(appended)),
+        Err(event_store::Error::ConcurrencyConflict { stream_id, .. })
+            if record.is_some_and(|r| r.stream_id == stream_id) =>
+        {
+            Err(saga_moved(&stream_id).into())
+        }
+        Err(error) if error.is_concurrency_conflict() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A step whose outcome was to be recorded at a version of its saga's
+/// stream that is gone (a cancellation or another attempt got in): nothing
+/// was written. Not `Retry-After`: the same request will never succeed.
+pub fn saga_moved(stream_id: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "saga-moved",
+        "The saga moved on",
+        format!(
+            "{stream_id} is no longer at the version this step was decided on; nothing was written"
+        ),
+    )
 }
 
 /// The `index`-th event a command appends to `stream_id`, with its

@@ -29,6 +29,18 @@ pub enum Outcome {
     Busy(String),
     /// Worth trying again later.
     Transient(String),
+    /// The saga's stream is no longer at the version the call was made for
+    /// (409 `saga-moved`): nothing was written; read the saga again.
+    Moved,
+}
+
+/// A call that records its success in the saga's stream in the same
+/// transaction as its effect: the stream's version the call was decided on
+/// and the attempt (command-service's `X-Saga-Version`, `X-Saga-Attempt`).
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded {
+    pub version: u64,
+    pub attempt: u32,
 }
 
 /// Settings of the breaker.
@@ -78,13 +90,25 @@ impl StepClient {
     }
 
     /// `POST /internal/v1/orders/{order_id}/{path}` with an optional body.
-    /// The command-service keys each step by its path, so a repeat returns
-    /// the first outcome and changes nothing.
-    pub async fn call(&self, order_id: Uuid, path: &str, body: Option<Value>) -> Outcome {
+    /// Without `recorded`, the command-service keys the step by its path,
+    /// so a repeat returns the first outcome and changes nothing; with it,
+    /// the saga's version makes the call count at most once.
+    pub async fn call(
+        &self,
+        order_id: Uuid,
+        path: &str,
+        body: Option<Value>,
+        recorded: Option<Recorded>,
+    ) -> Outcome {
         let url = format!("{}/internal/v1/orders/{order_id}/{path}", self.base);
         let mut request = self.http.post(&url);
         if let Some(body) = body {
             request = request.json(&body);
+        }
+        if let Some(Recorded { version, attempt }) = recorded {
+            request = request
+                .header("x-saga-version", version)
+                .header("x-saga-attempt", attempt);
         }
         let mut failing = true;
         let outcome = match request.send().await {
@@ -110,6 +134,8 @@ impl StepClient {
                         "{path}: {status}: {}",
                         body["detail"].as_str().unwrap_or("")
                     ))
+                } else if body["type"] == "/problems/saga-moved" {
+                    Outcome::Moved
                 } else if status.is_server_error() {
                     Outcome::Transient(format!("{path}: {status}"))
                 } else {

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::client::{Outcome, StepClient};
+use crate::client::{Outcome, Recorded, StepClient};
 use crate::decide::{self, Action};
 use crate::metrics::Metrics;
 use crate::record;
@@ -58,22 +58,27 @@ pub struct Executor {
     pub wake: Arc<Notify>,
 }
 
-/// A saga being driven: its state as recorded, and the events decided
-/// since but not recorded yet.
+/// A saga being driven: its state as recorded.
 struct Saga {
     order_id: Uuid,
     loaded: record::Loaded,
-    /// Recorded with the next transition (see `Executor::record`).
-    deferred: Vec<SagaEvent>,
     causation: String,
 }
 
 impl Saga {
-    /// Takes `event` into the state now and records it with the next
-    /// transition.
-    fn defer(&mut self, event: SagaEvent) {
+    /// What a step call made at the current version must record.
+    fn recording(&self, attempt: u32) -> Recorded {
+        Recorded {
+            version: self.loaded.version,
+            attempt,
+        }
+    }
+
+    /// Takes in `event`, which a successful step call recorded in the
+    /// saga's stream (one event, at the version it was called with).
+    fn recorded(&mut self, event: SagaEvent) {
         self.loaded.apply(&event, Utc::now());
-        self.deferred.push(event);
+        self.loaded.version += 1;
     }
 }
 
@@ -198,16 +203,9 @@ impl Executor {
         let mut saga = Saga {
             order_id,
             loaded: record::load(&self.store, order_id).await?,
-            deferred: Vec::new(),
             causation: format!("saga-orchestrator:{}", self.settings.instance),
         };
-        let next = self.drive_loaded(&mut saga, claimed_at).await?;
-        // A success still waiting for the next transition is recorded on
-        // its own before the saga waits.
-        if !saga.deferred.is_empty() {
-            self.record(&mut saga, Vec::new()).await?;
-        }
-        Ok(next)
+        self.drive_loaded(&mut saga, claimed_at).await
     }
 
     async fn drive_loaded(
@@ -272,7 +270,15 @@ impl Executor {
                         continue;
                     }
                     self.metrics.step_attempts.inc();
-                    let outcome = self.client.call(order_id, forward_path(step), None).await;
+                    let outcome = self
+                        .client
+                        .call(
+                            order_id,
+                            forward_path(step),
+                            None,
+                            Some(saga.recording(attempt)),
+                        )
+                        .await;
                     let failed = |error: String, retryable: bool| SagaEvent::StepFailed {
                         step,
                         attempt,
@@ -280,17 +286,15 @@ impl Executor {
                         retryable,
                     };
                     match outcome {
+                        // The call recorded its success with its effect.
                         Outcome::Succeeded { tracking_number } => {
-                            // Recorded with whatever comes next (the next
-                            // step's start, say): one append fewer per step.
-                            // Lost to a crash, the step runs again and
-                            // returns its first outcome.
-                            saga.defer(SagaEvent::StepSucceeded {
+                            saga.recorded(SagaEvent::StepSucceeded {
                                 step,
                                 attempt,
                                 detail: tracking_number,
                             });
                         }
+                        Outcome::Moved => self.reload(saga).await?,
                         Outcome::Refused(reason) => {
                             self.metrics.step_failures.inc();
                             let error = decide::code(reason).to_owned();
@@ -345,11 +349,20 @@ impl Executor {
                     self.metrics.step_attempts.inc();
                     let outcome = self
                         .client
-                        .call(order_id, compensation_path(step), None)
+                        .call(
+                            order_id,
+                            compensation_path(step),
+                            None,
+                            Some(saga.recording(attempt)),
+                        )
                         .await;
                     let (error, busy) = match outcome {
                         Outcome::Succeeded { .. } => {
-                            saga.defer(SagaEvent::StepCompensated { step, attempt });
+                            saga.recorded(SagaEvent::StepCompensated { step, attempt });
+                            continue;
+                        }
+                        Outcome::Moved => {
+                            self.reload(saga).await?;
                             continue;
                         }
                         Outcome::Refused(reason) => (decide::code(reason).to_owned(), false),
@@ -404,14 +417,17 @@ impl Executor {
                     }
                 }
                 Action::Confirm => {
-                    let tracking_number = state.tracking_number.clone();
-                    match self.client.call(order_id, "confirm", None).await {
-                        Outcome::Succeeded { .. } => {
-                            let completed = SagaEvent::SagaCompleted { tracking_number };
-                            if self.record(saga, vec![completed]).await? {
-                                self.metrics.completed.inc();
-                            }
+                    let confirm = self
+                        .client
+                        .call(order_id, "confirm", None, Some(saga.recording(1)))
+                        .await;
+                    match confirm {
+                        // The call recorded the saga's completion.
+                        Outcome::Succeeded { tracking_number } => {
+                            saga.recorded(SagaEvent::SagaCompleted { tracking_number });
+                            self.metrics.completed.inc();
                         }
+                        Outcome::Moved => self.reload(saga).await?,
                         // A cancellation on its way (the order refuses to be
                         // confirmed once one was requested), or the service
                         // is away: look again shortly.
@@ -432,7 +448,7 @@ impl Executor {
                                 .unwrap_or_else(|| decide::code(reason).to_owned()),
                         ),
                     };
-                    match self.client.call(order_id, path, body).await {
+                    match self.client.call(order_id, path, body, None).await {
                         Outcome::Succeeded { .. } => {
                             let compensated = SagaEvent::SagaCompensated { reason };
                             if self.record(saga, vec![compensated]).await? {
@@ -446,34 +462,36 @@ impl Executor {
         }
     }
 
-    /// Appends the deferred events and then `events` to the saga's stream,
-    /// if it is still at the version its state was read at, and evolves the
-    /// state by them. False when another writer got there first (a
-    /// cancellation, an operator retry): the saga is then read again and
-    /// the deferred events are dropped (their steps run again and return
-    /// their first outcomes).
+    /// Appends `events` to the saga's stream, if it is still at the
+    /// version its state was read at, and evolves the state by them. False
+    /// when another writer got there first (a cancellation, an operator
+    /// retry, a step call that succeeded after all): the saga is then read
+    /// again.
     async fn record(&self, saga: &mut Saga, events: Vec<SagaEvent>) -> anyhow::Result<bool> {
-        let mut all = std::mem::take(&mut saga.deferred);
-        let deferred = all.len();
-        all.extend(events);
         let appended = record::append(
             &self.store,
             saga.order_id,
             saga.loaded.version,
-            &all,
+            &events,
             &saga.causation,
         )
         .await?;
         if appended {
             let now = Utc::now();
-            for event in &all[deferred..] {
+            for event in &events {
                 saga.loaded.apply(event, now);
             }
-            saga.loaded.version += all.len() as u64;
+            saga.loaded.version += events.len() as u64;
         } else {
-            saga.loaded = record::load(&self.store, saga.order_id).await?;
+            self.reload(saga).await?;
         }
         Ok(appended)
+    }
+
+    /// Reads the saga's stream again: it moved under this executor.
+    async fn reload(&self, saga: &mut Saga) -> anyhow::Result<()> {
+        saga.loaded = record::load(&self.store, saga.order_id).await?;
+        Ok(())
     }
 
     fn past_deadline(&self, loaded: &record::Loaded, step: SagaStep) -> bool {

@@ -242,3 +242,141 @@ async fn payment_and_shipping_failures_are_business_problems() {
     let missing = step(&api, &uuid::Uuid::new_v4().to_string(), "charge-payment").await;
     assert_eq!(missing.0, StatusCode::NOT_FOUND);
 }
+
+/// A step as the orchestrator calls it: recording its success in the
+/// saga's stream at `saga_version`.
+async fn recording_step(
+    api: &Api,
+    order_id: &str,
+    step: &str,
+    saga_version: u64,
+) -> reqwest::Response {
+    api.client
+        .post(api.url(&format!("/internal/v1/orders/{order_id}/{step}")))
+        .header("x-saga-version", saga_version)
+        .header("x-saga-attempt", 1)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn saga_events(api: &Api, order_id: &str) -> Vec<(String, Value)> {
+    let body: Value = api
+        .get(&format!("/v1/streams/saga-{order_id}/events?limit=1000"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_step_that_records_in_the_saga_stream_takes_effect_once_per_saga_version() {
+    let api = Api::start().await;
+    api.product("lamp", 2_000, 3).await;
+    let customer = api.customer(5_000).await;
+    let order_id = order(
+        &api,
+        &customer,
+        json!([{"sku": "lamp", "quantity": 1}]),
+        "FR",
+    )
+    .await;
+
+    // Each success is recorded in the saga's stream with the effect.
+    for (version, name) in [
+        (0, "reserve-inventory"),
+        (1, "charge-payment"),
+        (2, "create-shipment"),
+        (3, "confirm"),
+    ] {
+        let response = recording_step(&api, &order_id, name, version).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+        // The same call again finds the saga moved: nothing is written.
+        let again = recording_step(&api, &order_id, name, version).await;
+        assert!(again.headers().get("retry-after").is_none(), "{name}");
+        assert_problem(again, StatusCode::CONFLICT, "saga-moved", None).await;
+    }
+    assert_eq!(
+        events_of(&api, "product-lamp", "InventoryReserved").await,
+        1
+    );
+    let charges = events_of(&api, &format!("customer-{customer}"), "PaymentCharged").await;
+    assert_eq!(charges, 1);
+    let recorded = saga_events(&api, &order_id).await;
+    let types: Vec<&str> = recorded.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "StepSucceeded",
+            "StepSucceeded",
+            "StepSucceeded",
+            "SagaCompleted"
+        ]
+    );
+    assert_eq!(recorded[0].1["step"], "reserve_inventory");
+    assert_eq!(recorded[0].1["attempt"], 1);
+    let tracking = recorded[2].1["detail"].as_str().unwrap();
+    assert!(tracking.starts_with("TRK-"), "{tracking}");
+    assert_eq!(recorded[3].1["tracking_number"], tracking);
+
+    // A compensation decided on a stale version is not carried out.
+    assert_problem(
+        recording_step(&api, &order_id, "refund-payment", 3).await,
+        StatusCode::CONFLICT,
+        "saga-moved",
+        None,
+    )
+    .await;
+    assert_eq!(
+        events_of(&api, &format!("customer-{customer}"), "PaymentRefunded").await,
+        0
+    );
+    let refunded = recording_step(&api, &order_id, "refund-payment", 4).await;
+    assert_eq!(refunded.status(), StatusCode::OK);
+    assert_eq!(
+        events_of(&api, &format!("customer-{customer}"), "PaymentRefunded").await,
+        1
+    );
+    let last = saga_events(&api, &order_id).await.pop().unwrap();
+    assert_eq!(last.0, "StepCompensated");
+    assert_eq!(last.1["step"], "charge_payment");
+
+    // A business refusal writes nothing, in the saga's stream neither.
+    let other = order(
+        &api,
+        &customer,
+        json!([{"sku": "lamp", "quantity": 5}]),
+        "FR",
+    )
+    .await;
+    assert_problem(
+        recording_step(&api, &other, "reserve-inventory", 0).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient-stock",
+        None,
+    )
+    .await;
+    let saga = api.get(&format!("/v1/streams/saga-{other}/events")).await;
+    assert_eq!(saga.status(), StatusCode::NOT_FOUND, "no saga stream");
+
+    let bad = api
+        .client
+        .post(api.url(&format!("/internal/v1/orders/{other}/charge-payment")))
+        .header("x-saga-version", "seven")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        bad,
+        StatusCode::BAD_REQUEST,
+        "validation",
+        Some("x-saga-version"),
+    )
+    .await;
+}

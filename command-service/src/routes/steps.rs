@@ -17,16 +17,31 @@
 //! its own, so a repeat returns the first outcome (success or business
 //! failure) and changes nothing. Business failures are 422 problems with the
 //! slugs `insufficient-stock`, `payment-declined`, `shipping-unavailable`.
+//!
+//! The saga orchestrator calls them another way: with `X-Saga-Version: V`
+//! (the version of `saga-<order id>` it decided the call on, after
+//! recording the attempt's start) and `X-Saga-Attempt: N`. A step so called
+//! records its success in the saga's stream (`StepSucceeded`,
+//! `StepCompensated`, or for `confirm` `SagaCompleted`) in the same
+//! transaction as its effect, expecting version V. The saga's version is
+//! then what makes the call happen at most once: a repeat, a call that
+//! lost a race with its own timed-out predecessor, or one overtaken by a
+//! cancellation finds the stream moved, writes nothing and gets 409
+//! `saga-moved`. So these calls need no idempotency key (no row to claim
+//! and fill in per call). A business refusal writes nothing; the
+//! orchestrator records it.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use domain::customer::{Customer, CustomerCommand};
 use domain::order::{Order, OrderCommand};
 use domain::product::{Product, ProductCommand};
+use domain::saga::{self, SagaEvent, SagaStep};
 use domain::shipment::{Shipment, ShipmentCommand};
 use domain::{Aggregate, RejectionReason};
 use event_store::{ExpectedVersion, StreamAppend};
@@ -35,21 +50,98 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::catalogue::PlacedOrder;
-use crate::commands::{execute, execute_new, jitter, load, to_new_event};
+use crate::commands::{
+    append_recording, execute, execute_new, execute_recording, jitter, load, to_new_event,
+};
 use crate::http::idempotency::HEADER;
-use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext};
+use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
 
 /// Gives every step request (`/internal/...`) the idempotency key of its
 /// order and step, unless the caller chose one.
+/// A call that records its outcome in the saga's stream is made unique by
+/// the saga's version instead, and gets no key.
 pub async fn key_per_step(mut request: Request, next: Next) -> Response {
     if request.uri().path().starts_with("/internal/")
         && !request.headers().contains_key(HEADER)
+        && !request.headers().contains_key(SAGA_VERSION)
         && let Ok(key) = HeaderValue::from_str(&format!("step:{}", request.uri().path()))
     {
         request.headers_mut().insert(HEADER, key);
     }
     next.run(request).await
+}
+
+/// The saga's stream version a recording call was decided on.
+pub const SAGA_VERSION: &str = "x-saga-version";
+/// Which attempt at the step (or at undoing it) a recording call is.
+pub const SAGA_ATTEMPT: &str = "x-saga-attempt";
+
+/// The headers with which a step records its success in the saga's
+/// stream (see the module's documentation).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct SagaHeaders {
+    /// The version of `saga-<order id>` the call was decided on; the
+    /// success is recorded there expecting it.
+    #[param(rename = "X-Saga-Version")]
+    x_saga_version: Option<u64>,
+    /// The attempt at the step (or at undoing it), from 1; default 1.
+    #[param(rename = "X-Saga-Attempt")]
+    x_saga_attempt: Option<u32>,
+}
+
+/// Where a step call records its outcome in the saga's stream, if it
+/// does (`X-Saga-Version`, `X-Saga-Attempt`).
+#[derive(Debug, Clone, Copy)]
+pub struct Recording(Option<(u64, u32)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Recording {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &'static str| -> ApiResult<Option<u64>> {
+            let Some(value) = parts.headers.get(name) else {
+                return Ok(None);
+            };
+            let number = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+            number.map(Some).ok_or_else(|| {
+                Problem::validation(StatusCode::BAD_REQUEST, name, "must be a whole number").into()
+            })
+        };
+        let Some(version) = header(SAGA_VERSION)? else {
+            return Ok(Self(None));
+        };
+        let attempt = header(SAGA_ATTEMPT)?.unwrap_or(1);
+        let attempt = u32::try_from(attempt)
+            .ok()
+            .filter(|a| *a >= 1)
+            .ok_or_else(|| {
+                Problem::validation(StatusCode::BAD_REQUEST, SAGA_ATTEMPT, "must be 1 or more")
+            })?;
+        Ok(Self(Some((version, attempt))))
+    }
+}
+
+impl Recording {
+    /// The append that records `outcome(attempt)` in the order's saga
+    /// stream at the expected version, if this call records.
+    fn of(
+        self,
+        ctx: &RequestContext,
+        order_id: Uuid,
+        outcome: impl FnOnce(u32) -> SagaEvent,
+    ) -> Option<StreamAppend> {
+        let (version, attempt) = self.0?;
+        let stream = saga::stream_id(order_id);
+        let expected = match version {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v),
+        };
+        let event = to_new_event(&outcome(attempt), ctx, &stream, 0);
+        Some(StreamAppend::new(stream, expected, vec![event]))
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -100,6 +192,7 @@ async fn on_every_product(
     app: &AppState,
     ctx: &RequestContext,
     order_id: Uuid,
+    record: Option<&StreamAppend>,
     command: impl Fn(i64) -> ProductCommand,
 ) -> ApiResult<usize> {
     let order = existing_order(app, order_id).await?;
@@ -123,34 +216,39 @@ async fn on_every_product(
                 new_events,
             ));
         }
-        if appends.is_empty() {
+        if appends.is_empty() && record.is_none() {
             return Ok(0);
         }
         let count = appends.iter().map(|a| a.events.len()).sum();
-        match app.store.append(&appends).await {
-            Ok(_) => return Ok(count),
-            Err(error) if error.is_concurrency_conflict() => {
-                tracing::debug!(%order_id, attempt, "a product changed meanwhile; deciding again");
-                tokio::time::sleep(jitter(attempt)).await;
-            }
-            Err(error) => return Err(error.into()),
+        if append_recording(&app.store, record, appends)
+            .await?
+            .is_some()
+        {
+            return Ok(count);
         }
+        tracing::debug!(%order_id, attempt, "a product changed meanwhile; deciding again");
+        tokio::time::sleep(jitter(attempt)).await;
     }
     Err(Problem::busy("the products kept changing; try again").into())
 }
 
 /// Reserves every line of the order, all or nothing. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/reserve-inventory", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "insufficient-stock", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "insufficient-stock", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn reserve_inventory(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let appended = on_every_product(&app, &ctx, order_id, |quantity| ProductCommand::Reserve {
-        order_id,
-        quantity,
+    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepSucceeded {
+        step: SagaStep::ReserveInventory,
+        attempt,
+        detail: None,
+    });
+    let appended = on_every_product(&app, &ctx, order_id, record.as_ref(), |quantity| {
+        ProductCommand::Reserve { order_id, quantity }
     })
     .await?;
     Ok(done(order_id, "reserve_inventory", appended))
@@ -158,15 +256,20 @@ pub async fn reserve_inventory(
 
 /// Returns the order's reservations. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/release-inventory", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn release_inventory(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let appended = on_every_product(&app, &ctx, order_id, |_| ProductCommand::Release {
-        order_id,
+    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
+        step: SagaStep::ReserveInventory,
+        attempt,
+    });
+    let appended = on_every_product(&app, &ctx, order_id, record.as_ref(), |_| {
+        ProductCommand::Release { order_id }
     })
     .await?;
     Ok(done(order_id, "release_inventory", appended))
@@ -174,18 +277,25 @@ pub async fn release_inventory(
 
 /// Charges the order total to the customer. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/charge-payment", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "payment-declined", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "payment-declined", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn charge_payment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let order = existing_order(&app, order_id).await?;
-    let executed = execute::<Customer, _>(
+    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepSucceeded {
+        step: SagaStep::ChargePayment,
+        attempt,
+        detail: None,
+    });
+    let executed = execute_recording::<Customer, _>(
         &app.store,
         &customers::stream_id(order.customer_id),
         &ctx,
+        record.as_ref(),
         |_| {
             Ok(CustomerCommand::Charge {
                 order_id,
@@ -199,18 +309,24 @@ pub async fn charge_payment(
 
 /// Refunds the order's charge. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/refund-payment", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn refund_payment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let order = existing_order(&app, order_id).await?;
-    let executed = execute::<Customer, _>(
+    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
+        step: SagaStep::ChargePayment,
+        attempt,
+    });
+    let executed = execute_recording::<Customer, _>(
         &app.store,
         &customers::stream_id(order.customer_id),
         &ctx,
+        record.as_ref(),
         |_| Ok(CustomerCommand::Refund { order_id }),
     )
     .await?;
@@ -232,29 +348,40 @@ fn tracking_number(order_id: Uuid) -> String {
 
 /// Creates the shipment if the country is served. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/create-shipment", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "shipping-unavailable", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "shipping-unavailable", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn create_shipment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let order = existing_order(&app, order_id).await?;
     let Some(address) = &order.shipping_address else {
         return Err(Problem::conflict("the order has no shipping address").into());
     };
+    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepSucceeded {
+        step: SagaStep::CreateShipment,
+        attempt,
+        detail: Some(tracking_number(order_id)),
+    });
     // The order's shipment stream is almost always new: append without
     // reading it first (an existing one is read and decided on after all).
-    let executed =
-        execute_new::<Shipment, _>(&app.store, &shipment_stream_id(order_id), &ctx, |_| {
+    let executed = execute_new::<Shipment, _>(
+        &app.store,
+        &shipment_stream_id(order_id),
+        &ctx,
+        record.as_ref(),
+        |_| {
             Ok(ShipmentCommand::Create {
                 order_id,
                 address: address.clone(),
                 served_countries: app.shipping_countries.clone(),
                 tracking_number: tracking_number(order_id),
             })
-        })
-        .await?;
+        },
+    )
+    .await?;
     let mut outcome = done(order_id, "create_shipment", executed.appended.len());
     outcome.tracking_number = Some(executed.state.tracking_number);
     Ok(outcome)
@@ -262,41 +389,63 @@ pub async fn create_shipment(
 
 /// Cancels the shipment. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/cancel-shipment", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn cancel_shipment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     existing_order(&app, order_id).await?;
-    let executed = execute::<Shipment, _>(&app.store, &shipment_stream_id(order_id), &ctx, |_| {
-        Ok(ShipmentCommand::Cancel)
-    })
+    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
+        step: SagaStep::CreateShipment,
+        attempt,
+    });
+    let executed = execute_recording::<Shipment, _>(
+        &app.store,
+        &shipment_stream_id(order_id),
+        &ctx,
+        record.as_ref(),
+        |_| Ok(ShipmentCommand::Cancel),
+    )
     .await?;
     Ok(done(order_id, "cancel_shipment", executed.appended.len()))
 }
 
 /// Confirms the order with its tracking number. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/confirm", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn confirm(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    recording: Recording,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let shipment = load::<Shipment>(&app.store, &shipment_stream_id(order_id)).await?;
     if !shipment.state.exists || shipment.state.cancelled {
         return Err(Problem::conflict("an order is confirmed only with a shipment").into());
     }
-    let executed = execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, |_| {
-        Ok(OrderCommand::Confirm {
-            tracking_number: shipment.state.tracking_number.clone(),
-        })
-    })
+    let tracking_number = shipment.state.tracking_number;
+    let record = recording.of(&ctx, order_id, |_| SagaEvent::SagaCompleted {
+        tracking_number: Some(tracking_number.clone()),
+    });
+    let executed = execute_recording::<Order, _>(
+        &app.store,
+        &orders::stream_id(order_id),
+        &ctx,
+        record.as_ref(),
+        |_| {
+            Ok(OrderCommand::Confirm {
+                tracking_number: tracking_number.clone(),
+            })
+        },
+    )
     .await?;
-    Ok(done(order_id, "confirm", executed.appended.len()))
+    let mut outcome = done(order_id, "confirm", executed.appended.len());
+    outcome.tracking_number = Some(tracking_number);
+    Ok(outcome)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -307,7 +456,7 @@ pub struct RejectBody {
 /// Rejects the order with a reason. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/reject", tag = "saga steps", request_body = RejectBody,
     params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn reject(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
@@ -326,7 +475,7 @@ pub async fn reject(
 /// Completes a requested cancellation. Idempotent per order and step.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/mark-cancelled", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn mark_cancelled(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
