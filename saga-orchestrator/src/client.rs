@@ -117,44 +117,11 @@ impl StepClient {
             Ok(response) => {
                 let status = response.status();
                 failing = status.is_server_error();
-                let busy = status == reqwest::StatusCode::CONFLICT
-                    && response
-                        .headers()
-                        .contains_key(reqwest::header::RETRY_AFTER);
+                let retry_after = response
+                    .headers()
+                    .contains_key(reqwest::header::RETRY_AFTER);
                 let body: Value = response.json().await.unwrap_or(Value::Null);
-                if status.is_success() {
-                    Outcome::Succeeded {
-                        tracking_number: body["tracking_number"].as_str().map(str::to_owned),
-                    }
-                } else if busy {
-                    // "Not now": the same step is still being handled (its
-                    // idempotency key is held), or its streams kept changing
-                    // under it. A 409 without `Retry-After` is a refusal.
-                    Outcome::Busy(format!(
-                        "{path}: {status}: {}",
-                        body["detail"].as_str().unwrap_or("")
-                    ))
-                } else if body["type"] == "/problems/saga-moved" {
-                    Outcome::Moved
-                } else if status.is_server_error() {
-                    Outcome::Transient(format!("{path}: {status}"))
-                } else {
-                    match body["type"].as_str() {
-                        Some("/problems/insufficient-stock") => {
-                            Outcome::Refused(RejectionReason::InsufficientStock)
-                        }
-                        Some("/problems/payment-declined") => {
-                            Outcome::Refused(RejectionReason::PaymentDeclined)
-                        }
-                        Some("/problems/shipping-unavailable") => {
-                            Outcome::Refused(RejectionReason::ShippingUnavailable)
-                        }
-                        _ => Outcome::Rejected {
-                            status: status.as_u16(),
-                            detail: body["detail"].as_str().unwrap_or("").to_owned(),
-                        },
-                    }
-                }
+                classify(path, status, retry_after, &body)
             }
         };
         self.record(failing);
@@ -181,6 +148,39 @@ impl StepClient {
     }
 }
 
+/// What an answer of command-service means for the saga.
+fn classify(path: &str, status: reqwest::StatusCode, retry_after: bool, body: &Value) -> Outcome {
+    let detail = || body["detail"].as_str().unwrap_or("").to_owned();
+    if status.is_success() {
+        return Outcome::Succeeded {
+            tracking_number: body["tracking_number"].as_str().map(str::to_owned),
+        };
+    }
+    if status == reqwest::StatusCode::CONFLICT && retry_after {
+        // "Not now": the same step is still being handled (its idempotency
+        // key is held), or its streams kept changing under it. A 409
+        // without `Retry-After` is a refusal.
+        return Outcome::Busy(format!("{path}: {status}: {}", detail()));
+    }
+    if status.is_server_error() {
+        return Outcome::Transient(format!("{path}: {status}"));
+    }
+    match body["type"].as_str() {
+        Some("/problems/saga-moved") => Outcome::Moved,
+        Some("/problems/insufficient-stock") => {
+            Outcome::Refused(RejectionReason::InsufficientStock)
+        }
+        Some("/problems/payment-declined") => Outcome::Refused(RejectionReason::PaymentDeclined),
+        Some("/problems/shipping-unavailable") => {
+            Outcome::Refused(RejectionReason::ShippingUnavailable)
+        }
+        _ => Outcome::Rejected {
+            status: status.as_u16(),
+            detail: detail(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +204,50 @@ mod tests {
         assert_eq!(client.breaker_open.get(), 1);
         client.record(false);
         assert!(client.open_until().is_none());
+    }
+    #[test]
+    fn answers_are_sorted_into_what_the_saga_does_next() {
+        use reqwest::StatusCode;
+        let problem =
+            |slug: &str| serde_json::json!({"type": format!("/problems/{slug}"), "detail": "d"});
+        let classify =
+            |status, retry_after, body: &Value| classify("step", status, retry_after, body);
+        assert_eq!(
+            classify(
+                StatusCode::OK,
+                false,
+                &serde_json::json!({"tracking_number": "TRK-1"})
+            ),
+            Outcome::Succeeded {
+                tracking_number: Some("TRK-1".into())
+            }
+        );
+        assert_eq!(
+            classify(StatusCode::CONFLICT, false, &problem("saga-moved")),
+            Outcome::Moved
+        );
+        assert_eq!(
+            classify(StatusCode::CONFLICT, true, &problem("conflict")),
+            Outcome::Busy("step: 409 Conflict: d".into())
+        );
+        assert_eq!(
+            classify(StatusCode::CONFLICT, false, &problem("conflict")),
+            Outcome::Rejected {
+                status: 409,
+                detail: "d".into()
+            }
+        );
+        assert_eq!(
+            classify(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                false,
+                &problem("payment-declined")
+            ),
+            Outcome::Refused(RejectionReason::PaymentDeclined)
+        );
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, false, &Value::Null),
+            Outcome::Transient("step: 503 Service Unavailable".into())
+        );
     }
 }
