@@ -1,15 +1,17 @@
 //! Executes sagas: claims the ones that are due, drives each until it has
 //! to wait (a retry later) or ends, and records every transition in its
-//! stream before and after each call.
+//! stream: an attempt's start before the call, a failure after it. A
+//! success is recorded by the call itself, in the same append as the
+//! step's effect, at the saga's version the call was made with.
 //!
 //! A saga is executed by at most one instance at a time: it is claimed with
 //! a lease on its `saga_instances` row (`for update skip locked`, only when
 //! no live lease exists), the lease is renewed whenever a third of it has
 //! gone by, checked before each call, and every
-//! append expects the version the decision was made on, so even an instance
-//! that lost its lease without noticing cannot record anything over
-//! another's work. Steps are idempotent, so a call repeated after a crash or
-//! a lost lease changes nothing.
+//! append (the executor's own and a step call's) expects the version the
+//! decision was made on, so even an instance that lost its lease without
+//! noticing cannot record anything over another's work, and a step called
+//! again after a crash or a lost lease takes effect at most once.
 
 use std::sync::Arc;
 use std::time::Duration;
