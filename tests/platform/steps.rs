@@ -365,6 +365,24 @@ async fn a_step_that_records_in_the_saga_stream_takes_effect_once_per_saga_versi
     let saga = api.get(&format!("/v1/streams/saga-{other}/events")).await;
     assert_eq!(saga.status(), StatusCode::NOT_FOUND, "no saga stream");
 
+    // A step that records nothing keeps its idempotency key, with the
+    // header or without: its repeat answers as the first call did.
+    let reject = || async {
+        let response = api
+            .client
+            .post(api.url(&format!("/internal/v1/orders/{other}/reject")))
+            .header("x-saga-version", 0)
+            .json(&json!({"reason": "insufficient_stock"}))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    let first = reject().await;
+    assert_eq!(first.0, StatusCode::OK, "{first:?}");
+    assert_eq!(first.1["appended"], 1);
+    assert_eq!(reject().await, first);
+
     let bad = api
         .client
         .post(api.url(&format!("/internal/v1/orders/{other}/charge-payment")))

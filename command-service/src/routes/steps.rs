@@ -62,15 +62,22 @@ use crate::routes::{customers, orders, products};
 /// A call that records its outcome in the saga's stream is made unique by
 /// the saga's version instead, and gets no key.
 pub async fn key_per_step(mut request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/internal/")
+    let path = request.uri().path();
+    let records = request.headers().contains_key(SAGA_VERSION)
+        && !NOT_RECORDING.iter().any(|step| path.ends_with(step));
+    if path.starts_with("/internal/")
         && !request.headers().contains_key(HEADER)
-        && !request.headers().contains_key(SAGA_VERSION)
+        && !records
         && let Ok(key) = HeaderValue::from_str(&format!("step:{}", request.uri().path()))
     {
         request.headers_mut().insert(HEADER, key);
     }
     next.run(request).await
 }
+
+/// Steps that record nothing in the saga's stream, even when called with
+/// [`SAGA_VERSION`]: they keep their idempotency key.
+const NOT_RECORDING: [&str; 2] = ["/reject", "/mark-cancelled"];
 
 /// The saga's stream version a recording call was decided on.
 pub const SAGA_VERSION: &str = "x-saga-version";
