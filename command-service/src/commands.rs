@@ -205,25 +205,12 @@ pub struct Executed<A: Aggregate> {
 
 /// Decides `command` against the current state of `stream_id` and appends
 /// what it decides. `command` may look at the state (or refuse).
+///
+/// `record`, if any, is appended in the same transaction, first, also when
+/// the command changes nothing: a saga step's outcome recorded in the
+/// saga's stream, at the version the saga expects. If that stream moved,
+/// nothing is written and the answer is [`saga_moved`].
 pub async fn execute<A, F>(
-    store: &EventStore,
-    stream_id: &str,
-    ctx: &RequestContext,
-    command: F,
-) -> ApiResult<Executed<A>>
-where
-    A: Aggregate,
-    A::State: Serialize + DeserializeOwned,
-    F: Fn(&A::State) -> ApiResult<A::Command>,
-{
-    decide_and_append(store, stream_id, ctx, command, false, None).await
-}
-
-/// Like [`execute`], and appends `record` in the same transaction, first,
-/// also when the command changes nothing: a saga step's outcome recorded
-/// in the saga's stream, at the version the saga expects. If that stream
-/// moved, nothing is written and the answer is [`saga_moved`].
-pub async fn execute_recording<A, F>(
     store: &EventStore,
     stream_id: &str,
     ctx: &RequestContext,
@@ -244,6 +231,7 @@ where
 /// are already stored gets the original result from the event store; if
 /// the stream exists otherwise, the next attempts decide against what is
 /// stored, like [`execute`] (and the domain refuses a second creation).
+/// `record` as for [`execute`].
 pub async fn execute_new<A, F>(
     store: &EventStore,
     stream_id: &str,

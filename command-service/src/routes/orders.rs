@@ -214,7 +214,7 @@ pub async fn cancel(
     ctx: RequestContext,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> ApiResult<Response> {
-    let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, |_| {
+    let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, None, |_| {
         Ok(OrderCommand::RequestCancellation {
             reason: body.reason.clone(),
         })

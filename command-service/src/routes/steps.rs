@@ -50,9 +50,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::catalogue::PlacedOrder;
-use crate::commands::{
-    append_recording, execute, execute_new, execute_recording, jitter, load, to_new_event,
-};
+use crate::commands::{append_recording, execute, execute_new, jitter, load, to_new_event};
 use crate::http::idempotency::HEADER;
 use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
@@ -298,7 +296,7 @@ pub async fn charge_payment(
         attempt,
         detail: None,
     });
-    let executed = execute_recording::<Customer, _>(
+    let executed = execute::<Customer, _>(
         &app.store,
         &customers::stream_id(order.customer_id),
         &ctx,
@@ -329,7 +327,7 @@ pub async fn refund_payment(
         step: SagaStep::ChargePayment,
         attempt,
     });
-    let executed = execute_recording::<Customer, _>(
+    let executed = execute::<Customer, _>(
         &app.store,
         &customers::stream_id(order.customer_id),
         &ctx,
@@ -409,7 +407,7 @@ pub async fn cancel_shipment(
         step: SagaStep::CreateShipment,
         attempt,
     });
-    let executed = execute_recording::<Shipment, _>(
+    let executed = execute::<Shipment, _>(
         &app.store,
         &shipment_stream_id(order_id),
         &ctx,
@@ -438,7 +436,7 @@ pub async fn confirm(
     let record = recording.of(&ctx, order_id, |_| SagaEvent::SagaCompleted {
         tracking_number: Some(tracking_number.clone()),
     });
-    let executed = execute_recording::<Order, _>(
+    let executed = execute::<Order, _>(
         &app.store,
         &orders::stream_id(order_id),
         &ctx,
@@ -470,12 +468,13 @@ pub async fn reject(
     ctx: RequestContext,
     JsonBody(body): JsonBody<RejectBody>,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let executed = execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, |_| {
-        Ok(OrderCommand::Reject {
-            reason: body.reason,
+    let executed =
+        execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, None, |_| {
+            Ok(OrderCommand::Reject {
+                reason: body.reason,
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok(done(order_id, "reject", executed.appended.len()))
 }
 
@@ -488,10 +487,11 @@ pub async fn mark_cancelled(
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let executed = execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, |_| {
-        Ok(OrderCommand::MarkCancelled)
-    })
-    .await?;
+    let executed =
+        execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, None, |_| {
+            Ok(OrderCommand::MarkCancelled)
+        })
+        .await?;
     Ok(done(order_id, "mark_cancelled", executed.appended.len()))
 }
 
