@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use domain::RejectionReason;
+use domain::saga::SagaStep;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::Value;
 use uuid::Uuid;
@@ -36,11 +37,14 @@ pub enum Outcome {
 
 /// A call that records its success in the saga's stream in the same
 /// transaction as its effect: the stream's version the call was decided on
-/// and the attempt (command-service's `X-Saga-Version`, `X-Saga-Attempt`).
+/// and the attempt (command-service's `X-Saga-Version`, `X-Saga-Attempt`),
+/// and for a forward step the next step's attempt whose start goes with
+/// the success (`X-Saga-Next-Step`, `X-Saga-Next-Attempt`).
 #[derive(Debug, Clone, Copy)]
 pub struct Recorded {
     pub version: u64,
     pub attempt: u32,
+    pub then: Option<(SagaStep, u32)>,
 }
 
 /// Settings of the breaker.
@@ -105,10 +109,20 @@ impl StepClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        if let Some(Recorded { version, attempt }) = recorded {
+        if let Some(Recorded {
+            version,
+            attempt,
+            then,
+        }) = recorded
+        {
             request = request
                 .header("x-saga-version", version)
                 .header("x-saga-attempt", attempt);
+            if let Some((step, attempt)) = then {
+                request = request
+                    .header("x-saga-next-step", step.as_str())
+                    .header("x-saga-next-attempt", attempt);
+            }
         }
         let mut failing = true;
         let outcome = match request.send().await {

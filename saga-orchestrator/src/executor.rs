@@ -2,7 +2,9 @@
 //! to wait (a retry later) or ends, and records every transition in its
 //! stream: an attempt's start before the call, a failure after it. A
 //! success is recorded by the call itself, in the same append as the
-//! step's effect, at the saga's version the call was made with.
+//! step's effect, at the saga's version the call was made with; a forward
+//! step's success records the next step's first start too, so that step
+//! is called straight away, with no append of the executor's between.
 //!
 //! A saga is executed by at most one instance at a time: it is claimed with
 //! a lease on its `saga_instances` row (`for update skip locked`, only when
@@ -65,22 +67,30 @@ struct Saga {
     order_id: Uuid,
     loaded: record::Loaded,
     causation: String,
+    /// A step's attempt whose start the previous step's call recorded and
+    /// that is to be called next, without recording its start again.
+    started: Option<(SagaStep, u32)>,
 }
 
 impl Saga {
-    /// What a step call made at the current version must record.
-    fn recording(&self, attempt: u32) -> Recorded {
+    /// What a step call made at the current version must record (`then`:
+    /// the next step's attempt that starts with this one's success).
+    fn recording(&self, attempt: u32, then: Option<(SagaStep, u32)>) -> Recorded {
         Recorded {
             version: self.loaded.version,
             attempt,
+            then,
         }
     }
 
-    /// Takes in `event`, which a successful step call recorded in the
-    /// saga's stream (one event, at the version it was called with).
-    fn recorded(&mut self, event: SagaEvent) {
-        self.loaded.apply(&event, Utc::now());
-        self.loaded.version += 1;
+    /// Takes in `events`, which a successful step call recorded in the
+    /// saga's stream, at the version it was called with.
+    fn recorded(&mut self, events: &[SagaEvent]) {
+        let now = Utc::now();
+        for event in events {
+            self.loaded.apply(event, now);
+        }
+        self.loaded.version += events.len() as u64;
     }
 }
 
@@ -206,6 +216,7 @@ impl Executor {
             order_id,
             loaded: record::load(&self.store, order_id).await?,
             causation: format!("saga-orchestrator:{}", self.settings.instance),
+            started: None,
         };
         self.drive_loaded(&mut saga, claimed_at).await
     }
@@ -265,20 +276,30 @@ impl Executor {
                         self.record(saga, vec![failed]).await?;
                         continue;
                     }
-                    if !self
-                        .record(saga, vec![SagaEvent::StepStarted { step, attempt }])
-                        .await?
-                    {
-                        continue;
-                    }
+                    // The attempt whose start the previous step's success
+                    // recorded counts as attempt `attempt - 1` until called.
+                    let attempt = match saga.started.take() {
+                        Some(started) if started == (step, attempt - 1) => attempt - 1,
+                        _ => {
+                            let started = SagaEvent::StepStarted { step, attempt };
+                            if !self.record(saga, vec![started]).await? {
+                                continue;
+                            }
+                            attempt
+                        }
+                    };
                     self.metrics.step_attempts.inc();
+                    // Its success starts the next step's first attempt.
+                    let then = step
+                        .next()
+                        .map(|next| (next, saga.loaded.state.step(next).attempts + 1));
                     let outcome = self
                         .client
                         .call(
                             order_id,
                             forward_path(step),
                             None,
-                            Some(saga.recording(attempt)),
+                            Some(saga.recording(attempt, then)),
                         )
                         .await;
                     let failed = |error: String, retryable: bool| SagaEvent::StepFailed {
@@ -290,11 +311,19 @@ impl Executor {
                     match outcome {
                         // The call recorded its success with its effect.
                         Outcome::Succeeded { tracking_number } => {
-                            saga.recorded(SagaEvent::StepSucceeded {
+                            let mut events = vec![SagaEvent::StepSucceeded {
                                 step,
                                 attempt,
                                 detail: tracking_number,
-                            });
+                            }];
+                            if let Some((next, attempt)) = then {
+                                events.push(SagaEvent::StepStarted {
+                                    step: next,
+                                    attempt,
+                                });
+                                saga.started = then;
+                            }
+                            saga.recorded(&events);
                         }
                         Outcome::Moved => self.reload(saga).await?,
                         Outcome::Refused(reason) => {
@@ -355,12 +384,12 @@ impl Executor {
                             order_id,
                             compensation_path(step),
                             None,
-                            Some(saga.recording(attempt)),
+                            Some(saga.recording(attempt, None)),
                         )
                         .await;
                     let (error, busy) = match outcome {
                         Outcome::Succeeded { .. } => {
-                            saga.recorded(SagaEvent::StepCompensated { step, attempt });
+                            saga.recorded(&[SagaEvent::StepCompensated { step, attempt }]);
                             continue;
                         }
                         Outcome::Moved => {
@@ -421,12 +450,12 @@ impl Executor {
                 Action::Confirm => {
                     let confirm = self
                         .client
-                        .call(order_id, "confirm", None, Some(saga.recording(1)))
+                        .call(order_id, "confirm", None, Some(saga.recording(1, None)))
                         .await;
                     match confirm {
                         // The call recorded the saga's completion.
                         Outcome::Succeeded { tracking_number } => {
-                            saga.recorded(SagaEvent::SagaCompleted { tracking_number });
+                            saga.recorded(&[SagaEvent::SagaCompleted { tracking_number }]);
                             self.metrics.completed.inc();
                         }
                         Outcome::Moved => self.reload(saga).await?,
@@ -493,6 +522,9 @@ impl Executor {
     /// Reads the saga's stream again: it moved under this executor.
     async fn reload(&self, saga: &mut Saga) -> anyhow::Result<()> {
         saga.loaded = record::load(&self.store, saga.order_id).await?;
+        // What it now says decides; a start recorded by a call is an
+        // interrupted attempt like any other.
+        saga.started = None;
         Ok(())
     }
 

@@ -398,3 +398,125 @@ async fn a_step_that_records_in_the_saga_stream_takes_effect_once_per_saga_versi
     )
     .await;
 }
+
+/// A forward step as the orchestrator calls it when the next step is to
+/// start with its success.
+async fn recording_step_then(
+    api: &Api,
+    order_id: &str,
+    step: &str,
+    saga_version: u64,
+    next: &str,
+    next_attempt: &str,
+) -> reqwest::Response {
+    api.client
+        .post(api.url(&format!("/internal/v1/orders/{order_id}/{step}")))
+        .header("x-saga-version", saga_version)
+        .header("x-saga-attempt", 1)
+        .header("x-saga-next-step", next)
+        .header("x-saga-next-attempt", next_attempt)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_forward_step_records_the_next_steps_start_with_its_success() {
+    let api = Api::start().await;
+    api.product("kettle", 3_000, 5).await;
+    let customer = api.customer(10_000).await;
+    let order_id = order(
+        &api,
+        &customer,
+        json!([{"sku": "kettle", "quantity": 1}]),
+        "DE",
+    )
+    .await;
+
+    // Naming a step that does not follow this one is refused, and writes
+    // nothing.
+    for (step, next, attempt, field) in [
+        (
+            "reserve-inventory",
+            "create_shipment",
+            "1",
+            "x-saga-next-step",
+        ),
+        ("reserve-inventory", "teleport", "1", "x-saga-next-step"),
+        (
+            "reserve-inventory",
+            "charge_payment",
+            "0",
+            "x-saga-next-attempt",
+        ),
+        ("create-shipment", "charge_payment", "1", "x-saga-next-step"),
+        (
+            "release-inventory",
+            "charge_payment",
+            "1",
+            "x-saga-next-step",
+        ),
+    ] {
+        let refused = recording_step_then(&api, &order_id, step, 0, next, attempt).await;
+        assert_problem(refused, StatusCode::BAD_REQUEST, "validation", Some(field)).await;
+    }
+    let saga = api
+        .get(&format!("/v1/streams/saga-{order_id}/events"))
+        .await;
+    assert_eq!(saga.status(), StatusCode::NOT_FOUND, "nothing recorded");
+    assert_eq!(
+        events_of(&api, "product-kettle", "InventoryReserved").await,
+        0
+    );
+
+    let reserved = recording_step_then(
+        &api,
+        &order_id,
+        "reserve-inventory",
+        0,
+        "charge_payment",
+        "1",
+    )
+    .await;
+    assert_eq!(reserved.status(), StatusCode::OK);
+    let charged =
+        recording_step_then(&api, &order_id, "charge-payment", 2, "create_shipment", "3").await;
+    assert_eq!(charged.status(), StatusCode::OK);
+    // The start it recorded moved the saga: the call made at the version
+    // before it is stale.
+    assert_problem(
+        recording_step(&api, &order_id, "create-shipment", 3).await,
+        StatusCode::CONFLICT,
+        "saga-moved",
+        None,
+    )
+    .await;
+    assert_eq!(
+        recording_step(&api, &order_id, "create-shipment", 4)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let recorded = saga_events(&api, &order_id).await;
+    let summary: Vec<(&str, &Value, &Value)> = recorded
+        .iter()
+        .map(|(t, data)| (t.as_str(), &data["step"], &data["attempt"]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("StepSucceeded", &json!("reserve_inventory"), &json!(1)),
+            ("StepStarted", &json!("charge_payment"), &json!(1)),
+            ("StepSucceeded", &json!("charge_payment"), &json!(1)),
+            ("StepStarted", &json!("create_shipment"), &json!(3)),
+            ("StepSucceeded", &json!("create_shipment"), &json!(1)),
+        ]
+    );
+    assert_eq!(
+        events_of(&api, "product-kettle", "InventoryReserved").await,
+        1
+    );
+    let charges = events_of(&api, &format!("customer-{customer}"), "PaymentCharged").await;
+    assert_eq!(charges, 1);
+}

@@ -30,6 +30,13 @@
 //! `saga-moved`. So these calls need no idempotency key (no row to claim
 //! and fill in per call). A business refusal writes nothing; the
 //! orchestrator records it.
+//!
+//! A forward step (`reserve-inventory`, `charge-payment`) may also be
+//! called with `X-Saga-Next-Step: <step>` (and `X-Saga-Next-Attempt: N`,
+//! default 1): its success then records, after `StepSucceeded`, that
+//! attempt's start (`StepStarted`) of the step that follows, so the
+//! orchestrator goes on to call it without an append of its own. Other
+//! steps refuse the header with a 400.
 
 use std::sync::Arc;
 
@@ -81,6 +88,10 @@ const NOT_RECORDING: [&str; 2] = ["/reject", "/mark-cancelled"];
 pub const SAGA_VERSION: &str = "x-saga-version";
 /// Which attempt at the step (or at undoing it) a recording call is.
 pub const SAGA_ATTEMPT: &str = "x-saga-attempt";
+/// The step whose start a forward step's success records too.
+pub const SAGA_NEXT_STEP: &str = "x-saga-next-step";
+/// Which attempt at that step is started; default 1.
+pub const SAGA_NEXT_ATTEMPT: &str = "x-saga-next-attempt";
 
 /// The headers with which a step records its success in the saga's
 /// stream (see the module's documentation).
@@ -95,57 +106,128 @@ struct SagaHeaders {
     /// The attempt at the step (or at undoing it), from 1; default 1.
     #[param(rename = "X-Saga-Attempt")]
     x_saga_attempt: Option<u32>,
+    /// Forward steps only: the step (`charge_payment`, `create_shipment`)
+    /// whose start is recorded together with this one's success.
+    #[param(rename = "X-Saga-Next-Step")]
+    x_saga_next_step: Option<String>,
+    /// The attempt at that step, from 1; default 1.
+    #[param(rename = "X-Saga-Next-Attempt")]
+    x_saga_next_attempt: Option<u32>,
 }
 
 /// Where a step call records its outcome in the saga's stream, if it
-/// does (`X-Saga-Version`, `X-Saga-Attempt`).
+/// does (`X-Saga-Version`, `X-Saga-Attempt`), and the next step's start
+/// that goes with a success (`X-Saga-Next-Step`, `X-Saga-Next-Attempt`).
 #[derive(Debug, Clone, Copy)]
-pub struct Recording(Option<(u64, u32)>);
+pub struct Recording(Option<Record>);
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    version: u64,
+    attempt: u32,
+    then: Option<(SagaStep, u32)>,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Recording {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let header = |name: &'static str| -> ApiResult<Option<u64>> {
-            let Some(value) = parts.headers.get(name) else {
-                return Ok(None);
+        let text = |name: &'static str| -> ApiResult<Option<&str>> {
+            parts
+                .headers
+                .get(name)
+                .map(|value| {
+                    value.to_str().map(str::trim).map_err(|_| {
+                        Problem::validation(StatusCode::BAD_REQUEST, name, "must be text").into()
+                    })
+                })
+                .transpose()
+        };
+        let attempt = |name: &'static str| -> ApiResult<u32> {
+            let Some(value) = text(name)? else {
+                return Ok(1);
             };
-            let number = value.to_str().ok().and_then(|v| v.trim().parse().ok());
-            number.map(Some).ok_or_else(|| {
-                Problem::validation(StatusCode::BAD_REQUEST, name, "must be a whole number").into()
+            value.parse().ok().filter(|a| *a >= 1).ok_or_else(|| {
+                Problem::validation(StatusCode::BAD_REQUEST, name, "must be 1 or more").into()
             })
         };
-        let Some(version) = header(SAGA_VERSION)? else {
+        let Some(version) = text(SAGA_VERSION)? else {
             return Ok(Self(None));
         };
-        let attempt = header(SAGA_ATTEMPT)?.unwrap_or(1);
-        let attempt = u32::try_from(attempt)
-            .ok()
-            .filter(|a| *a >= 1)
-            .ok_or_else(|| {
-                Problem::validation(StatusCode::BAD_REQUEST, SAGA_ATTEMPT, "must be 1 or more")
-            })?;
-        Ok(Self(Some((version, attempt))))
+        let version = version.parse().map_err(|_| {
+            Problem::validation(
+                StatusCode::BAD_REQUEST,
+                SAGA_VERSION,
+                "must be a whole number",
+            )
+        })?;
+        let then = match text(SAGA_NEXT_STEP)? {
+            None => None,
+            Some(name) => {
+                let step = SagaStep::parse(name).ok_or_else(|| {
+                    Problem::validation(
+                        StatusCode::BAD_REQUEST,
+                        SAGA_NEXT_STEP,
+                        "must be one of reserve_inventory, charge_payment, create_shipment",
+                    )
+                })?;
+                Some((step, attempt(SAGA_NEXT_ATTEMPT)?))
+            }
+        };
+        Ok(Self(Some(Record {
+            version,
+            attempt: attempt(SAGA_ATTEMPT)?,
+            then,
+        })))
     }
 }
 
 impl Recording {
     /// The append that records `outcome(attempt)` in the order's saga
-    /// stream at the expected version, if this call records.
+    /// stream at the expected version, if this call records; after a
+    /// forward step's success, followed by the next step's start when
+    /// asked for.
     fn of(
         self,
         ctx: &RequestContext,
         order_id: Uuid,
         outcome: impl FnOnce(u32) -> SagaEvent,
-    ) -> Option<StreamAppend> {
-        let (version, attempt) = self.0?;
+    ) -> ApiResult<Option<StreamAppend>> {
+        let Some(record) = self.0 else {
+            return Ok(None);
+        };
+        let outcome = outcome(record.attempt);
+        let follows = match &outcome {
+            SagaEvent::StepSucceeded { step, .. } => step.next(),
+            _ => None,
+        };
+        let mut events = vec![outcome];
+        if let Some((next, attempt)) = record.then {
+            if follows != Some(next) {
+                let message = match follows {
+                    Some(follows) => format!("only {} follows this step", follows.as_str()),
+                    None => "no step follows this one".to_owned(),
+                };
+                return Err(
+                    Problem::validation(StatusCode::BAD_REQUEST, SAGA_NEXT_STEP, message).into(),
+                );
+            }
+            events.push(SagaEvent::StepStarted {
+                step: next,
+                attempt,
+            });
+        }
         let stream = saga::stream_id(order_id);
-        let expected = match version {
+        let expected = match record.version {
             0 => ExpectedVersion::NoStream,
             v => ExpectedVersion::Exact(v),
         };
-        let event = to_new_event(&outcome(attempt), ctx, &stream, 0);
-        Some(StreamAppend::new(stream, expected, vec![event]))
+        let events = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| to_new_event(event, ctx, &stream, i))
+            .collect();
+        Ok(Some(StreamAppend::new(stream, expected, events)))
     }
 }
 
@@ -251,7 +333,7 @@ pub async fn reserve_inventory(
         step: SagaStep::ReserveInventory,
         attempt,
         detail: None,
-    });
+    })?;
     let appended = on_every_product(&app, &ctx, order_id, record.as_ref(), |quantity| {
         ProductCommand::Reserve { order_id, quantity }
     })
@@ -272,7 +354,7 @@ pub async fn release_inventory(
     let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
         step: SagaStep::ReserveInventory,
         attempt,
-    });
+    })?;
     let appended = on_every_product(&app, &ctx, order_id, record.as_ref(), |_| {
         ProductCommand::Release { order_id }
     })
@@ -295,7 +377,7 @@ pub async fn charge_payment(
         step: SagaStep::ChargePayment,
         attempt,
         detail: None,
-    });
+    })?;
     let executed = execute::<Customer, _>(
         &app.store,
         &customers::stream_id(order.customer_id),
@@ -326,7 +408,7 @@ pub async fn refund_payment(
     let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
         step: SagaStep::ChargePayment,
         attempt,
-    });
+    })?;
     let executed = execute::<Customer, _>(
         &app.store,
         &customers::stream_id(order.customer_id),
@@ -369,7 +451,7 @@ pub async fn create_shipment(
         step: SagaStep::CreateShipment,
         attempt,
         detail: Some(tracking_number(order_id)),
-    });
+    })?;
     // The order's shipment stream is almost always new: append without
     // reading it first (an existing one is read and decided on after all).
     let executed = execute_new::<Shipment, _>(
@@ -406,7 +488,7 @@ pub async fn cancel_shipment(
     let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
         step: SagaStep::CreateShipment,
         attempt,
-    });
+    })?;
     let executed = execute::<Shipment, _>(
         &app.store,
         &shipment_stream_id(order_id),
@@ -435,7 +517,7 @@ pub async fn confirm(
     let tracking_number = shipment.state.tracking_number;
     let record = recording.of(&ctx, order_id, |_| SagaEvent::SagaCompleted {
         tracking_number: Some(tracking_number.clone()),
-    });
+    })?;
     let executed = execute::<Order, _>(
         &app.store,
         &orders::stream_id(order_id),
