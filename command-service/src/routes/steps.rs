@@ -148,7 +148,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Recording {
                 return Ok(1);
             };
             value.parse().ok().filter(|a| *a >= 1).ok_or_else(|| {
-                Problem::validation(StatusCode::BAD_REQUEST, name, "must be 1 or more").into()
+                Problem::validation(
+                    StatusCode::BAD_REQUEST,
+                    name,
+                    "must be a whole number from 1",
+                )
+                .into()
             })
         };
         let Some(version) = text(SAGA_VERSION)? else {
