@@ -295,10 +295,7 @@ where
                 updated_at: loaded.updated_at,
             });
         }
-        let expected = match loaded.version {
-            0 => ExpectedVersion::NoStream,
-            v => ExpectedVersion::Exact(v),
-        };
+        let expected = ExpectedVersion::at(loaded.version);
         let new_events = events
             .iter()
             .enumerate()

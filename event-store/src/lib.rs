@@ -90,8 +90,9 @@ impl EventStore {
 /// the append statement's check for stored event ids becomes a hash join
 /// over a scan of the whole table, and it stays one as the table grows,
 /// until the next `ANALYZE` happens to replan it. Measured in
-/// `bench-sagas` before this: hundreds of scans of `events`, tens of
-/// thousands of rows each, in 20 seconds.
+/// `bench-sagas` before this: 771 scans of `events` reading 16.2 million
+/// rows in 25 seconds. The store's connections come on top of the
+/// caller's pool: up to twice its size in all.
 fn own_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
     let options = (*pool.connect_options())
         .clone()

@@ -16,6 +16,17 @@ pub enum ExpectedVersion {
     Exact(u64),
 }
 
+impl ExpectedVersion {
+    /// The expectation of a caller that read the stream at `version`
+    /// (0: the stream did not exist).
+    pub fn at(version: u64) -> Self {
+        match version {
+            0 => Self::NoStream,
+            v => Self::Exact(v),
+        }
+    }
+}
+
 impl std::fmt::Display for ExpectedVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

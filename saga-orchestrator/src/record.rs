@@ -110,11 +110,7 @@ pub async fn append(
     events: &[SagaEvent],
     causation_id: &str,
 ) -> anyhow::Result<bool> {
-    let expected = if version == 0 {
-        ExpectedVersion::NoStream
-    } else {
-        ExpectedVersion::Exact(version)
-    };
+    let expected = ExpectedVersion::at(version);
     let metadata = metadata(order_id, causation_id);
     let events = events
         .iter()

@@ -223,10 +223,7 @@ impl Recording {
             });
         }
         let stream = saga::stream_id(order_id);
-        let expected = match record.version {
-            0 => ExpectedVersion::NoStream,
-            v => ExpectedVersion::Exact(v),
-        };
+        let expected = ExpectedVersion::at(record.version);
         let events = events
             .iter()
             .enumerate()
