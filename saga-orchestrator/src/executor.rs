@@ -6,6 +6,13 @@
 //! step's success records the next step's first start too, so that step
 //! is called straight away, with no append of the executor's between.
 //!
+//! A saga the intake has just started comes straight to this instance's
+//! executor (`Handoff`): the intake records its start and its first step's
+//! start in one append, and leases it to this instance as it makes it
+//! known, so the executor neither claims nor reads it and calls the first
+//! step at once. Only when the executor has no free place does a new saga
+//! wait in `saga_instances` to be claimed like any other.
+//!
 //! A saga is executed by at most one instance at a time: it is claimed with
 //! a lease on its `saga_instances` row (`for update skip locked`, only when
 //! no live lease exists), the lease is renewed whenever a third of it has
@@ -16,7 +23,7 @@
 //! again after a crash or a lost lease takes effect at most once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -25,7 +32,7 @@ use event_store::EventStore;
 use rand::Rng;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -60,6 +67,85 @@ pub struct Executor {
     pub metrics: Metrics,
     /// Woken when a saga becomes due now (started, cancelled, retried).
     pub wake: Arc<Notify>,
+    /// One permit per saga this instance may execute at once
+    /// (`Settings::concurrency`), held by each saga it executes or that the
+    /// intake is handing over.
+    pub slots: Arc<Semaphore>,
+}
+
+/// A saga the intake has just started and leased to this instance: its
+/// first step's start is recorded and the step not yet called.
+pub struct Adopted {
+    pub order_id: Uuid,
+    pub loaded: record::Loaded,
+    /// When the lease was asked for.
+    pub leased_at: Instant,
+    slot: OwnedSemaphorePermit,
+}
+
+/// How the intake gives the sagas it starts straight to this instance's
+/// executor.
+#[derive(Clone)]
+pub struct Handoff {
+    slots: Arc<Semaphore>,
+    to_executor: mpsc::UnboundedSender<Adopted>,
+    /// The executor's lease owner name and lease length.
+    pub instance: String,
+    pub lease: Duration,
+}
+
+impl Handoff {
+    /// The handoff to `executor`, and what its `run` takes the sagas from.
+    pub fn to(executor: &Executor) -> (Self, mpsc::UnboundedReceiver<Adopted>) {
+        let (to_executor, adopted) = mpsc::unbounded_channel();
+        let handoff = Self {
+            slots: Arc::clone(&executor.slots),
+            to_executor,
+            instance: executor.settings.instance.clone(),
+            lease: executor.settings.lease,
+        };
+        (handoff, adopted)
+    }
+
+    /// Up to `wanted` free places in the executor, each held until the saga
+    /// given it is handed over (or the place is dropped).
+    pub fn places(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+        take_slots(&self.slots, wanted)
+    }
+
+    /// Gives the executor a saga leased to it at `leased_at`, whose stream
+    /// is `loaded`, in a place from [`Self::places`].
+    pub fn hand_over(
+        &self,
+        order_id: Uuid,
+        loaded: record::Loaded,
+        leased_at: Instant,
+        slot: OwnedSemaphorePermit,
+    ) {
+        // Gone only when the executor has stopped; the lease then expires
+        // and whoever runs next claims the saga.
+        let _ = self.to_executor.send(Adopted {
+            order_id,
+            loaded,
+            leased_at,
+            slot,
+        });
+    }
+}
+
+fn take_slots(slots: &Arc<Semaphore>, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+    std::iter::from_fn(|| Arc::clone(slots).try_acquire_owned().ok())
+        .take(wanted)
+        .collect()
+}
+
+/// A finished run's lease to give back, and where to say it was.
+struct Release {
+    order_id: Uuid,
+    status: &'static str,
+    due: DateTime<Utc>,
+    nudges: i64,
+    done: oneshot::Sender<()>,
 }
 
 /// A saga being driven: its state as recorded.
@@ -67,8 +153,9 @@ struct Saga {
     order_id: Uuid,
     loaded: record::Loaded,
     causation: String,
-    /// A step's attempt whose start the previous step's call recorded and
-    /// that is to be called next, without recording its start again.
+    /// A step's attempt whose start was recorded for this executor (by the
+    /// previous step's call, or by the intake for the first step) and that
+    /// is to be called next, without recording its start again.
     started: Option<(SagaStep, u32)>,
 }
 
@@ -94,6 +181,17 @@ impl Saga {
     }
 }
 
+/// A saga to execute, leased to this instance.
+struct Run {
+    order_id: Uuid,
+    /// Its `nudges` when leased.
+    nudges: i64,
+    leased_at: Instant,
+    /// Its stream, when handed over by the intake.
+    loaded: Option<record::Loaded>,
+    slot: OwnedSemaphorePermit,
+}
+
 /// Where a saga stands after being driven.
 enum Next {
     /// Ended (`done`) or waiting for an operator (`failed`).
@@ -103,35 +201,69 @@ enum Next {
 }
 
 impl Executor {
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut adopted: mpsc::UnboundedReceiver<Adopted>,
+        shutdown: CancellationToken,
+    ) {
+        let (release, releases) = mpsc::unbounded_channel();
+        let releaser = tokio::spawn(Arc::clone(&self).release_all(releases));
         // Sagas being executed; dropping the set (when this future is
         // dropped) aborts them, like a killed process.
         let mut running = JoinSet::new();
+        let mut poll = tokio::time::interval(self.settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether due sagas may be waiting in the table: after a claim that
+        // found fewer than it asked for, only a wake-up or the poll says so.
+        let mut look = true;
         loop {
-            let free = self.settings.concurrency.saturating_sub(running.len());
-            if free > 0 {
-                let claimed_at = std::time::Instant::now();
-                match self.claim(free).await {
-                    Ok(claimed) => {
-                        for (order_id, nudges) in claimed {
-                            running.spawn(Arc::clone(&self).execute(order_id, nudges, claimed_at));
+            if look {
+                let slots = take_slots(&self.slots, self.settings.concurrency);
+                if !slots.is_empty() {
+                    let claimed_at = Instant::now();
+                    match self.claim(slots.len()).await {
+                        Ok(claimed) => {
+                            look = claimed.len() == slots.len();
+                            for ((order_id, nudges), slot) in claimed.into_iter().zip(slots) {
+                                let run = Run {
+                                    order_id,
+                                    nudges,
+                                    leased_at: claimed_at,
+                                    loaded: None,
+                                    slot,
+                                };
+                                running.spawn(Arc::clone(&self).execute(run, release.clone()));
+                            }
                         }
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
+                        Err(error) => {
+                            tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
+                        }
                     }
                 }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                Some(saga) = adopted.recv() => {
+                    let run = Run {
+                        order_id: saga.order_id,
+                        // The intake made its row.
+                        nudges: 0,
+                        leased_at: saga.leased_at,
+                        loaded: Some(saga.loaded),
+                        slot: saga.slot,
+                    };
+                    running.spawn(Arc::clone(&self).execute(run, release.clone()));
+                }
+                () = self.wake.notified() => look = true,
+                _ = poll.tick() => look = true,
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
         // Unfinished work is safe to abandon: the next owner of each lease
         // picks up from the stream.
         running.shutdown().await;
+        drop(release);
+        let _ = releaser.await;
     }
 
     /// Leases up to `limit` due sagas to this instance.
@@ -158,9 +290,10 @@ impl Executor {
         Ok(claimed)
     }
 
-    async fn execute(self: Arc<Self>, order_id: Uuid, nudges: i64, claimed_at: std::time::Instant) {
+    async fn execute(self: Arc<Self>, run: Run, release: mpsc::UnboundedSender<Release>) {
         self.metrics.running.inc();
-        let next = match self.drive(order_id, claimed_at).await {
+        let order_id = run.order_id;
+        let next = match self.drive(order_id, run.loaded, run.leased_at).await {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(%order_id, error = format!("{error:#}"), "saga interrupted; retrying soon");
@@ -171,26 +304,60 @@ impl Executor {
             Next::Settled(status) => (status, Utc::now()),
             Next::At(at) => ("active", at),
         };
-        // A saga nudged meanwhile (a cancellation, an operator retry) stays
-        // active and due now, whatever this run concluded.
-        let released = sqlx::query(
-            "update saga_instances
-             set status = case when nudges = $4 then $2 else 'active' end,
-                 due_at = case when nudges = $4 then $3 else now() end,
-                 lease_owner = null, lease_until = null, updated_at = now()
-             where order_id = $1 and lease_owner = $5",
-        )
-        .bind(order_id)
-        .bind(status)
-        .bind(due)
-        .bind(nudges)
-        .bind(&self.settings.instance)
-        .execute(&self.pool)
-        .await;
-        if let Err(error) = released {
-            tracing::warn!(%order_id, %error, "releasing the saga's lease failed; it expires");
+        let (done, released) = oneshot::channel();
+        let asked = release.send(Release {
+            order_id,
+            status,
+            due,
+            nudges: run.nudges,
+            done,
+        });
+        if asked.is_ok() {
+            let _ = released.await;
         }
         self.metrics.running.dec();
+        drop(run.slot);
+    }
+
+    /// Gives back the leases of finished runs, those that finished while
+    /// the last statement ran together in one statement.
+    async fn release_all(self: Arc<Self>, mut releases: mpsc::UnboundedReceiver<Release>) {
+        const MOST: usize = 256;
+        let mut batch = Vec::new();
+        while releases.recv_many(&mut batch, MOST).await > 0 {
+            let order_ids: Vec<Uuid> = batch.iter().map(|r| r.order_id).collect();
+            let statuses: Vec<&str> = batch.iter().map(|r| r.status).collect();
+            let dues: Vec<DateTime<Utc>> = batch.iter().map(|r| r.due).collect();
+            let nudges: Vec<i64> = batch.iter().map(|r| r.nudges).collect();
+            // A saga nudged meanwhile (a cancellation, an operator retry)
+            // stays active and due now, whatever its run concluded.
+            let released = sqlx::query(
+                "update saga_instances s
+                 set status = case when s.nudges = r.nudges then r.status else 'active' end,
+                     due_at = case when s.nudges = r.nudges then r.due_at else now() end,
+                     lease_owner = null, lease_until = null, updated_at = now()
+                 from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[])
+                   as r(order_id, status, due_at, nudges)
+                 where s.order_id = r.order_id and s.lease_owner = $5",
+            )
+            .bind(&order_ids)
+            .bind(&statuses)
+            .bind(&dues)
+            .bind(&nudges)
+            .bind(&self.settings.instance)
+            .execute(&self.pool)
+            .await;
+            if let Err(error) = released {
+                tracing::warn!(
+                    sagas = batch.len(),
+                    %error,
+                    "releasing the sagas' leases failed; they expire"
+                );
+            }
+            for release in batch.drain(..) {
+                let _ = release.done.send(());
+            }
+        }
     }
 
     /// Keeps the lease for another period; an error if it was lost.
@@ -209,32 +376,39 @@ impl Executor {
         Ok(())
     }
 
-    /// Runs the saga until it must wait or has ended.
-    /// `claimed_at`: when the claim that leased it was sent.
-    async fn drive(&self, order_id: Uuid, claimed_at: std::time::Instant) -> anyhow::Result<Next> {
+    /// Runs the saga until it must wait or has ended. `adopted`: its
+    /// stream as the intake just started it (the first step's start
+    /// recorded, the step not called); otherwise it is read.
+    /// `leased_at`: when the lease was asked for.
+    async fn drive(
+        &self,
+        order_id: Uuid,
+        adopted: Option<record::Loaded>,
+        leased_at: Instant,
+    ) -> anyhow::Result<Next> {
+        let (loaded, started) = match adopted {
+            Some(loaded) => (loaded, Some((SagaStep::ReserveInventory, 1))),
+            None => (record::load(&self.store, order_id).await?, None),
+        };
         let mut saga = Saga {
             order_id,
-            loaded: record::load(&self.store, order_id).await?,
+            loaded,
             causation: format!("saga-orchestrator:{}", self.settings.instance),
-            started: None,
+            started,
         };
-        self.drive_loaded(&mut saga, claimed_at).await
+        self.drive_loaded(&mut saga, leased_at).await
     }
 
-    async fn drive_loaded(
-        &self,
-        saga: &mut Saga,
-        claimed_at: std::time::Instant,
-    ) -> anyhow::Result<Next> {
+    async fn drive_loaded(&self, saga: &mut Saga, leased_at: Instant) -> anyhow::Result<Next> {
         let order_id = saga.order_id;
         // Renewed once a third of the lease has gone by, so a step call
         // (bounded by its timeout) always starts with most of the lease
         // left; not before every transition, which would cost a commit
         // each.
-        let mut renewed = claimed_at;
+        let mut renewed = leased_at;
         loop {
             if renewed.elapsed() >= self.settings.lease / 3 {
-                let at = std::time::Instant::now();
+                let at = Instant::now();
                 self.renew(order_id).await?;
                 renewed = at;
             }
@@ -252,9 +426,7 @@ impl Executor {
                 }
                 Action::Run { step, attempt } => {
                     if let Some(until) = self.client.open_until() {
-                        return Ok(Next::At(
-                            Utc::now() + to_chrono(until - std::time::Instant::now()),
-                        ));
+                        return Ok(Next::At(Utc::now() + to_chrono(until - Instant::now())));
                     }
                     if self.past_deadline(&saga.loaded, step) {
                         let error = format!(
@@ -276,8 +448,9 @@ impl Executor {
                         self.record(saga, vec![failed]).await?;
                         continue;
                     }
-                    // The attempt whose start the previous step's success
-                    // recorded counts as attempt `attempt - 1` until called.
+                    // The attempt whose start was recorded for this
+                    // executor (by the previous step's success, or by the
+                    // intake) counts as attempt `attempt - 1` until called.
                     let attempt = match saga.started.take() {
                         Some(started) if started == (step, attempt - 1) => attempt - 1,
                         _ => {
@@ -369,9 +542,7 @@ impl Executor {
                         continue;
                     }
                     if let Some(until) = self.client.open_until() {
-                        return Ok(Next::At(
-                            Utc::now() + to_chrono(until - std::time::Instant::now()),
-                        ));
+                        return Ok(Next::At(Utc::now() + to_chrono(until - Instant::now())));
                     }
                     let started = SagaEvent::StepCompensationStarted { step, attempt };
                     if !self.record(saga, vec![started]).await? {

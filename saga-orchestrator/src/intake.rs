@@ -1,7 +1,9 @@
 //! Starts and cancels sagas from the order events on Kafka.
 //!
-//! `OrderPlaced` records `SagaStarted` in the saga's stream (once: the
-//! stream must not exist yet) and makes the saga due; an
+//! `OrderPlaced` records `SagaStarted` and the first step's `StepStarted`
+//! in the saga's stream (once: the stream must not exist yet) and hands the
+//! saga to this instance's executor, leased to it, or, when the executor
+//! has no free place, makes it due for whichever instance claims it; an
 //! `OrderCancellationRequested` records `CancellationRequested` and makes
 //! the saga due again, also when it had completed. The placements of a
 //! batch (up to a cancellation) start together, in one multi-stream append
@@ -16,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use domain::Event;
 use domain::order::OrderEvent;
-use domain::saga::SagaEvent;
+use domain::saga::{SagaEvent, SagaStep};
 use event_store::{EventStore, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -27,6 +29,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::executor::Handoff;
 use crate::metrics::Metrics;
 use crate::record;
 
@@ -38,6 +41,7 @@ pub struct Intake {
     pub group: String,
     pub metrics: Metrics,
     pub wake: Arc<Notify>,
+    pub handoff: Handoff,
 }
 
 impl Intake {
@@ -104,11 +108,17 @@ impl Intake {
                     },
                     causation,
                 )) if !placed.iter().any(|(id, _, _)| *id == order_id) => {
-                    let started = SagaEvent::SagaStarted {
-                        order_id,
-                        customer_id,
-                        total_cents,
-                    };
+                    let started = vec![
+                        SagaEvent::SagaStarted {
+                            order_id,
+                            customer_id,
+                            total_cents,
+                        },
+                        SagaEvent::StepStarted {
+                            step: SagaStep::ReserveInventory,
+                            attempt: 1,
+                        },
+                    ];
                     placed.push((order_id, started, causation));
                 }
                 Some((OrderEvent::OrderCancellationRequested { order_id, reason }, causation)) => {
@@ -122,16 +132,42 @@ impl Intake {
         self.start(&mut placed).await
     }
 
-    /// Starts the sagas of `placed` and makes them due; empties it.
-    async fn start(&self, placed: &mut Vec<(Uuid, SagaEvent, String)>) -> anyhow::Result<()> {
+    /// Starts the sagas of `placed` and hands them to the executor, or
+    /// makes them due; empties it.
+    async fn start(&self, placed: &mut Vec<(Uuid, Vec<SagaEvent>, String)>) -> anyhow::Result<()> {
         if placed.is_empty() {
             return Ok(());
         }
         let started = record::start_all(&self.store, placed).await?;
-        self.metrics.started.inc_by(started as u64);
-        let order_ids: Vec<Uuid> = placed.iter().map(|(id, _, _)| *id).collect();
-        make_due(&self.pool, &order_ids).await?;
-        self.wake.notify_one();
+        let new: Vec<usize> = (0..placed.len()).filter(|&i| started[i]).collect();
+        self.metrics.started.inc_by(new.len() as u64);
+        // The executor's free places go to new sagas, leased to it now.
+        let places = self.handoff.places(new.len());
+        let chosen: Vec<Uuid> = new
+            .iter()
+            .take(places.len())
+            .map(|&i| placed[i].0)
+            .collect();
+        let leased_at = std::time::Instant::now();
+        let leased = lease(&self.pool, &self.handoff, &chosen).await?;
+        let recorded_at = chrono::Utc::now();
+        let mut places = places.into_iter();
+        let mut due = Vec::new();
+        for (order_id, events, _) in placed.iter() {
+            // `leased` is part of `chosen`, which has a place each.
+            if leased.contains(order_id)
+                && let Some(place) = places.next()
+            {
+                let loaded = record::Loaded::of(events, recorded_at);
+                self.handoff.hand_over(*order_id, loaded, leased_at, place);
+            } else {
+                due.push(*order_id);
+            }
+        }
+        if !due.is_empty() {
+            make_due(&self.pool, &due).await?;
+            self.wake.notify_one();
+        }
         placed.clear();
         Ok(())
     }
@@ -182,6 +218,26 @@ fn order_event(message: &OwnedMessage) -> Option<(OrderEvent, String)> {
     }
     let order_event = OrderEvent::decode(&event.event_type, &event.data).ok()?;
     Some((order_event, event.event_id.to_string()))
+}
+
+/// Makes the rows of new sagas, leased to the handoff's executor; returns
+/// those it made (a row that exists already is left to [`make_due`]).
+async fn lease(pool: &PgPool, handoff: &Handoff, order_ids: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "insert into saga_instances (order_id, lease_owner, lease_until)
+         select id, $2, now() + $3 * interval '1 millisecond' from unnest($1::uuid[]) as id
+         on conflict (order_id) do nothing
+         returning order_id",
+    )
+    .bind(order_ids)
+    .bind(&handoff.instance)
+    .bind(handoff.lease.as_millis() as f64)
+    .fetch_all(pool)
+    .await
+    .context("leasing the new sagas")
 }
 
 /// Makes sagas due now, creating their rows when new; a saga that had

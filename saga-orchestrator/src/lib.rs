@@ -23,7 +23,7 @@ use event_store::EventStore;
 use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -164,7 +164,9 @@ pub async fn run(
         },
         metrics: metrics.clone(),
         wake: Arc::clone(&wake),
+        slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
     });
+    let (handoff, adopted) = executor::Handoff::to(&executor);
     let intake = intake::Intake {
         store: store.clone(),
         pool: deps.pg.clone(),
@@ -173,6 +175,7 @@ pub async fn run(
         group: config.common.consumer_group("saga-orchestrator"),
         metrics,
         wake: Arc::clone(&wake),
+        handoff,
     };
     let app = api::router(api::ApiState {
         store,
@@ -187,7 +190,7 @@ pub async fn run(
             served
         },
         intake.run(shutdown.clone()),
-        executor.run(shutdown.clone()),
+        executor.run(adopted, shutdown.clone()),
     );
     served
 }

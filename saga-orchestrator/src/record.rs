@@ -21,6 +21,20 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// A saga whose stream holds just `events`, recorded at `at`.
+    pub fn of(events: &[SagaEvent], at: DateTime<Utc>) -> Self {
+        let mut loaded = Self {
+            state: SagaState::default(),
+            version: 0,
+            first_started: [None; 3],
+        };
+        for event in events {
+            loaded.apply(event, at);
+        }
+        loaded.version = events.len() as u64;
+        loaded
+    }
+
     /// Evolves the state by an event recorded at `at` (the version is the
     /// caller's to move).
     pub fn apply(&mut self, event: &SagaEvent, at: DateTime<Utc>) {
@@ -37,11 +51,7 @@ impl Loaded {
 
 pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> {
     let stream = stream_id(order_id);
-    let mut loaded = Loaded {
-        state: SagaState::default(),
-        version: 0,
-        first_started: [None; 3],
-    };
+    let mut loaded = Loaded::of(&[], Utc::now());
     let mut from = 1;
     loop {
         let events = store.read_stream(&stream, from, PAGE).await?;
@@ -60,33 +70,34 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> 
     Ok(loaded)
 }
 
-/// Starts sagas, each with its first event, written together where they
+/// Starts sagas, each with its first events, written together where they
 /// can be (see [`EventStore::append_each`]); a saga that already exists
-/// (a redelivery) is left as it is. Returns how many were started now.
+/// (a redelivery) is left as it is. Says, per saga, whether it was started
+/// now.
 pub async fn start_all(
     store: &EventStore,
-    sagas: &[(Uuid, SagaEvent, String)],
-) -> anyhow::Result<usize> {
+    sagas: &[(Uuid, Vec<SagaEvent>, String)],
+) -> anyhow::Result<Vec<bool>> {
     let appends: Vec<_> = sagas
         .iter()
-        .map(|(order_id, event, causation_id)| {
-            let event = NewEvent::new(
-                event.event_type(),
-                event.data(),
-                metadata(*order_id, causation_id),
-            );
+        .map(|(order_id, events, causation_id)| {
+            let metadata = metadata(*order_id, causation_id);
+            let events = events
+                .iter()
+                .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))
+                .collect();
             vec![StreamAppend::new(
                 stream_id(*order_id),
                 ExpectedVersion::NoStream,
-                vec![event],
+                events,
             )]
         })
         .collect();
-    let mut started = 0;
+    let mut started = Vec::with_capacity(sagas.len());
     for result in store.append_each(&appends).await {
         match result {
-            Ok(_) => started += 1,
-            Err(error) if error.is_concurrency_conflict() => {}
+            Ok(_) => started.push(true),
+            Err(error) if error.is_concurrency_conflict() => started.push(false),
             Err(error) => return Err(error.into()),
         }
     }

@@ -47,12 +47,17 @@ fn fast_retries(config: &mut saga_orchestrator::Config) {
 
 impl Platform {
     async fn start() -> Self {
+        Self::start_with(fast_retries).await
+    }
+
+    /// The platform with the orchestrator's settings changed by `adjust`.
+    async fn start_with(adjust: impl FnOnce(&mut saga_orchestrator::Config)) -> Self {
         let env = TestEnv::new().await;
         let command = services::command_service(&env).await;
         let proxy = FaultProxy::start(&command.url).await;
         let projector = services::projector(&env).await;
         let query = services::query_service(&env).await;
-        let orchestrator = services::saga_orchestrator(&env, &proxy.url, fast_retries).await;
+        let orchestrator = services::saga_orchestrator(&env, &proxy.url, adjust).await;
         let platform = Self {
             env,
             client: Client::new(),
@@ -417,6 +422,62 @@ async fn an_orchestrator_killed_mid_saga_is_succeeded_and_nothing_is_applied_twi
     assert_eq!(charges, 1, "charged exactly once");
     platform.balance_becomes(&customer, 3_000).await;
     platform.stock_becomes("desk", 3, 1).await;
+}
+
+#[tokio::test]
+async fn two_orchestrators_share_the_sagas_and_each_runs_once() {
+    // Two sagas at a time each, so most sagas wait in the table for
+    // whichever instance claims them first, instead of all going to the
+    // instance whose intake read their placement.
+    fn two_at_a_time(config: &mut saga_orchestrator::Config) {
+        fast_retries(config);
+        config.concurrency = 2;
+    }
+    let platform = Platform::start_with(two_at_a_time).await;
+    let second =
+        services::saga_orchestrator(&platform.env, &platform.proxy.url, two_at_a_time).await;
+    platform.product("lamp", 300, 100).await;
+    let customer = platform.customer(100_000).await;
+    let mut orders = Vec::new();
+    for _ in 0..40 {
+        orders.push(platform.place(&customer, "lamp", 1, "GB").await);
+    }
+
+    for order in &orders {
+        platform.order_becomes(order, "confirmed").await;
+        let saga = platform.saga_becomes(order, "completed").await;
+        assert_eq!(step_statuses(&saga), ["succeeded"; 3], "{saga}");
+    }
+    let charges = platform
+        .stream(&format!("customer-{customer}"))
+        .await
+        .into_iter()
+        .filter(|(kind, _)| kind == "PaymentCharged")
+        .count();
+    assert_eq!(charges, 40, "each order charged exactly once");
+    platform.stock_becomes("lamp", 100, 40).await;
+    platform
+        .balance_becomes(&customer, 100_000 - 40 * 300)
+        .await;
+
+    // Both instances called steps.
+    for url in [platform.orchestrator_url(), second.url.as_str()] {
+        let metrics = platform
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let attempts: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("saga_step_attempts_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no step attempts counted: {metrics}"));
+        assert!(attempts > 0, "{url} called no step: {metrics}");
+    }
 }
 
 #[tokio::test]
