@@ -3,6 +3,10 @@
 //! bounded number of times, with jitter), unless the client pinned the
 //! version with `If-Match`.
 //!
+//! A command on a stream this process appended to last is decided on the
+//! state it kept ([`crate::warm`]) instead of a load, where a stale state
+//! cannot do harm.
+//!
 //! Loading starts from the stream's snapshot when there is one, so a long
 //! stream (a popular product gets an event per reservation) costs one
 //! snapshot and fewer than [`SNAPSHOT_EVERY`] events, however long it grows.
@@ -20,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::http::{ApiError, ApiResult, Problem, RequestContext};
 
 /// How many times a command is decided again after losing a race.
@@ -50,6 +55,8 @@ pub struct Loaded<A: Aggregate> {
     pub version: u64,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The version of the stream's latest snapshot known here (0: none).
+    pub snapshot_version: u64,
 }
 
 impl<A: Aggregate> Loaded<A> {
@@ -59,6 +66,7 @@ impl<A: Aggregate> Loaded<A> {
             version: 0,
             created_at: None,
             updated_at: None,
+            snapshot_version: 0,
         }
     }
 
@@ -98,6 +106,7 @@ where
                 version: snapshot.version,
                 created_at: saved.created_at,
                 updated_at: saved.updated_at,
+                snapshot_version: snapshot.version,
             }),
             Err(error) => {
                 tracing::warn!(%error, stream_id, "a snapshot does not fit the state; folding the whole stream");
@@ -105,9 +114,8 @@ where
             }
         },
     };
-    let (from, loaded) = match start {
+    let mut loaded = match start {
         Some(mut loaded) => {
-            let from = loaded.version;
             for recorded in &events {
                 loaded = loaded.apply(recorded)?;
             }
@@ -115,37 +123,48 @@ where
             if events.len() == PAGE as usize {
                 loaded = fold_until(store, stream_id, loaded, u64::MAX).await?;
             }
-            (from, loaded)
+            loaded
         }
-        None => (
-            0,
-            fold_until(store, stream_id, Loaded::new(), u64::MAX).await?,
-        ),
+        None => fold_until(store, stream_id, Loaded::new(), u64::MAX).await?,
     };
-    if loaded.version - from >= SNAPSHOT_EVERY {
-        let saved = Snapshotted {
-            state: &loaded.state,
-            created_at: loaded.created_at,
-            updated_at: loaded.updated_at,
-        };
-        match serde_json::to_value(&saved) {
-            Ok(state) => {
-                let snapshot = Snapshot {
-                    stream_id: stream_id.to_owned(),
-                    version: loaded.version,
-                    state_type: state_type.to_owned(),
-                    schema_version: SNAPSHOT_SCHEMA,
-                    state,
-                };
-                // A snapshot not saved only makes the next load longer.
-                if let Err(error) = store.save_snapshot(&snapshot).await {
-                    tracing::warn!(%error, stream_id, "saving a snapshot failed");
-                }
-            }
-            Err(error) => tracing::warn!(%error, stream_id, "a state could not be snapshotted"),
-        }
-    }
+    snapshot_if_due(store, stream_id, &mut loaded).await;
     Ok(loaded)
+}
+
+/// Saves a snapshot of `loaded` if [`SNAPSHOT_EVERY`] events or more came
+/// after the latest one, so that a load never folds many more than that:
+/// after a load, and after an append on a state kept warm (which no load
+/// sees).
+pub async fn snapshot_if_due<A>(store: &EventStore, stream_id: &str, loaded: &mut Loaded<A>)
+where
+    A: Aggregate,
+    A::State: Serialize,
+{
+    if loaded.version - loaded.snapshot_version < SNAPSHOT_EVERY {
+        return;
+    }
+    let saved = Snapshotted {
+        state: &loaded.state,
+        created_at: loaded.created_at,
+        updated_at: loaded.updated_at,
+    };
+    match serde_json::to_value(&saved) {
+        Ok(state) => {
+            let snapshot = Snapshot {
+                stream_id: stream_id.to_owned(),
+                version: loaded.version,
+                state_type: std::any::type_name::<A::State>().to_owned(),
+                schema_version: SNAPSHOT_SCHEMA,
+                state,
+            };
+            // A snapshot not saved only makes the next load longer.
+            match store.save_snapshot(&snapshot).await {
+                Ok(()) => loaded.snapshot_version = loaded.version,
+                Err(error) => tracing::warn!(%error, stream_id, "saving a snapshot failed"),
+            }
+        }
+        Err(error) => tracing::warn!(%error, stream_id, "a state could not be snapshotted"),
+    }
 }
 
 /// Folds the stream from its start up to and including `version` (time
@@ -211,18 +230,18 @@ pub struct Executed<A: Aggregate> {
 /// saga's stream, at the version the saga expects. If that stream moved,
 /// nothing is written and the answer is [`saga_moved`].
 pub async fn execute<A, F>(
-    store: &EventStore,
+    app: &AppState,
     stream_id: &str,
     ctx: &RequestContext,
     record: Option<&StreamAppend>,
     command: F,
 ) -> ApiResult<Executed<A>>
 where
-    A: Aggregate,
-    A::State: Serialize + DeserializeOwned,
+    A: Aggregate + 'static,
+    A::State: Serialize + DeserializeOwned + Clone + Send,
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
-    decide_and_append(store, stream_id, ctx, command, false, record).await
+    decide_and_append(app, stream_id, ctx, command, false, record).await
 }
 
 /// Carries out a command that creates `stream_id`, a stream named by a new
@@ -233,27 +252,28 @@ where
 /// stored, like [`execute`] (and the domain refuses a second creation).
 /// `record` as for [`execute`].
 pub async fn execute_new<A, F>(
-    store: &EventStore,
+    app: &AppState,
     stream_id: &str,
     ctx: &RequestContext,
     record: Option<&StreamAppend>,
     command: F,
 ) -> ApiResult<Executed<A>>
 where
-    A: Aggregate,
-    A::State: Serialize + DeserializeOwned,
+    A: Aggregate + 'static,
+    A::State: Serialize + DeserializeOwned + Clone + Send,
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
     // `If-Match` needs the stored version.
     let assume_new = ctx.if_match.is_none();
-    decide_and_append(store, stream_id, ctx, command, assume_new, record).await
+    decide_and_append(app, stream_id, ctx, command, assume_new, record).await
 }
 
-/// The loop behind [`execute`] and [`execute_new`]: load (unless the first
-/// attempt may assume a new stream), decide, append with the loaded
-/// version (and `record` before it), and on a lost race start over.
+/// The loop behind [`execute`] and [`execute_new`]: take the stream's
+/// state from [`Warm`] or load it (unless the first attempt may assume a
+/// new stream), decide, append with that version (and `record` before
+/// it), keep the state after it warm, and on a lost race start over.
 async fn decide_and_append<A, F>(
-    store: &EventStore,
+    app: &AppState,
     stream_id: &str,
     ctx: &RequestContext,
     command: F,
@@ -261,23 +281,32 @@ async fn decide_and_append<A, F>(
     record: Option<&StreamAppend>,
 ) -> ApiResult<Executed<A>>
 where
-    A: Aggregate,
-    A::State: Serialize + DeserializeOwned,
+    A: Aggregate + 'static,
+    A::State: Serialize + DeserializeOwned + Clone + Send,
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
+    let store = &app.store;
     for attempt in 1..=MAX_ATTEMPTS {
         let assumed = std::mem::take(&mut assume_new);
-        let loaded = if assumed {
-            Loaded::<A>::new()
+        let (loaded, events) = if assumed {
+            let loaded = Loaded::<A>::new();
+            let events = decide::<A>(&loaded.state, &command)?;
+            (loaded, events)
         } else {
-            load::<A>(store, stream_id).await?
+            // `If-Match` is checked against the stored version.
+            let kept = match ctx.if_match {
+                None => app.warm.take::<A>(stream_id),
+                Some(_) => None,
+            };
+            let (loaded, events) =
+                decide_fresh_unless_appending(store, stream_id, kept, &command).await?;
+            if let Some(required) = ctx.if_match
+                && required != loaded.version
+            {
+                return Err(stale(required, loaded.version));
+            }
+            (loaded, events?)
         };
-        if let Some(required) = ctx.if_match
-            && required != loaded.version
-        {
-            return Err(stale(required, loaded.version));
-        }
-        let events = A::decide(&loaded.state, command(&loaded.state)?)?;
         if events.is_empty() {
             if assumed {
                 // Nothing to create: answer from what is stored.
@@ -312,11 +341,21 @@ where
                 let version = appended.last().map_or(loaded.version, |a| a.version);
                 let state = events.iter().fold(loaded.state, A::evolve);
                 let now = Utc::now();
+                let created_at = loaded.created_at.or(Some(now));
+                let mut kept = Loaded::<A> {
+                    state: state.clone(),
+                    version,
+                    created_at,
+                    updated_at: Some(now),
+                    snapshot_version: loaded.snapshot_version,
+                };
+                snapshot_if_due(store, stream_id, &mut kept).await;
+                app.warm.keep(stream_id, kept);
                 return Ok(Executed {
                     state,
                     version,
                     appended,
-                    created_at: loaded.created_at.or(Some(now)),
+                    created_at,
                     updated_at: Some(now),
                 });
             }
@@ -337,6 +376,42 @@ where
         "{stream_id} kept changing; gave up after {MAX_ATTEMPTS} attempts, try again"
     ))
     .into())
+}
+
+/// What `command` decides on `state` (its events, or why it is refused).
+pub fn decide<A: Aggregate>(
+    state: &A::State,
+    command: &impl Fn(&A::State) -> ApiResult<A::Command>,
+) -> ApiResult<Vec<A::Event>> {
+    Ok(A::decide(state, command(state)?)?)
+}
+
+/// Decides `command` on `kept` (a state taken from [`Warm`]) if there is
+/// one and it decides events to append, whose append checks that the
+/// stream has not moved; otherwise, on the stream as loaded now: a refusal
+/// or a command that changes nothing is never decided on a kept state,
+/// which may be stale, alone. The outer error is a failed load, the inner
+/// one the decision's.
+pub async fn decide_fresh_unless_appending<A, F>(
+    store: &EventStore,
+    stream_id: &str,
+    kept: Option<Loaded<A>>,
+    command: &F,
+) -> ApiResult<(Loaded<A>, ApiResult<Vec<A::Event>>)>
+where
+    A: Aggregate,
+    A::State: Serialize + DeserializeOwned,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    if let Some(kept) = kept {
+        let decided = decide::<A>(&kept.state, command);
+        if decided.as_ref().is_ok_and(|events| !events.is_empty()) {
+            return Ok((kept, decided));
+        }
+    }
+    let loaded = load::<A>(store, stream_id).await?;
+    let decided = decide::<A>(&loaded.state, command);
+    Ok((loaded, decided))
 }
 
 /// Appends `record` (if any) and then `appends`, in one transaction.

@@ -11,6 +11,7 @@ mod commands;
 pub mod http;
 mod openapi;
 mod routes;
+pub mod warm;
 
 use std::net::SocketAddr;
 
@@ -76,6 +77,8 @@ pub struct AppState {
     /// ISO 3166-1 alpha-2 codes shipments may go to.
     pub shipping_countries: Vec<String>,
     pub idempotency: http::idempotency::Idempotency,
+    /// The state each stream had after this process's last append to it.
+    pub warm: warm::Warm,
 }
 
 /// The public write API.
@@ -177,6 +180,7 @@ pub async fn run(
         shipping_countries: config.shipping_countries.clone(),
         store,
         catalogue: catalogue::Catalogue::default(),
+        warm: warm::Warm::default(),
     };
     let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));
     let served = service_kit::serve(listener, app, shutdown.clone()).await;

@@ -520,3 +520,74 @@ async fn a_forward_step_records_the_next_steps_start_with_its_success() {
     let charges = events_of(&api, &format!("customer-{customer}"), "PaymentCharged").await;
     assert_eq!(charges, 1);
 }
+
+/// A replica decides on the state it last appended, kept in memory; what
+/// another replica appended since must never be overruled by it.
+#[tokio::test]
+async fn a_replica_never_decides_on_a_state_another_replica_has_changed() {
+    let api = Api::start().await;
+    let other = harness::services::command_service(&api.env).await;
+    let post_other = |path: &str, body: Value| {
+        api.client
+            .post(format!("{}{path}", other.url))
+            .json(&body)
+            .send()
+    };
+    api.product("shared", 100, 1).await;
+    let customer = api.customer(0).await;
+    let order_id = order(
+        &api,
+        &customer,
+        json!([{"sku": "shared", "quantity": 3}]),
+        "GB",
+    )
+    .await;
+
+    // The first replica last saw 1 in stock and a balance of 0; the other
+    // restocks and takes a deposit.
+    let restocked = post_other("/v1/products/shared/restock", json!({"quantity": 4}))
+        .await
+        .unwrap();
+    assert_eq!(restocked.status(), StatusCode::OK);
+    let deposited = post_other(
+        &format!("/v1/customers/{customer}/deposits"),
+        json!({"amount_cents": 1_000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deposited.status(), StatusCode::OK);
+
+    // Refusals decided on what the first replica last saw would be
+    // insufficient stock and a declined payment.
+    let (status, body) = step(&api, &order_id, "reserve-inventory").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = step(&api, &order_id, "charge-payment").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Appends decided on a stale state conflict and are decided again:
+    // every restock counts, on whichever replica.
+    let restocked = post_other("/v1/products/shared/restock", json!({"quantity": 1}))
+        .await
+        .unwrap();
+    assert_eq!(restocked.status(), StatusCode::OK);
+    let restocked: Value = api
+        .post("/v1/products/shared/restock", json!({"quantity": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(restocked["on_hand"], 7, "{restocked}");
+    assert_eq!(restocked["reserved"], 3, "{restocked}");
+    assert_eq!(restocked["version"], 5, "{restocked}");
+    // 1,000 deposited, 300 charged, 1 more deposited here.
+    let deposited: Value = api
+        .post(
+            &format!("/v1/customers/{customer}/deposits"),
+            json!({"amount_cents": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deposited["balance_cents"], 701, "{deposited}");
+}

@@ -55,7 +55,7 @@ pub async fn register(
     JsonBody(body): JsonBody<RegisterCustomer>,
 ) -> ApiResult<Response> {
     let customer_id = ctx.new_id("customer");
-    let executed = execute::<Customer, _>(&app.store, &stream_id(customer_id), &ctx, None, |_| {
+    let executed = execute::<Customer, _>(&app, &stream_id(customer_id), &ctx, None, |_| {
         Ok(CustomerCommand::Register {
             customer_id,
             name: body.name.clone(),
@@ -80,7 +80,7 @@ pub async fn deposit(
     ctx: RequestContext,
     JsonBody(body): JsonBody<Deposit>,
 ) -> ApiResult<Response> {
-    let executed = execute::<Customer, _>(&app.store, &stream_id(customer_id), &ctx, None, |_| {
+    let executed = execute::<Customer, _>(&app, &stream_id(customer_id), &ctx, None, |_| {
         Ok(CustomerCommand::Deposit {
             amount_cents: body.amount_cents,
         })

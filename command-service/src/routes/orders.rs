@@ -152,7 +152,7 @@ pub async fn place(
     }
     let order_id = ctx.new_id("order");
     // A new id names a new stream: nothing to load before appending.
-    let executed = execute_new::<Order, _>(&app.store, &stream_id(order_id), &ctx, None, |_| {
+    let executed = execute_new::<Order, _>(&app, &stream_id(order_id), &ctx, None, |_| {
         Ok(OrderCommand::Place {
             order_id,
             customer_id: body.customer_id,
@@ -214,7 +214,7 @@ pub async fn cancel(
     ctx: RequestContext,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> ApiResult<Response> {
-    let executed = execute::<Order, _>(&app.store, &stream_id(order_id), &ctx, None, |_| {
+    let executed = execute::<Order, _>(&app, &stream_id(order_id), &ctx, None, |_| {
         Ok(OrderCommand::RequestCancellation {
             reason: body.reason.clone(),
         })

@@ -80,7 +80,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateProduct>,
 ) -> ApiResult<Response> {
     checked_sku(&body.sku, "sku", StatusCode::UNPROCESSABLE_ENTITY)?;
-    let executed = execute::<Product, _>(&app.store, &stream_id(&body.sku), &ctx, None, |_| {
+    let executed = execute::<Product, _>(&app, &stream_id(&body.sku), &ctx, None, |_| {
         Ok(ProductCommand::Create {
             sku: body.sku.clone(),
             name: body.name.clone(),
@@ -107,7 +107,7 @@ pub async fn restock(
     JsonBody(body): JsonBody<Restock>,
 ) -> ApiResult<Response> {
     checked_sku(&sku, "sku", StatusCode::BAD_REQUEST)?;
-    let executed = execute::<Product, _>(&app.store, &stream_id(&sku), &ctx, None, |_| {
+    let executed = execute::<Product, _>(&app, &stream_id(&sku), &ctx, None, |_| {
         Ok(ProductCommand::Restock {
             quantity: body.quantity,
         })

@@ -57,7 +57,10 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::catalogue::PlacedOrder;
-use crate::commands::{append_recording, execute, execute_new, jitter, load, to_new_event};
+use crate::commands::{
+    Loaded, append_recording, decide_fresh_unless_appending, execute, execute_new, jitter, load,
+    snapshot_if_due, to_new_event,
+};
 use crate::http::idempotency::HEADER;
 use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
@@ -287,10 +290,15 @@ async fn on_every_product(
     let order = existing_order(app, order_id).await?;
     for attempt in 1..=PRODUCT_STEP_ATTEMPTS {
         let mut appends = Vec::new();
+        // Each product's state once the append is in, to keep warm.
+        let mut after = Vec::new();
         for line in &order.lines {
             let stream = products::stream_id(&line.sku);
-            let product = load::<Product>(&app.store, &stream).await?;
-            let events = Product::decide(&product.state, command(line.quantity))?;
+            let kept = app.warm.take::<Product>(&stream);
+            let line_command = |_: &Product| Ok(command(line.quantity));
+            let (product, events) =
+                decide_fresh_unless_appending(&app.store, &stream, kept, &line_command).await?;
+            let events = events?;
             if events.is_empty() {
                 continue;
             }
@@ -300,10 +308,18 @@ async fn on_every_product(
                 .map(|(i, e)| to_new_event(e, ctx, &stream, i))
                 .collect();
             appends.push(StreamAppend::new(
-                stream,
+                stream.clone(),
                 ExpectedVersion::Exact(product.version),
                 new_events,
             ));
+            let kept = Loaded::<Product> {
+                version: product.version + events.len() as u64,
+                state: events.iter().fold(product.state, Product::evolve),
+                created_at: product.created_at,
+                updated_at: Some(chrono::Utc::now()),
+                snapshot_version: product.snapshot_version,
+            };
+            after.push((stream, kept));
         }
         if appends.is_empty() && record.is_none() {
             return Ok(0);
@@ -313,6 +329,10 @@ async fn on_every_product(
             .await?
             .is_some()
         {
+            for (stream, mut kept) in after {
+                snapshot_if_due(&app.store, &stream, &mut kept).await;
+                app.warm.keep(&stream, kept);
+            }
             return Ok(count);
         }
         tracing::debug!(%order_id, attempt, "a product changed meanwhile; deciding again");
@@ -381,7 +401,7 @@ pub async fn charge_payment(
         detail: None,
     })?;
     let executed = execute::<Customer, _>(
-        &app.store,
+        &app,
         &customers::stream_id(order.customer_id),
         &ctx,
         record.as_ref(),
@@ -412,7 +432,7 @@ pub async fn refund_payment(
         attempt,
     })?;
     let executed = execute::<Customer, _>(
-        &app.store,
+        &app,
         &customers::stream_id(order.customer_id),
         &ctx,
         record.as_ref(),
@@ -457,7 +477,7 @@ pub async fn create_shipment(
     // The order's shipment stream is almost always new: append without
     // reading it first (an existing one is read and decided on after all).
     let executed = execute_new::<Shipment, _>(
-        &app.store,
+        &app,
         &shipment_stream_id(order_id),
         &ctx,
         record.as_ref(),
@@ -492,7 +512,7 @@ pub async fn cancel_shipment(
         attempt,
     })?;
     let executed = execute::<Shipment, _>(
-        &app.store,
+        &app,
         &shipment_stream_id(order_id),
         &ctx,
         record.as_ref(),
@@ -521,7 +541,7 @@ pub async fn confirm(
         tracking_number: Some(tracking_number.clone()),
     })?;
     let executed = execute::<Order, _>(
-        &app.store,
+        &app,
         &orders::stream_id(order_id),
         &ctx,
         record.as_ref(),
@@ -552,13 +572,12 @@ pub async fn reject(
     ctx: RequestContext,
     JsonBody(body): JsonBody<RejectBody>,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let executed =
-        execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, None, |_| {
-            Ok(OrderCommand::Reject {
-                reason: body.reason,
-            })
+    let executed = execute::<Order, _>(&app, &orders::stream_id(order_id), &ctx, None, |_| {
+        Ok(OrderCommand::Reject {
+            reason: body.reason,
         })
-        .await?;
+    })
+    .await?;
     Ok(done(order_id, "reject", executed.appended.len()))
 }
 
@@ -571,11 +590,10 @@ pub async fn mark_cancelled(
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let executed =
-        execute::<Order, _>(&app.store, &orders::stream_id(order_id), &ctx, None, |_| {
-            Ok(OrderCommand::MarkCancelled)
-        })
-        .await?;
+    let executed = execute::<Order, _>(&app, &orders::stream_id(order_id), &ctx, None, |_| {
+        Ok(OrderCommand::MarkCancelled)
+    })
+    .await?;
     Ok(done(order_id, "mark_cancelled", executed.appended.len()))
 }
 
