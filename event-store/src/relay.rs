@@ -241,7 +241,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// The number of partitions of the events topic; consumers that create the
 /// topic before the relay does must use the same figure.
-pub const EVENTS_TOPIC_PARTITIONS: i32 = 6;
+///
+/// It bounds how many instances of one consumer group (projectors, saga
+/// intakes) share the work; the saga executors share sagas through leases,
+/// not partitions. It is small because every partition costs the broker
+/// per produce request and per fetch: tansu checks the producer and moves
+/// the watermark per partition batch and queries every partition on every
+/// fetch, and with 2 partitions instead of 6 it used about a fifth less
+/// CPU under the saga benchmark (BENCHMARKS.md). A topic that exists keeps
+/// the partitions it was created with.
+pub const EVENTS_TOPIC_PARTITIONS: i32 = 2;
 
 /// Creates `topic` with `partitions` unless it exists. The broker does not
 /// create topics on first use, so the relay and every consumer call this at
