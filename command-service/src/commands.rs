@@ -70,6 +70,18 @@ impl<A: Aggregate> Loaded<A> {
         }
     }
 
+    /// The state after `events` were appended, which took the stream to
+    /// `version` at `now`.
+    pub fn evolved(self, events: &[A::Event], version: u64, now: DateTime<Utc>) -> Self {
+        Self {
+            state: events.iter().fold(self.state, A::evolve),
+            version,
+            created_at: self.created_at.or(Some(now)),
+            updated_at: Some(now),
+            snapshot_version: self.snapshot_version,
+        }
+    }
+
     fn apply(mut self, recorded: &RecordedEvent) -> ApiResult<Self> {
         let event = A::Event::decode(&recorded.event_type, &recorded.data).map_err(|error| {
             ApiError::Internal(anyhow::Error::new(error).context(format!(
@@ -135,7 +147,7 @@ where
 /// after the latest one, so that a load never folds many more than that:
 /// after a load, and after an append on a state kept warm (which no load
 /// sees).
-pub async fn snapshot_if_due<A>(store: &EventStore, stream_id: &str, loaded: &mut Loaded<A>)
+async fn snapshot_if_due<A>(store: &EventStore, stream_id: &str, loaded: &mut Loaded<A>)
 where
     A: Aggregate,
     A::State: Serialize,
@@ -339,25 +351,16 @@ where
         {
             Some(appended) => {
                 let version = appended.last().map_or(loaded.version, |a| a.version);
-                let state = events.iter().fold(loaded.state, A::evolve);
-                let now = Utc::now();
-                let created_at = loaded.created_at.or(Some(now));
-                let mut kept = Loaded::<A> {
-                    state: state.clone(),
-                    version,
-                    created_at,
-                    updated_at: Some(now),
-                    snapshot_version: loaded.snapshot_version,
-                };
-                snapshot_if_due(store, stream_id, &mut kept).await;
-                app.warm.keep(stream_id, kept);
-                return Ok(Executed {
-                    state,
+                let after = loaded.evolved(&events, version, Utc::now());
+                let executed = Executed {
+                    state: after.state.clone(),
                     version,
                     appended,
-                    created_at,
-                    updated_at: Some(now),
-                });
+                    created_at: after.created_at,
+                    updated_at: after.updated_at,
+                };
+                keep_warm(app, stream_id, after).await;
+                return Ok(executed);
             }
             None => {
                 if let Some(required) = ctx.if_match {
@@ -378,8 +381,20 @@ where
     .into())
 }
 
+/// Keeps `loaded`, the state a command just appended, warm for the next
+/// command on `stream_id`, snapshotting it first if that is due (no load
+/// will).
+pub async fn keep_warm<A>(app: &AppState, stream_id: &str, mut loaded: Loaded<A>)
+where
+    A: Aggregate + 'static,
+    A::State: Serialize + Send,
+{
+    snapshot_if_due(&app.store, stream_id, &mut loaded).await;
+    app.warm.keep(stream_id, loaded);
+}
+
 /// What `command` decides on `state` (its events, or why it is refused).
-pub fn decide<A: Aggregate>(
+fn decide<A: Aggregate>(
     state: &A::State,
     command: &impl Fn(&A::State) -> ApiResult<A::Command>,
 ) -> ApiResult<Vec<A::Event>> {

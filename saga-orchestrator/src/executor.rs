@@ -76,10 +76,10 @@ pub struct Executor {
 /// A saga the intake has just started and leased to this instance: its
 /// first step's start is recorded and the step not yet called.
 pub struct Adopted {
-    pub order_id: Uuid,
-    pub loaded: record::Loaded,
+    order_id: Uuid,
+    loaded: record::Loaded,
     /// When the lease was asked for.
-    pub leased_at: Instant,
+    leased_at: Instant,
     slot: OwnedSemaphorePermit,
 }
 

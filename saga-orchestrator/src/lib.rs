@@ -148,23 +148,24 @@ pub async fn run(
         return Ok(());
     }
     let wake = Arc::new(Notify::new());
+    let settings = executor::Settings {
+        instance: format!("{}-{}", SERVICE, Uuid::new_v4().simple()),
+        step_deadline: Duration::from_millis(config.step_deadline_ms),
+        retry_base: Duration::from_millis(config.retry_base_ms),
+        retry_max: Duration::from_millis(config.retry_max_ms),
+        compensation_attempts: config.compensation_attempts.max(1),
+        lease: Duration::from_millis(config.lease_ms),
+        poll_interval: Duration::from_millis(config.poll_ms),
+        concurrency: config.concurrency.max(1),
+    };
     let executor = Arc::new(executor::Executor {
         store: store.clone(),
         pool: deps.pg.clone(),
         client,
-        settings: executor::Settings {
-            instance: format!("{}-{}", SERVICE, Uuid::new_v4().simple()),
-            step_deadline: Duration::from_millis(config.step_deadline_ms),
-            retry_base: Duration::from_millis(config.retry_base_ms),
-            retry_max: Duration::from_millis(config.retry_max_ms),
-            compensation_attempts: config.compensation_attempts.max(1),
-            lease: Duration::from_millis(config.lease_ms),
-            poll_interval: Duration::from_millis(config.poll_ms),
-            concurrency: config.concurrency.max(1),
-        },
+        slots: Arc::new(Semaphore::new(settings.concurrency)),
+        settings,
         metrics: metrics.clone(),
         wake: Arc::clone(&wake),
-        slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
     });
     let (handoff, adopted) = executor::Handoff::to(&executor);
     let intake = intake::Intake {

@@ -224,6 +224,15 @@ impl Platform {
         .await;
     }
 
+    /// How many times the customer was charged, from the event store.
+    async fn charges(&self, customer: &str) -> usize {
+        self.stream(&format!("customer-{customer}"))
+            .await
+            .into_iter()
+            .filter(|(kind, _)| kind == "PaymentCharged")
+            .count()
+    }
+
     /// Events of a stream in the event store, as (type, data).
     async fn stream(&self, stream_id: &str) -> Vec<(String, Value)> {
         let store = self.env.event_store().await;
@@ -413,12 +422,7 @@ async fn an_orchestrator_killed_mid_saga_is_succeeded_and_nothing_is_applied_twi
 
     platform.order_becomes(&order, "confirmed").await;
     platform.saga_becomes(&order, "completed").await;
-    let charges = platform
-        .stream(&format!("customer-{customer}"))
-        .await
-        .into_iter()
-        .filter(|(kind, _)| kind == "PaymentCharged")
-        .count();
+    let charges = platform.charges(&customer).await;
     assert_eq!(charges, 1, "charged exactly once");
     platform.balance_becomes(&customer, 3_000).await;
     platform.stock_becomes("desk", 3, 1).await;
@@ -448,12 +452,7 @@ async fn two_orchestrators_share_the_sagas_and_each_runs_once() {
         let saga = platform.saga_becomes(order, "completed").await;
         assert_eq!(step_statuses(&saga), ["succeeded"; 3], "{saga}");
     }
-    let charges = platform
-        .stream(&format!("customer-{customer}"))
-        .await
-        .into_iter()
-        .filter(|(kind, _)| kind == "PaymentCharged")
-        .count();
+    let charges = platform.charges(&customer).await;
     assert_eq!(charges, 40, "each order charged exactly once");
     platform.stock_becomes("lamp", 100, 40).await;
     platform

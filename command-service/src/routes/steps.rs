@@ -45,12 +45,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use domain::RejectionReason;
 use domain::customer::{Customer, CustomerCommand};
 use domain::order::{Order, OrderCommand};
 use domain::product::{Product, ProductCommand};
 use domain::saga::{self, SagaEvent, SagaStep};
 use domain::shipment::{Shipment, ShipmentCommand};
-use domain::{Aggregate, RejectionReason};
 use event_store::{ExpectedVersion, StreamAppend};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -58,8 +58,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::catalogue::PlacedOrder;
 use crate::commands::{
-    Loaded, append_recording, decide_fresh_unless_appending, execute, execute_new, jitter, load,
-    snapshot_if_due, to_new_event,
+    append_recording, decide_fresh_unless_appending, execute, execute_new, jitter, keep_warm, load,
+    to_new_event,
 };
 use crate::http::idempotency::HEADER;
 use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
@@ -312,14 +312,11 @@ async fn on_every_product(
                 ExpectedVersion::Exact(product.version),
                 new_events,
             ));
-            let kept = Loaded::<Product> {
-                version: product.version + events.len() as u64,
-                state: events.iter().fold(product.state, Product::evolve),
-                created_at: product.created_at,
-                updated_at: Some(chrono::Utc::now()),
-                snapshot_version: product.snapshot_version,
-            };
-            after.push((stream, kept));
+            let version = product.version + events.len() as u64;
+            after.push((
+                stream,
+                product.evolved(&events, version, chrono::Utc::now()),
+            ));
         }
         if appends.is_empty() && record.is_none() {
             return Ok(0);
@@ -329,9 +326,8 @@ async fn on_every_product(
             .await?
             .is_some()
         {
-            for (stream, mut kept) in after {
-                snapshot_if_due(&app.store, &stream, &mut kept).await;
-                app.warm.keep(&stream, kept);
+            for (stream, kept) in after {
+                keep_warm(app, &stream, kept).await;
             }
             return Ok(count);
         }
