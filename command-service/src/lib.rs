@@ -64,6 +64,14 @@ pub struct Config {
     #[arg(long, env = "RELAY_CLOUDEVENTS_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay_cloudevents_headers: bool,
 
+    /// How long the relay's producer waits for more events before it sends
+    /// a batch (`linger.ms`), in milliseconds. Every produce request costs
+    /// the broker (tansu) queries per partition, so a longer wait sends
+    /// fewer, larger requests and delays every event by about as much
+    /// (BENCHMARKS.md: 25 ms against 5 ms).
+    #[arg(long, env = "RELAY_LINGER_MS", default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
+    pub relay_linger_ms: u32,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -158,6 +166,7 @@ pub async fn run(
     let store = EventStore::new(deps.pg.clone());
     let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
     relay_config.cloudevents_headers = config.relay_cloudevents_headers;
+    relay_config.linger_ms = config.relay_linger_ms;
     // The API needs the schema, so migrations run before serving; while
     // PostgreSQL is unreachable this waits (and logs) rather than failing.
     if !migrate(&store, &shutdown).await {

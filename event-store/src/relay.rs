@@ -46,6 +46,9 @@ pub struct RelayConfig {
     /// sqlite) publishes and serves several times more events per second
     /// without them.
     pub cloudevents_headers: bool,
+    /// The producer's `linger.ms`: how long it waits for more events before
+    /// sending a request.
+    pub linger_ms: u32,
     pub batch_size: u32,
     /// The advisory lock key that elects the active relay.
     pub lock_key: i64,
@@ -62,12 +65,21 @@ impl RelayConfig {
             partitions: EVENTS_TOPIC_PARTITIONS,
             source: source.into(),
             cloudevents_headers: true,
+            linger_ms: DEFAULT_LINGER_MS,
             batch_size: 1000,
             lock_key: 0x6576_656e_7473,
             poll_interval: Duration::from_secs(1),
         }
     }
 }
+
+/// The producer's `linger.ms` unless configured. Each produce request costs
+/// tansu a few queries per partition (it plans every statement anew), so
+/// waiting 25 ms instead of 5 for more events sends fewer, larger requests:
+/// under the saga benchmark the broker used about 12% less CPU and the
+/// platform handled 150 orders/s more steadily, for about 40 ms more from
+/// placement to a saga's start (BENCHMARKS.md).
+pub const DEFAULT_LINGER_MS: u32 = 25;
 
 /// Relay metrics, registered in a service's registry.
 #[derive(Clone, Default)]
@@ -174,7 +186,7 @@ async fn lead(
         .clone()
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", config.linger_ms.to_string())
         .set("compression.type", "lz4")
         .create()
         .context("creating the relay's producer")?;

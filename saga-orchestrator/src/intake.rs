@@ -39,6 +39,7 @@ pub struct Intake {
     pub kafka: ClientConfig,
     pub topic: String,
     pub group: String,
+    pub fetch_wait_ms: u32,
     pub metrics: Metrics,
     pub wake: Arc<Notify>,
     pub handoff: Handoff,
@@ -73,9 +74,10 @@ impl Intake {
             event_store::relay::EVENTS_TOPIC_PARTITIONS,
         )
         .await?;
-        let consumer: StreamConsumer = service_kit::consumer::config(&self.kafka, &self.group, 100)
-            .create()
-            .context("creating the consumer")?;
+        let consumer: StreamConsumer =
+            service_kit::consumer::config(&self.kafka, &self.group, self.fetch_wait_ms)
+                .create()
+                .context("creating the consumer")?;
         consumer
             .subscribe(&[&self.topic])
             .context("subscribing to the events topic")?;

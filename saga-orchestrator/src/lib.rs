@@ -99,6 +99,14 @@ pub struct Config {
     #[arg(long, env = "SAGA_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 
+    /// The order consumer's `fetch.wait.max.ms`. The broker (tansu 0.6)
+    /// answers every fetch only once this has passed, data or not, so a
+    /// saga starts one to two of these after its placement is published;
+    /// but every fetch costs the broker a few milliseconds of CPU
+    /// (BENCHMARKS.md), so shorter waits cost CPU even when idle.
+    #[arg(long, env = "SAGA_FETCH_WAIT_MS", default_value_t = 100)]
+    pub fetch_wait_ms: u32,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -119,6 +127,7 @@ impl Config {
             lease_ms: 10_000,
             poll_ms: 200,
             concurrency: 64,
+            fetch_wait_ms: 100,
             common,
         }
     }
@@ -174,6 +183,7 @@ pub async fn run(
         kafka: deps.kafka_config(),
         topic: config.common.events_topic(),
         group: config.common.consumer_group("saga-orchestrator"),
+        fetch_wait_ms: config.fetch_wait_ms,
         metrics,
         wake: Arc::clone(&wake),
         handoff,

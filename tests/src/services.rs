@@ -68,6 +68,7 @@ pub async fn command_service(env: &TestEnv) -> RunningService {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         idempotency_retention_hours: 24,
         relay_cloudevents_headers: true,
+        relay_linger_ms: event_store::relay::DEFAULT_LINGER_MS,
         shipping_countries: ["US", "CA", "GB", "DE", "FR", "NL", "SE", "JP", "AU"]
             .map(String::from)
             .to_vec(),

@@ -155,6 +155,7 @@ async fn start_command_service(
         shipping_countries: vec!["GB".into()],
         idempotency_retention_hours: 24,
         relay_cloudevents_headers: !args.without_cloudevents_headers,
+        relay_linger_ms: event_store::relay::DEFAULT_LINGER_MS,
         common: service_kit::CommonConfig {
             database_url: database_url.into(),
             database_max_connections: 32,

@@ -48,6 +48,12 @@ struct Args {
     /// Sagas the orchestrator executes at once (SAGA_CONCURRENCY).
     #[arg(long, default_value_t = 64)]
     saga_concurrency: usize,
+    /// The orchestrator's order consumer's fetch wait (SAGA_FETCH_WAIT_MS).
+    #[arg(long, default_value_t = 100)]
+    saga_fetch_wait_ms: u32,
+    /// The relay producer's linger (RELAY_LINGER_MS).
+    #[arg(long, default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
+    relay_linger_ms: u32,
     /// Connections each service's pool may open (DATABASE_MAX_CONNECTIONS).
     #[arg(long, default_value_t = 16)]
     pool: u32,
@@ -184,6 +190,7 @@ async fn start_platform(
         shipping_countries: vec!["GB".into(), "US".into()],
         idempotency_retention_hours: 24,
         relay_cloudevents_headers: !args.without_cloudevents_headers,
+        relay_linger_ms: args.relay_linger_ms,
         common: common.clone(),
     };
     tokio::spawn(command_service::run(config, listener, stop.clone()));
@@ -191,6 +198,7 @@ async fn start_platform(
     let (listener, _) = bind(&mut urls).await?;
     let mut config = saga_orchestrator::Config::new(localhost, command_url.clone(), common.clone());
     config.concurrency = args.saga_concurrency;
+    config.fetch_wait_ms = args.saga_fetch_wait_ms;
     tokio::spawn(saga_orchestrator::run(config, listener, stop.clone()));
 
     let (listener, _) = bind(&mut urls).await?;
