@@ -39,6 +39,9 @@ struct Args {
     /// to see what they cost on the broker.
     #[arg(long)]
     without_cloudevents_headers: bool,
+    /// The relay producer's linger (RELAY_LINGER_MS).
+    #[arg(long, default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
+    relay_linger_ms: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +158,7 @@ async fn start_command_service(
         shipping_countries: vec!["GB".into()],
         idempotency_retention_hours: 24,
         relay_cloudevents_headers: !args.without_cloudevents_headers,
-        relay_linger_ms: event_store::relay::DEFAULT_LINGER_MS,
+        relay_linger_ms: args.relay_linger_ms,
         common: service_kit::CommonConfig {
             database_url: database_url.into(),
             database_max_connections: 32,
