@@ -48,9 +48,10 @@ struct Args {
     /// Sagas the orchestrator executes at once (SAGA_CONCURRENCY).
     #[arg(long, default_value_t = 64)]
     saga_concurrency: usize,
-    /// The orchestrator's order consumer's fetch wait (SAGA_FETCH_WAIT_MS).
-    #[arg(long, default_value_t = 100)]
-    saga_fetch_wait_ms: u32,
+    /// The orchestrator's order consumer's fetch wait (SAGA_FETCH_WAIT_MS);
+    /// the orchestrator's default unless given.
+    #[arg(long)]
+    saga_fetch_wait_ms: Option<u32>,
     /// The relay producer's linger (RELAY_LINGER_MS).
     #[arg(long, default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
     relay_linger_ms: u32,
@@ -198,7 +199,9 @@ async fn start_platform(
     let (listener, _) = bind(&mut urls).await?;
     let mut config = saga_orchestrator::Config::new(localhost, command_url.clone(), common.clone());
     config.concurrency = args.saga_concurrency;
-    config.fetch_wait_ms = args.saga_fetch_wait_ms;
+    if let Some(ms) = args.saga_fetch_wait_ms {
+        config.fetch_wait_ms = ms;
+    }
     tokio::spawn(saga_orchestrator::run(config, listener, stop.clone()));
 
     let (listener, _) = bind(&mut urls).await?;
