@@ -21,8 +21,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use clap::builder::TypedValueParser as _;
 use event_store::EventStore;
-use event_store::relay::{self, RelayConfig, RelayMetrics};
+use event_store::relay::{self, MessageFormat, RelayConfig, RelayMetrics};
 use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
@@ -57,12 +58,20 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
 
-    /// Whether the relay puts the CloudEvents binary-mode headers on every
-    /// message (the value is the whole event either way). On by default;
-    /// turning them off makes each message several times cheaper for a
-    /// broker that stores headers as rows (tansu, see BENCHMARKS.md).
-    #[arg(long, env = "RELAY_CLOUDEVENTS_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub relay_cloudevents_headers: bool,
+    /// What each Kafka message of the relay holds: `cloudevents`, one event
+    /// with the CloudEvents binary-mode headers; `plain`, one event without
+    /// headers; `batch`, the events of one publish round and partition as a
+    /// JSON array, without key or headers. The broker tansu stores every
+    /// record and header as rows, so `plain` and even more `batch` cost it
+    /// far less (BENCHMARKS.md); the platform's consumers read all three.
+    #[arg(
+        long,
+        env = "RELAY_MESSAGE_FORMAT",
+        default_value = "cloudevents",
+        value_parser = clap::builder::PossibleValuesParser::new(MessageFormat::NAMES)
+            .map(|name| name.parse::<MessageFormat>().expect("one of the names"))
+    )]
+    pub relay_message_format: MessageFormat,
 
     /// How long the relay's producer waits for more events before it sends
     /// a batch (`linger.ms`), in milliseconds. Every produce request costs
@@ -165,7 +174,7 @@ pub async fn run(
     let relay_metrics = RelayMetrics::register(&mut registry);
     let store = EventStore::new(deps.pg.clone());
     let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
-    relay_config.cloudevents_headers = config.relay_cloudevents_headers;
+    relay_config.format = config.relay_message_format;
     relay_config.linger_ms = config.relay_linger_ms;
     // The API needs the schema, so migrations run before serving; while
     // PostgreSQL is unreachable this waits (and logs) rather than failing.

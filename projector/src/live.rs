@@ -6,7 +6,7 @@
 //! A crash between the commit and the offset commit redelivers the batch,
 //! and redelivered events change nothing (rows carry their stream version).
 //! Several instances share the partitions; a stream is always in one
-//! partition (the key is its id), and the version guard on every write
+//! partition (the relay picks it from the stream id), and the version guard on every write
 //! makes even a rebalance overlap harmless.
 
 use std::collections::BTreeMap;
@@ -103,6 +103,7 @@ async fn consume(
 }
 
 /// Where a message came from, for its dead letter.
+#[derive(Clone, Copy)]
 struct Origin<'a>(&'a OwnedMessage);
 
 impl Origin<'_> {
@@ -134,8 +135,9 @@ pub async fn apply_batch(
     let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
     for message in batch {
         let origin = Origin(message);
-        let event: RecordedEvent = match message.payload().map(serde_json::from_slice) {
-            Some(Ok(event)) => event,
+        // One event, or several from a relay that batches them.
+        let events = match message.payload().map(event_store::relay::decode) {
+            Some(Ok(events)) => events,
             Some(Err(error)) => {
                 dead.push(origin.dead_letter(format!("not an event: {error}")));
                 continue;
@@ -145,16 +147,18 @@ pub async fn apply_batch(
                 continue;
             }
         };
-        if let Some(projection) = Projection::for_stream(&event.stream_id) {
-            by_projection
-                .entry(projection)
-                .or_default()
-                .push((event, origin));
-        } else if !known_unprojected(&event) {
-            dead.push(origin.dead_letter(format!(
-                "unknown event type {} on stream {}",
-                event.event_type, event.stream_id
-            )));
+        for event in events {
+            if let Some(projection) = Projection::for_stream(&event.stream_id) {
+                by_projection
+                    .entry(projection)
+                    .or_default()
+                    .push((event, origin));
+            } else if !known_unprojected(&event) {
+                dead.push(origin.dead_letter(format!(
+                    "unknown event type {} on stream {}",
+                    event.event_type, event.stream_id
+                )));
+            }
         }
     }
 
@@ -181,6 +185,7 @@ pub async fn apply_batch(
                 .map(|(origin, reason)| origin.dead_letter(reason)),
         );
     }
+    let dead = one_letter_per_message(dead);
     let dead_letters = store::dead_letter(&mut tx, &dead).await?;
     tx.commit().await.context("committing applied events")?;
 
@@ -197,6 +202,24 @@ pub async fn apply_batch(
         }
     }
     Ok(())
+}
+
+/// A message is one dead letter (the table has one row per message): the
+/// reasons of several refused events of a batch message are joined.
+fn one_letter_per_message(letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
+    let mut merged: Vec<DeadLetter> = Vec::with_capacity(letters.len());
+    for letter in letters {
+        match merged.iter_mut().find(|m| {
+            (m.partition, m.offset, &m.topic) == (letter.partition, letter.offset, &letter.topic)
+        }) {
+            Some(same) => {
+                same.reason.push_str("; ");
+                same.reason.push_str(&letter.reason);
+            }
+            None => merged.push(letter),
+        }
+    }
+    merged
 }
 
 async fn apply<'a, V: View>(

@@ -19,7 +19,7 @@ use anyhow::Context;
 use domain::Event;
 use domain::order::OrderEvent;
 use domain::saga::{SagaEvent, SagaStep};
-use event_store::{EventStore, RecordedEvent};
+use event_store::EventStore;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -97,11 +97,11 @@ impl Intake {
     /// (Driving different sagas side by side is the executor's job.)
     async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
         let mut placed = Vec::new();
-        for message in batch {
-            match order_event(message) {
+        for event in batch.iter().flat_map(order_events) {
+            match event {
                 // Once per batch: a redelivered placement is harmless later,
                 // but one statement may not touch a row twice.
-                Some((
+                (
                     OrderEvent::OrderPlaced {
                         order_id,
                         customer_id,
@@ -109,7 +109,7 @@ impl Intake {
                         ..
                     },
                     causation,
-                )) if !placed.iter().any(|(id, _, _)| *id == order_id) => {
+                ) if !placed.iter().any(|(id, _, _)| *id == order_id) => {
                     let started = vec![
                         SagaEvent::SagaStarted {
                             order_id,
@@ -123,7 +123,7 @@ impl Intake {
                     ];
                     placed.push((order_id, started, causation));
                 }
-                Some((OrderEvent::OrderCancellationRequested { order_id, reason }, causation)) => {
+                (OrderEvent::OrderCancellationRequested { order_id, reason }, causation) => {
                     // Placements before it first, so its saga exists.
                     self.start(&mut placed).await?;
                     self.cancel(order_id, reason, &causation).await?;
@@ -205,21 +205,27 @@ impl Intake {
     }
 }
 
-/// The order event a message carries, with the id of the event (the
-/// causation of what it leads to); `None` for anything else.
-fn order_event(message: &OwnedMessage) -> Option<(OrderEvent, String)> {
-    // Keyed by stream (see `event_store::relay`): most messages are of
-    // other streams and need no parsing.
+/// The order events a message carries, each with the id of the event (the
+/// causation of what it leads to); other events are left out.
+fn order_events(message: &OwnedMessage) -> Vec<(OrderEvent, String)> {
+    // A message of one event is keyed by its stream (see
+    // `event_store::relay`): most are of other streams and need no
+    // parsing. A batch message has no key.
     if message.key().is_some_and(|key| !key.starts_with(b"order-")) {
-        return None;
+        return Vec::new();
     }
     // Not an event: the projector keeps it as a dead letter.
-    let event: RecordedEvent = serde_json::from_slice(message.payload()?).ok()?;
-    if !event.stream_id.starts_with("order-") {
-        return None;
-    }
-    let order_event = OrderEvent::decode(&event.event_type, &event.data).ok()?;
-    Some((order_event, event.event_id.to_string()))
+    let Some(Ok(events)) = message.payload().map(event_store::relay::decode) else {
+        return Vec::new();
+    };
+    events
+        .into_iter()
+        .filter(|event| event.stream_id.starts_with("order-"))
+        .filter_map(|event| {
+            let order_event = OrderEvent::decode(&event.event_type, &event.data).ok()?;
+            Some((order_event, event.event_id.to_string()))
+        })
+        .collect()
 }
 
 /// Makes the rows of new sagas, leased to the handoff's executor; returns

@@ -1,6 +1,6 @@
 //! The relay publishes the stored log to Kafka in order, with CloudEvents
-//! headers, and exactly one replica is active; another takes over when it
-//! stops.
+//! headers or in batch messages, each stream in its partition, and exactly
+//! one replica is active; another takes over when it stops.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,9 +22,11 @@ fn kafka(env: &TestEnv) -> ClientConfig {
     config
 }
 
+const PARTITIONS: i32 = 3;
+
 fn relay_config(env: &TestEnv) -> RelayConfig {
     let mut config = RelayConfig::new(format!("{}events", env.topic_prefix), "/tests");
-    config.partitions = 3;
+    config.partitions = PARTITIONS;
     config.poll_interval = Duration::from_millis(200);
     config
 }
@@ -68,12 +70,19 @@ async fn append_numbered(store: &EventStore, streams: usize, per_stream: u64, fr
     }
 }
 
-/// Reads the topic until `count` distinct events arrived; returns the
-/// payloads by stream in arrival order, and the headers of the first one.
-async fn consume(
-    env: &TestEnv,
-    count: usize,
-) -> (HashMap<String, Vec<u64>>, HashMap<String, String>) {
+/// What [`consume`] read.
+struct Consumed {
+    /// The numbers of each stream's events, in arrival order.
+    by_stream: HashMap<String, Vec<u64>>,
+    /// The headers of the first message, with its event's id and stream.
+    first_headers: HashMap<String, String>,
+    /// How many messages carried them.
+    messages: usize,
+}
+
+/// Reads the topic until `count` distinct events arrived, checking that
+/// every event is in its stream's partition.
+async fn consume(env: &TestEnv, count: usize) -> Consumed {
     let consumer: StreamConsumer = kafka(env)
         .set("group.id", format!("{}check", env.topic_prefix))
         .set("auto.offset.reset", "earliest")
@@ -98,9 +107,12 @@ async fn consume(
     )
     .await;
     consumer.subscribe(&[&topic]).unwrap();
-    let mut by_stream: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut consumed = Consumed {
+        by_stream: HashMap::new(),
+        first_headers: HashMap::new(),
+        messages: 0,
+    };
     let mut ids = std::collections::HashSet::new();
-    let mut first_headers = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while ids.len() < count {
         let message = match tokio::time::timeout_at(deadline, consumer.recv())
@@ -112,35 +124,48 @@ async fn consume(
             // unknown; keep waiting.
             Err(_) => continue,
         };
-        let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-        if first_headers.is_empty() {
-            for header in message.headers().unwrap().iter() {
-                first_headers.insert(
+        consumed.messages += 1;
+        let events = relay::decode(message.payload().unwrap()).unwrap();
+        let first: Value = serde_json::to_value(&events[0]).unwrap();
+        if consumed.messages == 1 {
+            for header in message.headers().into_iter().flat_map(|h| h.iter()) {
+                consumed.first_headers.insert(
                     header.key.to_owned(),
                     String::from_utf8(header.value.unwrap().to_vec()).unwrap(),
                 );
             }
-            assert_eq!(
-                message.key().unwrap(),
-                value["stream_id"].as_str().unwrap().as_bytes()
-            );
-            first_headers.insert(
+            if let Some(key) = message.key() {
+                assert_eq!(key, first["stream_id"].as_str().unwrap().as_bytes());
+                consumed
+                    .first_headers
+                    .insert("key".into(), String::from_utf8(key.to_vec()).unwrap());
+            }
+            consumed.first_headers.insert(
                 "event_id".into(),
-                value["event_id"].as_str().unwrap().into(),
+                first["event_id"].as_str().unwrap().into(),
             );
-            first_headers.insert(
+            consumed.first_headers.insert(
                 "stream_id".into(),
-                value["stream_id"].as_str().unwrap().into(),
+                first["stream_id"].as_str().unwrap().into(),
             );
         }
-        if ids.insert(value["event_id"].as_str().unwrap().to_owned()) {
-            by_stream
-                .entry(value["stream_id"].as_str().unwrap().to_owned())
-                .or_default()
-                .push(value["data"]["n"].as_u64().unwrap());
+        for event in events {
+            assert_eq!(
+                message.partition(),
+                relay::partition_of(&event.stream_id, PARTITIONS),
+                "{} in its partition",
+                event.stream_id
+            );
+            if ids.insert(event.event_id) {
+                consumed
+                    .by_stream
+                    .entry(event.stream_id)
+                    .or_default()
+                    .push(event.data["n"].as_u64().unwrap());
+            }
         }
     }
-    (by_stream, first_headers)
+    consumed
 }
 
 #[tokio::test]
@@ -151,7 +176,13 @@ async fn the_relay_publishes_every_event_in_stream_order_with_cloudevents_header
     let (_stop, metrics) = start_relay(&env, &store);
     append_numbered(&store, 5, 20, 20).await;
 
-    let (by_stream, headers) = consume(&env, 200).await;
+    let Consumed {
+        by_stream,
+        first_headers: headers,
+        messages,
+    } = consume(&env, 200).await;
+    assert!(messages >= 200, "one event per message");
+    assert_eq!(headers["key"], headers["stream_id"]);
     for (stream, numbers) in &by_stream {
         assert_eq!(
             numbers,
@@ -241,7 +272,7 @@ async fn only_one_relay_is_active_and_another_takes_over_when_it_stops() {
     .await;
     append_numbered(&store, 2, 10, 10).await;
 
-    let (by_stream, _) = consume(&env, 40).await;
+    let by_stream = consume(&env, 40).await.by_stream;
     for numbers in by_stream.values() {
         assert_eq!(numbers, &(0..20).collect::<Vec<_>>());
     }
@@ -281,7 +312,7 @@ async fn a_relay_stopped_mid_stream_is_succeeded_without_losing_an_event() {
     stop_first.cancel();
 
     let (_stop, second) = start_relay(&env, &store);
-    let (by_stream, _) = consume(&env, 2000).await;
+    let by_stream = consume(&env, 2000).await.by_stream;
     for numbers in by_stream.values() {
         assert_eq!(
             numbers,
@@ -315,4 +346,89 @@ async fn a_relay_stopped_mid_stream_is_succeeded_without_losing_an_event() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_batching_relay_publishes_every_event_in_stream_order_in_fewer_messages() {
+    let env = TestEnv::new().await;
+    let store = env.event_store().await;
+    append_numbered(&store, 5, 20, 0).await;
+    let stop = CancellationToken::new();
+    let metrics = RelayMetrics::default();
+    let mut config = relay_config(&env);
+    config.format = relay::MessageFormat::Batch;
+    tokio::spawn(relay::run(
+        store.clone(),
+        kafka(&env),
+        config,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let _stop = stop.drop_guard();
+    append_numbered(&store, 5, 20, 20).await;
+
+    let consumed = consume(&env, 200).await;
+    for (stream, numbers) in &consumed.by_stream {
+        assert_eq!(
+            numbers,
+            &(0..40).collect::<Vec<_>>(),
+            "{stream} in order, complete"
+        );
+    }
+    assert_eq!(consumed.by_stream.len(), 5);
+    // A publish round reads up to 1,000 events and every append is 20
+    // events of one stream, so 200 events take far fewer than 100 messages.
+    assert!(
+        consumed.messages < 100,
+        "{} messages for 200 events",
+        consumed.messages
+    );
+    assert!(
+        !consumed.first_headers.contains_key("key")
+            && !consumed.first_headers.contains_key("ce_id"),
+        "a batch message has no key and no headers: {:?}",
+        consumed.first_headers
+    );
+    eventually(
+        Duration::from_secs(10),
+        "everything is published",
+        || async {
+            anyhow::ensure!(
+                metrics.published.get() == 200,
+                "published {}",
+                metrics.published.get()
+            );
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_relay_puts_a_stream_where_librdkafka_would_put_its_key() {
+    // So a topic filled by a producer that let librdkafka choose keeps
+    // every stream in its partition once the relay chooses.
+    let env = TestEnv::new().await;
+    let topic = format!("{}keyed", env.topic_prefix);
+    relay::ensure_topic(&kafka(&env), &topic, PARTITIONS)
+        .await
+        .unwrap();
+    let producer: rdkafka::producer::FutureProducer = kafka(&env).create().unwrap();
+    for n in 0..30 {
+        let stream = format!("order-{n}");
+        let (partition, _) = producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&stream)
+                    .payload("{}"),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            partition,
+            relay::partition_of(&stream, PARTITIONS),
+            "{stream}"
+        );
+    }
 }

@@ -64,16 +64,25 @@ where
 }
 
 pub async fn command_service(env: &TestEnv) -> RunningService {
-    let config = command_service::Config {
+    command_service_with(env, |_| {}).await
+}
+
+/// The command-service with its settings changed by `adjust`.
+pub async fn command_service_with(
+    env: &TestEnv,
+    adjust: impl FnOnce(&mut command_service::Config),
+) -> RunningService {
+    let mut config = command_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         idempotency_retention_hours: 24,
-        relay_cloudevents_headers: true,
+        relay_message_format: event_store::relay::MessageFormat::CloudEvents,
         relay_linger_ms: event_store::relay::DEFAULT_LINGER_MS,
         shipping_countries: ["US", "CA", "GB", "DE", "FR", "NL", "SE", "JP", "AU"]
             .map(String::from)
             .to_vec(),
         common: env.common_config(),
     };
+    adjust(&mut config);
     start(command_service::SERVICE, |listener, shutdown| {
         command_service::run(config, listener, shutdown)
     })

@@ -35,10 +35,8 @@ struct Args {
     /// wrk threads.
     #[arg(long, default_value_t = 2)]
     threads: u32,
-    /// Relay without the CloudEvents headers (RELAY_CLOUDEVENTS_HEADERS=false),
-    /// to see what they cost on the broker.
-    #[arg(long)]
-    without_cloudevents_headers: bool,
+    #[command(flatten)]
+    relay: harness::bench::RelayFormatArgs,
     /// The relay producer's linger (RELAY_LINGER_MS).
     #[arg(long, default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
     relay_linger_ms: u32,
@@ -157,7 +155,7 @@ async fn start_command_service(
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shipping_countries: vec!["GB".into()],
         idempotency_retention_hours: 24,
-        relay_cloudevents_headers: !args.without_cloudevents_headers,
+        relay_message_format: args.relay.format(),
         relay_linger_ms: args.relay_linger_ms,
         common: service_kit::CommonConfig {
             database_url: database_url.into(),

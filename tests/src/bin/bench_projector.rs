@@ -56,11 +56,8 @@ struct Args {
     /// Skip the lag measurement.
     #[arg(long)]
     no_lag: bool,
-    /// Relay events without their CloudEvents headers
-    /// (RELAY_CLOUDEVENTS_HEADERS=false), to see what the headers cost the
-    /// broker.
-    #[arg(long)]
-    without_cloudevents_headers: bool,
+    #[command(flatten)]
+    relay: harness::bench::RelayFormatArgs,
 }
 
 #[tokio::main]
@@ -259,7 +256,7 @@ async fn lag(
         },
         {
             let mut config = RelayConfig::new(common.events_topic(), "/bench");
-            config.cloudevents_headers = !args.without_cloudevents_headers;
+            config.format = args.relay.format();
             config
         },
         relay_metrics.clone(),

@@ -61,11 +61,8 @@ struct Args {
     /// Longest wait for the last saga of a rate to complete, in seconds.
     #[arg(long, default_value_t = 180)]
     drain_timeout: u64,
-    /// Publish events without their CloudEvents headers
-    /// (RELAY_CLOUDEVENTS_HEADERS=false), to see what the headers cost the
-    /// broker.
-    #[arg(long)]
-    without_cloudevents_headers: bool,
+    #[command(flatten)]
+    relay: harness::bench::RelayFormatArgs,
 }
 
 /// What one offered rate achieved.
@@ -190,7 +187,7 @@ async fn start_platform(
         http_addr: localhost,
         shipping_countries: vec!["GB".into(), "US".into()],
         idempotency_retention_hours: 24,
-        relay_cloudevents_headers: !args.without_cloudevents_headers,
+        relay_message_format: args.relay.format(),
         relay_linger_ms: args.relay_linger_ms,
         common: common.clone(),
     };
