@@ -12,6 +12,7 @@
 //! `service_kit::consumer`), so a crash redelivers and nothing is missed;
 //! a redelivery records nothing new.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +98,8 @@ impl Intake {
     /// (Driving different sagas side by side is the executor's job.)
     async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
         let mut placed = Vec::new();
+        // The order ids in `placed`.
+        let mut placing = HashSet::new();
         for event in batch.iter().flat_map(order_events) {
             match event {
                 // Once per batch: a redelivered placement is harmless later,
@@ -109,7 +112,7 @@ impl Intake {
                         ..
                     },
                     causation,
-                ) if !placed.iter().any(|(id, _, _)| *id == order_id) => {
+                ) if placing.insert(order_id) => {
                     let started = vec![
                         SagaEvent::SagaStarted {
                             order_id,
@@ -126,6 +129,7 @@ impl Intake {
                 (OrderEvent::OrderCancellationRequested { order_id, reason }, causation) => {
                     // Placements before it first, so its saga exists.
                     self.start(&mut placed).await?;
+                    placing.clear();
                     self.cancel(order_id, reason, &causation).await?;
                 }
                 _ => {}

@@ -41,10 +41,14 @@ pub fn config(base: &ClientConfig, group: &str, fetch_wait_ms: u32) -> ClientCon
     config
 }
 
+/// Past this many bytes of payload a batch takes no more messages.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 /// Fills `batch` (which should be empty) with the next messages: waits for
 /// one, committing `offsets` whenever nothing arrives for
 /// [`COMMIT_EVERY`], then takes whatever else is already waiting, up to
-/// `max` messages.
+/// `max` messages or [`MAX_BATCH_BYTES`] of payload, whichever comes
+/// first (a batch message of the relay holds hundreds of events).
 pub async fn next_batch(
     consumer: &StreamConsumer,
     offsets: &mut Offsets,
@@ -57,10 +61,17 @@ pub async fn next_batch(
             Err(_idle) => offsets.commit(consumer),
         }
     };
-    batch.push(first.detach());
-    while batch.len() < max {
+    let payload_len = |message: &OwnedMessage| message.payload().map_or(0, <[u8]>::len);
+    let first = first.detach();
+    let mut bytes = payload_len(&first);
+    batch.push(first);
+    while batch.len() < max && bytes < MAX_BATCH_BYTES {
         match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-            Ok(message) => batch.push(message.context("receiving from Kafka")?.detach()),
+            Ok(message) => {
+                let message = message.context("receiving from Kafka")?.detach();
+                bytes += payload_len(&message);
+                batch.push(message);
+            }
             Err(_) => break,
         }
     }
