@@ -416,7 +416,7 @@ async fn the_relay_puts_a_stream_where_librdkafka_would_put_its_key() {
     let producer: rdkafka::producer::FutureProducer = kafka(&env).create().unwrap();
     for n in 0..30 {
         let stream = format!("order-{n}");
-        let (partition, _) = producer
+        let delivery = producer
             .send(
                 rdkafka::producer::FutureRecord::to(&topic)
                     .key(&stream)
@@ -426,7 +426,7 @@ async fn the_relay_puts_a_stream_where_librdkafka_would_put_its_key() {
             .await
             .unwrap();
         assert_eq!(
-            partition,
+            delivery.partition,
             relay::partition_of(&stream, PARTITIONS),
             "{stream}"
         );
