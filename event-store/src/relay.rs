@@ -90,8 +90,9 @@ pub enum MessageFormat {
     /// The events of one publish round and partition in one message, a
     /// JSON array in log order, without key or headers. tansu's work goes
     /// with the number of records (it inserts each one and queries its
-    /// headers on every fetch), so this is much cheaper for it; consumers
-    /// see fewer, larger messages.
+    /// headers on every fetch): under the saga benchmark at 200 orders/s
+    /// it used about half the CPU it uses for `Plain` (BENCHMARKS.md).
+    /// Consumers see fewer, larger messages.
     Batch,
 }
 
