@@ -270,7 +270,7 @@ pub(crate) async fn insert_new_streams(
          select event_id, stream_id, version, type, schema_version, data, metadata
          from unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
               with ordinality as i(event_id, stream_id, version, type, schema_version, data, metadata, n)
-         order by n
+         order by stream_id, n
          returning event_id, version, position",
     );
     let inserted = columns
@@ -323,7 +323,7 @@ pub(crate) async fn insert_grouped(
                 i.type, i.schema_version, i.data, i.metadata
          from input i join current_version c using (stream_id)
          where i.request not in (select request from blocked)
-         order by i.n
+         order by i.stream_id, i.n
          returning event_id, version, position",
     );
     let inserted = columns
@@ -438,12 +438,26 @@ fn check_expected(stream_id: &str, expected: ExpectedVersion, actual: u64) -> Re
     }
 }
 
+/// PostgreSQL's SQLSTATE for a transaction chosen to break a deadlock.
+const DEADLOCK_DETECTED: &str = "40P01";
+
 /// A unique violation means another append got there first: on
 /// `(stream_id, version)` it took the version we computed, on `event_id` it
 /// stored the same event (the retry then returns that result).
+///
+/// Both insert statements write their rows in (stream, version) order, not
+/// in the order given: two appends that want the same versions of several
+/// streams then meet on the first of them, and one waits for the other
+/// instead of each holding a row the other needs. In the given order (a
+/// reservation of products a and b beside one of b and a, say) they
+/// deadlocked, and PostgreSQL broke the tie only after its
+/// `deadlock_timeout` (1 s), with every append grouped with them waiting.
+/// Should a deadlock still happen (two statements of one transaction), it
+/// is a lost race like a unique violation: the transaction is aborted and
+/// may be started over.
 fn classify_insert_error(error: sqlx::Error) -> AppendError {
     if let sqlx::Error::Database(db) = &error
-        && db.is_unique_violation()
+        && (db.is_unique_violation() || db.code().as_deref() == Some(DEADLOCK_DETECTED))
     {
         return AppendError::Lost;
     }

@@ -63,6 +63,10 @@ struct Args {
     drain_timeout: u64,
     #[command(flatten)]
     relay: harness::bench::RelayFormatArgs,
+    /// Also print, per second of placements, the median and slowest time
+    /// to confirmation (to stderr).
+    #[arg(long)]
+    by_second: bool,
 }
 
 /// What one offered rate achieved.
@@ -387,6 +391,11 @@ async fn offer(
         .collect();
     latencies.sort_by(f64::total_cmp);
     let first_placed = timings.iter().map(|(p, _)| *p).min();
+    if args.by_second
+        && let Some(first) = first_placed
+    {
+        print_by_second(&timings, first);
+    }
     let last_confirmed = timings.iter().filter_map(|(_, c)| *c).max();
     let span = match (first_placed, last_confirmed) {
         (Some(first), Some(last)) => (last - first).num_microseconds().unwrap_or(1) as f64 / 1e6,
@@ -483,6 +492,31 @@ async fn started_after_placement(pg: &PgPool, orders: &[Uuid]) -> anyhow::Result
     .await
     .context("reading saga start times")?;
     Ok(millis.into_iter().map(|(m,)| m).collect())
+}
+
+/// For each second of the round, by placement: how many were placed and
+/// the median and slowest time to confirmation, to see when a tail forms.
+fn print_by_second(timings: &[(DateTime<Utc>, Option<DateTime<Utc>>)], first: DateTime<Utc>) {
+    let mut seconds: Vec<Vec<f64>> = Vec::new();
+    for (placed, confirmed) in timings {
+        let second = (*placed - first).num_seconds().max(0) as usize;
+        if seconds.len() <= second {
+            seconds.resize_with(second + 1, Vec::new);
+        }
+        let millis = confirmed.map_or(f64::INFINITY, |c| {
+            (c - *placed).num_microseconds().unwrap_or(0) as f64 / 1000.0
+        });
+        seconds[second].push(millis);
+    }
+    for (second, mut millis) in seconds.into_iter().enumerate() {
+        millis.sort_by(f64::total_cmp);
+        eprintln!(
+            "  second {second:>3}: {:>4} placed, p50 {:>6.0} ms, max {:>6.0} ms",
+            millis.len(),
+            percentile(&millis, 0.5),
+            millis.last().copied().unwrap_or(f64::NAN)
+        );
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
