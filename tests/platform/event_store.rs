@@ -212,6 +212,70 @@ async fn of_concurrent_creations_of_one_stream_exactly_one_is_stored() {
 }
 
 #[tokio::test]
+async fn appends_of_the_same_streams_in_opposite_orders_do_not_deadlock() {
+    let env = TestEnv::new().await;
+    // A deadlock would be broken only after a minute, far past the deadline
+    // below (sessions opened from now on take the setting).
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {database} set deadlock_timeout = '60s'"
+    )))
+    .execute(&env.pg)
+    .await
+    .unwrap();
+    let store = env.event_store().await;
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    let many = |from: u64| (from..from + 300).map(event).collect::<Vec<_>>();
+    for round in 0..5u64 {
+        let version = ExpectedVersion::Exact(round * 300);
+        // Each statement writes 300 events of one stream before it reaches
+        // the other: in the given order the two would each hold a version
+        // the other needs.
+        let a_then_b = vec![
+            StreamAppend::new("counter-a", version, many(0)),
+            StreamAppend::new("counter-b", version, many(0)),
+        ];
+        let b_then_a = vec![
+            StreamAppend::new("counter-b", version, many(1000)),
+            StreamAppend::new("counter-a", version, many(1000)),
+        ];
+        // Both transactions are open before either statement is sent; each
+        // commits as soon as its statement is through.
+        let append = |mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+                      appends: Vec<StreamAppend>| {
+            let store = store.clone();
+            async move {
+                let written = store.append_in(&mut tx, &appends).await.is_ok();
+                if written {
+                    tx.commit().await.unwrap();
+                }
+                written
+            }
+        };
+        let first = append(pool.begin().await.unwrap(), a_then_b);
+        let second = append(pool.begin().await.unwrap(), b_then_a);
+        let both = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures::future::join(first, second),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the two appends are stuck on each other"));
+        assert!(both.0 != both.1, "round {round}: exactly one is written");
+        assert_eq!(
+            store.stream_version("counter-a").await.unwrap(),
+            (round + 1) * 300
+        );
+        assert_eq!(
+            store.stream_version("counter-b").await.unwrap(),
+            (round + 1) * 300
+        );
+    }
+}
+
+#[tokio::test]
 async fn appends_written_together_are_each_judged_on_their_own() {
     let env = TestEnv::new().await;
     let store = env.event_store().await;
