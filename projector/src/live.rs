@@ -6,8 +6,8 @@
 //! A crash between the commit and the offset commit redelivers the batch,
 //! and redelivered events change nothing (rows carry their stream version).
 //! Several instances share the partitions; a stream is always in one
-//! partition (the relay picks it from the stream id), and the version guard on every write
-//! makes even a rebalance overlap harmless.
+//! partition (the relay picks it from the stream id), and the version
+//! guard on every write makes even a rebalance overlap harmless.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -236,4 +236,36 @@ fn known_unprojected(event: &RecordedEvent) -> bool {
     use domain::Event;
     event.stream_id.starts_with("shipment-")
         && domain::shipment::ShipmentEvent::decode(&event.event_type, &event.data).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(offset: i64, reason: &str) -> DeadLetter {
+        DeadLetter {
+            topic: "events".into(),
+            partition: 1,
+            offset,
+            key: None,
+            payload: Some("[...]".into()),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn refused_events_of_one_message_make_one_dead_letter_with_every_reason() {
+        let merged = one_letter_per_message(vec![
+            letter(7, "unknown event type X on stream a"),
+            letter(8, "not an event"),
+            letter(7, "unknown event type Y on stream b"),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].offset, 7);
+        assert_eq!(
+            merged[0].reason,
+            "unknown event type X on stream a; unknown event type Y on stream b"
+        );
+        assert_eq!(merged[1].reason, "not an event");
+    }
 }
