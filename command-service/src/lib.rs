@@ -21,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use clap::builder::TypedValueParser as _;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use event_store::EventStore;
 use event_store::relay::{self, MessageFormat, RelayConfig, RelayMetrics};
 use prometheus_client::registry::Registry;
@@ -68,8 +68,7 @@ pub struct Config {
         long,
         env = "RELAY_MESSAGE_FORMAT",
         default_value = "cloudevents",
-        value_parser = clap::builder::PossibleValuesParser::new(MessageFormat::NAMES)
-            .map(|name| name.parse::<MessageFormat>().expect("one of the names"))
+        value_parser = message_format_parser()
     )]
     pub relay_message_format: MessageFormat,
 
@@ -83,6 +82,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub common: CommonConfig,
+}
+
+/// Reads a relay message format by name, listing the names in `--help`.
+pub fn message_format_parser() -> impl TypedValueParser<Value = MessageFormat> {
+    PossibleValuesParser::new(MessageFormat::NAMES)
+        .map(|name| name.parse::<MessageFormat>().expect("one of the names"))
 }
 
 /// What every handler shares.

@@ -32,12 +32,20 @@ fn relay_config(env: &TestEnv) -> RelayConfig {
 }
 
 fn start_relay(env: &TestEnv, store: &EventStore) -> (CancellationToken, RelayMetrics) {
+    start_relay_with(env, store, relay_config(env))
+}
+
+fn start_relay_with(
+    env: &TestEnv,
+    store: &EventStore,
+    config: RelayConfig,
+) -> (CancellationToken, RelayMetrics) {
     let stop = CancellationToken::new();
     let metrics = RelayMetrics::default();
     tokio::spawn(relay::run(
         store.clone(),
         kafka(env),
-        relay_config(env),
+        config,
         metrics.clone(),
         stop.clone(),
     ));
@@ -291,15 +299,7 @@ async fn a_relay_stopped_mid_stream_is_succeeded_without_losing_an_event() {
     let mut config = relay_config(&env);
     // Small batches, so the first relay is stopped between checkpoints.
     config.batch_size = 50;
-    let stop_first = CancellationToken::new();
-    let first = RelayMetrics::default();
-    tokio::spawn(relay::run(
-        store.clone(),
-        kafka(&env),
-        config.clone(),
-        first.clone(),
-        stop_first.clone(),
-    ));
+    let (stop_first, first) = start_relay_with(&env, &store, config.clone());
     eventually(
         Duration::from_secs(60),
         "the first relay publishes",
@@ -353,17 +353,9 @@ async fn a_batching_relay_publishes_every_event_in_stream_order_in_fewer_message
     let env = TestEnv::new().await;
     let store = env.event_store().await;
     append_numbered(&store, 5, 20, 0).await;
-    let stop = CancellationToken::new();
-    let metrics = RelayMetrics::default();
     let mut config = relay_config(&env);
     config.format = relay::MessageFormat::Batch;
-    tokio::spawn(relay::run(
-        store.clone(),
-        kafka(&env),
-        config,
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let (stop, metrics) = start_relay_with(&env, &store, config);
     let _stop = stop.drop_guard();
     append_numbered(&store, 5, 20, 20).await;
 

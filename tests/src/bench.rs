@@ -1,6 +1,5 @@
 //! What the benchmark binaries share.
 
-use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use event_store::relay::MessageFormat;
 
 /// How the relay publishes, as the benchmarks take it.
@@ -11,8 +10,7 @@ pub struct RelayFormatArgs {
     #[arg(
         long,
         default_value = "cloudevents",
-        value_parser = PossibleValuesParser::new(MessageFormat::NAMES)
-            .map(|name| name.parse::<MessageFormat>().expect("one of the names")),
+        value_parser = command_service::message_format_parser(),
         conflicts_with = "without_cloudevents_headers"
     )]
     relay_format: MessageFormat,
