@@ -226,3 +226,24 @@ async fn migrate(store: &EventStore, shutdown: &CancellationToken) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `Config::new` repeats the flags' defaults (tests and benchmarks
+    /// build their settings from it); this keeps the two lists equal.
+    #[test]
+    fn new_has_the_same_defaults_as_the_command_line() {
+        let parsed =
+            Config::try_parse_from(["saga-orchestrator"]).expect("every setting has a default");
+        let built = Config::new(
+            parsed.http_addr,
+            parsed.command_service_url.clone(),
+            parsed.common.clone(),
+        );
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+    }
+}
