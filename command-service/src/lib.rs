@@ -25,6 +25,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use event_store::EventStore;
 use event_store::relay::{self, MessageFormat, RelayConfig, RelayMetrics};
 use prometheus_client::registry::Registry;
+use service_kit::progress::{Progress, Watchdog};
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -177,6 +178,7 @@ pub async fn run(
     let deps = Deps::new(&config.common)?;
     let mut registry = Registry::default();
     let relay_metrics = RelayMetrics::register(&mut registry);
+    let watchdog = Watchdog::new(config.common.stall_after(), &mut registry);
     let store = EventStore::new(deps.pg.clone());
     let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
     relay_config.format = config.relay_message_format;
@@ -186,13 +188,30 @@ pub async fn run(
     if !migrate(&store, &shutdown).await {
         return Ok(());
     }
-    let relay = tokio::spawn(relay::run(
+    let progress = watchdog.watch("relay");
+    let monitor = tokio::spawn(watch_relay(
         store.clone(),
-        deps.kafka_config(),
-        relay_config,
-        relay_metrics,
+        relay_metrics.clone(),
+        progress,
+        relay_config.clone(),
         shutdown.clone(),
     ));
+    let relay = tokio::spawn({
+        let watchdog = watchdog.clone();
+        relay::run(
+            store.clone(),
+            deps.kafka_config(),
+            relay_config,
+            relay_metrics,
+            move |since| {
+                let watchdog = watchdog.clone();
+                async move {
+                    watchdog.stalled_since(since).await;
+                }
+            },
+            shutdown.clone(),
+        )
+    });
     let state = AppState {
         idempotency: http::idempotency::Idempotency {
             pool: deps.pg.clone(),
@@ -205,11 +224,59 @@ pub async fn run(
         catalogue: catalogue::Catalogue::default(),
         warm: warm::Warm::default(),
     };
-    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));
+    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
     let served = service_kit::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     relay.await?;
+    monitor.await?;
     served
+}
+
+/// Every second until `shutdown`: tells the watchdog whether the relay
+/// published since the last look, and, while this process is the active
+/// relay, how many stored events wait after its checkpoint (a standby
+/// waits for nothing).
+async fn watch_relay(
+    store: EventStore,
+    metrics: RelayMetrics,
+    progress: Progress,
+    config: RelayConfig,
+    shutdown: CancellationToken,
+) {
+    let mut published = metrics.published.get();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
+        }
+        let now = metrics.published.get();
+        if now > published {
+            progress.advanced();
+            published = now;
+        }
+        if metrics.active.get() == 0 {
+            progress.observe(
+                0,
+                None,
+                "nothing: another process is the active relay".into(),
+            );
+            continue;
+        }
+        match relay::backlog(&store, &config.name).await {
+            Ok((position, behind)) => progress.observe(
+                behind,
+                Some(position),
+                format!(
+                    "the broker to acknowledge the events after position {position} \
+                     on topic {} ({behind} stored events wait)",
+                    config.topic
+                ),
+            ),
+            Err(error) => {
+                tracing::debug!(error = format!("{error:#}"), "measuring relay lag failed");
+            }
+        }
+    }
 }
 
 /// Applies the event store's migrations, retrying while PostgreSQL is

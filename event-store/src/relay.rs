@@ -17,6 +17,7 @@
 //!   sends one message per partition and publish round instead, its value
 //!   a JSON array of the events in log order; [`decode`] reads either.
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -201,28 +202,68 @@ impl RelayMetrics {
 }
 
 /// Runs the relay until `shutdown`: waits to become the active relay, then
-/// publishes; on any failure starts over from the stored checkpoint.
-pub async fn run(
+/// publishes; on any failure starts over from the stored checkpoint. When
+/// `stalled(since)` resolves (the caller's watchdog found the relay behind
+/// with no progress, and `since`, the start of this attempt, long enough
+/// ago), it also starts over, with a new producer: a broker connection that
+/// stopped answering is replaced rather than waited on forever. Restarts
+/// wait `poll_interval`, doubling up to [`MAX_RESTART_DELAY`] while no
+/// attempt publishes anything.
+pub async fn run<S, F>(
     store: EventStore,
     kafka: ClientConfig,
     config: RelayConfig,
     metrics: RelayMetrics,
+    stalled: S,
     shutdown: CancellationToken,
-) {
+) where
+    S: Fn(Instant) -> F,
+    F: Future<Output = ()>,
+{
+    let mut delay = config.poll_interval;
     while !shutdown.is_cancelled() {
+        let started = Instant::now();
+        let published = metrics.published.get();
         let result = tokio::select! {
             () = shutdown.cancelled() => Ok(()),
             result = lead(&store, &kafka, &config, &metrics) => result,
+            () = stalled(started) => Err(anyhow::anyhow!(
+                "stalled: behind with no progress; recreating the producer"
+            )),
         };
         metrics.active.set(0);
+        if metrics.published.get() > published {
+            delay = config.poll_interval;
+        }
         if let Err(error) = result {
-            tracing::warn!(error = format!("{error:#}"), "relay stopped; starting over");
+            tracing::warn!(
+                error = format!("{error:#}"),
+                retry_in_ms = delay.as_millis() as u64,
+                "relay stopped; starting over"
+            );
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(config.poll_interval) => {}
+                () = tokio::time::sleep(delay) => {}
             }
+            delay = (delay * 2).min(MAX_RESTART_DELAY);
         }
     }
+}
+
+/// The longest wait between two attempts of a relay that keeps failing.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// Where the relay called `name` has published up to (its stored
+/// checkpoint, so at most [`CHECKPOINT_EVERY`] behind the truth while it
+/// publishes), and how many readable events come after it: what a monitor
+/// measures to tell a relay that is behind from one that is idle.
+pub async fn backlog(store: &EventStore, name: &str) -> anyhow::Result<(i64, u64)> {
+    let checkpoint = load_checkpoint(store, name).await?;
+    let behind = store
+        .count_after(checkpoint)
+        .await
+        .context("counting the events after the relay's checkpoint")?;
+    Ok((checkpoint.position, behind))
 }
 
 /// Becomes the active relay and publishes until something fails.

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use event_store::EventStore;
 use serde::Serialize;
 use service_kit::http::{PathParam, Problem};
+use service_kit::progress::Watchdog;
 use sqlx::PgPool;
 
 use crate::metrics::{Metrics, label};
@@ -22,6 +23,7 @@ pub struct ApiState {
     pub pool: PgPool,
     pub store: EventStore,
     pub metrics: Metrics,
+    pub watchdog: Watchdog,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -34,7 +36,10 @@ pub fn router(state: ApiState) -> Router {
 
 async fn list(State(state): State<ApiState>) -> Response {
     match status::statuses(&state.pool, &state.store).await {
-        Ok(all) => Json::<Vec<ProjectionStatus>>(all).into_response(),
+        Ok(mut all) => {
+            status::mark_stalled(&mut all, &state.watchdog);
+            Json::<Vec<ProjectionStatus>>(all).into_response()
+        }
         Err(error) => internal(error),
     }
 }

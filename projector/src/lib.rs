@@ -74,6 +74,7 @@ pub async fn run(
     let store = EventStore::new(deps.pg.clone());
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
     if !migrate_with_retries(&deps.pg, &pool, &store, &config, &shutdown).await {
         return Ok(());
     }
@@ -91,20 +92,24 @@ pub async fn run(
             fetch_wait_ms: config.fetch_wait_ms,
         },
         metrics.clone(),
+        watchdog.clone(),
         shutdown.clone(),
     ));
     let lag = tokio::spawn(status::report_lag(
         pool.clone(),
         store.clone(),
         metrics.clone(),
+        watchdog.clone(),
+        config.common.events_topic(),
         shutdown.clone(),
     ));
     let app = api::router(api::ApiState {
         pool,
         store,
         metrics,
+        watchdog: watchdog.clone(),
     })
-    .merge(service_kit::ops::router(SERVICE, deps, registry));
+    .merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
     let served = service_kit::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     live.await?;

@@ -10,7 +10,6 @@
 //! guard on every write makes even a rebalance overlap harmless.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::Context;
 use event_store::{EventStore, RecordedEvent};
@@ -18,6 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use service_kit::consumer::Offsets;
+use service_kit::progress::Watchdog;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -40,32 +40,22 @@ pub struct LiveConfig {
     pub fetch_wait_ms: u32,
 }
 
-/// Consumes until `shutdown`; on any failure starts over from the committed
-/// offsets (nothing after them was acknowledged).
+/// Consumes until `shutdown`; on any failure, or when a projection is
+/// stalled (see `status::watch_progress`), starts over with a new consumer
+/// from the committed offsets (nothing after them was acknowledged).
 pub async fn run(
     pool: PgPool,
     store: EventStore,
     kafka: ClientConfig,
     config: LiveConfig,
     metrics: Metrics,
+    watchdog: Watchdog,
     shutdown: CancellationToken,
 ) {
-    while !shutdown.is_cancelled() {
-        let result = tokio::select! {
-            () = shutdown.cancelled() => Ok(()),
-            result = consume(&pool, &store, &kafka, &config, &metrics) => result,
-        };
-        if let Err(error) = result {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "projection consumer stopped; starting over"
-            );
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    }
+    service_kit::progress::supervise("projection consumer", &watchdog, &shutdown, || {
+        consume(&pool, &store, &kafka, &config, &metrics)
+    })
+    .await;
 }
 
 async fn consume(

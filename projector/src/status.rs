@@ -1,11 +1,10 @@
 //! What `GET /v1/projections` shows and the lag metrics report.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use chrono::Utc;
 use event_store::EventStore;
 use serde::Serialize;
+use service_kit::progress::{Progress, Watchdog};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +15,9 @@ use crate::views::Projection;
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub name: &'static str,
-    /// `live`, or `rebuilding` while a rebuild runs (the current table
-    /// keeps serving meanwhile).
+    /// `live`; `rebuilding` while a rebuild runs (the current table keeps
+    /// serving meanwhile); `stalled` while it is behind the event store
+    /// and has made no progress for `STALL_AFTER_MS`.
     pub status: &'static str,
     /// The highest global position applied.
     pub position: i64,
@@ -97,22 +97,61 @@ pub async fn status(
     })
 }
 
-/// Refreshes the lag gauges every second until `shutdown`.
+/// The watchdog's name for a projection's progress.
+pub fn worker_name(projection: Projection) -> String {
+    format!("projection:{}", projection.name())
+}
+
+/// Marks the projections the watchdog finds stalled.
+pub fn mark_stalled(all: &mut [ProjectionStatus], watchdog: &Watchdog) {
+    for status in all {
+        let projection = Projection::parse(status.name).expect("a known projection");
+        if watchdog
+            .worker(&worker_name(projection))
+            .is_some_and(|worker| worker.is_stalled())
+        {
+            status.status = "stalled";
+        }
+    }
+}
+
+/// Every second until `shutdown`: refreshes the lag gauges, and tells the
+/// watchdog how far behind each projection is and whether its position
+/// moved, measured in PostgreSQL (not through the broker, which may be
+/// what is stuck).
 pub async fn report_lag(
     pool: PgPool,
     store: EventStore,
     metrics: Metrics,
+    watchdog: Watchdog,
+    topic: String,
     shutdown: CancellationToken,
 ) {
+    let workers: Vec<Progress> = Projection::ALL
+        .iter()
+        .map(|&projection| watchdog.watch(worker_name(projection)))
+        .collect();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
         }
         match statuses(&pool, &store).await {
             Ok(all) => {
-                for status in all {
+                for (status, worker) in all.into_iter().zip(&workers) {
                     let projection = Projection::parse(status.name).expect("a known projection");
+                    worker.observe(
+                        status.lag_events.max(0) as u64,
+                        Some(status.position),
+                        format!(
+                            "events of {}* streams after position {} from Kafka topic {topic} \
+                             ({} in the store, the oldest {:.0} s old)",
+                            projection.stream_prefix(),
+                            status.position,
+                            status.lag_events,
+                            status.lag_seconds,
+                        ),
+                    );
                     metrics
                         .lag_events
                         .get_or_create(&label(projection))

@@ -78,11 +78,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
-    let registry = Registry::default();
+    let mut registry = Registry::default();
+    // The query-service has no background workers to watch.
+    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
     let state = AppState {
         pool: service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?,
         min_version_timeout: Duration::from_millis(config.min_version_timeout_ms),
     };
-    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, registry));
+    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
     service_kit::serve(listener, app, shutdown).await
 }

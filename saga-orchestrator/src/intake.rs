@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use domain::Event;
@@ -25,6 +24,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use service_kit::consumer::Offsets;
+use service_kit::progress::{Progress, Watchdog};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -44,28 +44,29 @@ pub struct Intake {
     pub metrics: Metrics,
     pub wake: Arc<Notify>,
     pub handoff: Handoff,
+    /// The intake's progress: every handled batch advances it, to the
+    /// position of the last order event seen.
+    pub progress: Progress,
+    pub watchdog: Watchdog,
 }
 
 impl Intake {
-    /// Consumes until `shutdown`; on failure starts over from the committed
-    /// offsets.
+    /// Consumes until `shutdown`; on failure, or when stalled (see
+    /// [`watch_progress`]), starts over with a new consumer from the
+    /// committed offsets.
     pub async fn run(&self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let result = tokio::select! {
-                () = shutdown.cancelled() => Ok(()),
-                result = self.consume() => result,
-            };
-            if let Err(error) = result {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "order consumer stopped; starting over"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+        tokio::join!(
+            service_kit::progress::supervise("order consumer", &self.watchdog, &shutdown, || {
+                self.consume()
+            }),
+            watch_progress(
+                &self.store,
+                &self.progress,
+                &self.group,
+                &self.topic,
+                &shutdown
+            ),
+        );
     }
 
     async fn consume(&self) -> anyhow::Result<()> {
@@ -86,7 +87,11 @@ impl Intake {
         let mut offsets = Offsets::new();
         loop {
             service_kit::consumer::next_batch(&consumer, &mut offsets, &mut batch, 200).await?;
-            self.handle_batch(&batch).await?;
+            let reached = self.handle_batch(&batch).await?;
+            match reached {
+                Some(position) => self.progress.advanced_to(position),
+                None => self.progress.advanced(),
+            }
             offsets.handled(&batch);
             offsets.commit_if_due(&consumer);
             batch.clear();
@@ -96,12 +101,15 @@ impl Intake {
     /// Handles a batch in order, starting the sagas of consecutive
     /// placements together: one append and one statement for all of them.
     /// (Driving different sagas side by side is the executor's job.)
-    async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    /// Returns the highest position of an order event in it.
+    async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<Option<i64>> {
         let mut placed = Vec::new();
         // The order ids in `placed`.
         let mut placing = HashSet::new();
-        for event in batch.iter().flat_map(order_events) {
-            match event {
+        let mut reached = None;
+        for (event, causation, position) in batch.iter().flat_map(order_events) {
+            reached = reached.max(Some(position));
+            match (event, causation) {
                 // Once per batch: a redelivered placement is harmless later,
                 // but one statement may not touch a row twice.
                 (
@@ -135,7 +143,8 @@ impl Intake {
                 _ => {}
             }
         }
-        self.start(&mut placed).await
+        self.start(&mut placed).await?;
+        Ok(reached)
     }
 
     /// Starts the sagas of `placed` and hands them to the executor, or
@@ -210,8 +219,9 @@ impl Intake {
 }
 
 /// The order events a message carries, each with the id of the event (the
-/// causation of what it leads to); other events are left out.
-fn order_events(message: &OwnedMessage) -> Vec<(OrderEvent, String)> {
+/// causation of what it leads to) and its position; other events are left
+/// out.
+fn order_events(message: &OwnedMessage) -> Vec<(OrderEvent, String, i64)> {
     // A message of one event is keyed by its stream (see
     // `event_store::relay`): most are of other streams and need no
     // parsing. A batch message has no key.
@@ -227,9 +237,83 @@ fn order_events(message: &OwnedMessage) -> Vec<(OrderEvent, String)> {
         .filter(|event| event.stream_id.starts_with("order-"))
         .filter_map(|event| {
             let order_event = OrderEvent::decode(&event.event_type, &event.data).ok()?;
-            Some((order_event, event.event_id.to_string()))
+            Some((order_event, event.event_id.to_string(), event.position))
         })
         .collect()
+}
+
+/// Every second until `shutdown`: measures in the event store how many
+/// order events lie after the intake's position (loaded at start from
+/// `saga_intake_progress`, so a restart behind a backlog is seen), tells
+/// the watchdog, and stores the position when it moved.
+async fn watch_progress(
+    store: &EventStore,
+    progress: &Progress,
+    group: &str,
+    topic: &str,
+    shutdown: &CancellationToken,
+) {
+    let mut stored = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
+        }
+        let measured = async {
+            if stored.is_none() {
+                stored = Some(load_position(store.pool(), group).await?);
+                if let Some(Some(position)) = stored {
+                    progress.advanced_to(position);
+                }
+            }
+            let position = progress.position();
+            if position.is_some() && position != stored.flatten() {
+                save_position(store.pool(), group, position.unwrap_or(0)).await?;
+                stored = Some(position);
+            }
+            let position = position.unwrap_or(0);
+            let (behind, oldest) = store.category_after("order-", position).await?;
+            anyhow::Ok((position, behind, oldest))
+        };
+        match measured.await {
+            Ok((position, behind, oldest)) => progress.observe(
+                behind,
+                None,
+                format!(
+                    "order events after position {position} from Kafka topic {topic} \
+                     ({behind} in the store, the oldest recorded {})",
+                    oldest.map_or_else(|| "-".to_owned(), |at| at.to_rfc3339())
+                ),
+            ),
+            Err(error) => tracing::debug!(
+                error = format!("{error:#}"),
+                "measuring the intake's progress failed"
+            ),
+        }
+    }
+}
+
+async fn load_position(pool: &PgPool, group: &str) -> anyhow::Result<Option<i64>> {
+    sqlx::query_scalar("select position from saga_intake_progress where consumer_group = $1")
+        .bind(group)
+        .fetch_optional(pool)
+        .await
+        .context("loading the intake's position")
+}
+
+async fn save_position(pool: &PgPool, group: &str, position: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into saga_intake_progress (consumer_group, position) values ($1, $2)
+         on conflict (consumer_group) do update
+           set position = greatest(saga_intake_progress.position, excluded.position),
+               updated_at = now()",
+    )
+    .bind(group)
+    .bind(position)
+    .execute(pool)
+    .await
+    .context("storing the intake's position")?;
+    Ok(())
 }
 
 /// Makes the rows of new sagas, leased to the handoff's executor; returns

@@ -153,6 +153,7 @@ pub async fn run(
     )?);
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
+    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
     if !migrate(&store, &shutdown).await {
         return Ok(());
     }
@@ -187,13 +188,15 @@ pub async fn run(
         metrics,
         wake: Arc::clone(&wake),
         handoff,
+        progress: watchdog.watch("saga-intake"),
+        watchdog: watchdog.clone(),
     };
     let app = api::router(api::ApiState {
         store,
         pool: deps.pg.clone(),
         wake,
     })
-    .merge(service_kit::ops::router(SERVICE, deps, registry));
+    .merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
     let (served, (), ()) = tokio::join!(
         async {
             let served = service_kit::serve(listener, app, shutdown.clone()).await;

@@ -40,11 +40,21 @@ pub struct CommonConfig {
     /// milliseconds, before reporting it down.
     #[arg(long, env = "READY_TIMEOUT_MS", default_value_t = 2000)]
     pub ready_timeout_ms: u64,
+
+    /// How long a consumer or the relay may be behind without making
+    /// progress before it counts as stalled (readiness fails, the log and
+    /// a gauge say so, and its Kafka client is recreated), in milliseconds.
+    #[arg(long, env = "STALL_AFTER_MS", default_value_t = 30_000)]
+    pub stall_after_ms: u64,
 }
 
 impl CommonConfig {
     pub fn ready_timeout(&self) -> Duration {
         Duration::from_millis(self.ready_timeout_ms)
+    }
+
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_millis(self.stall_after_ms)
     }
 
     /// The topic the relay publishes the event log to.
@@ -75,6 +85,7 @@ impl fmt::Debug for CommonConfig {
             .field("log_format", &self.log_format)
             .field("log_filter", &self.log_filter)
             .field("ready_timeout_ms", &self.ready_timeout_ms)
+            .field("stall_after_ms", &self.stall_after_ms)
             .finish()
     }
 }

@@ -25,16 +25,20 @@ pub struct Deps {
     ready_timeout: Duration,
 }
 
-/// The outcome of one readiness probe: each dependency and whether it works.
-#[derive(Debug, Serialize)]
+/// The outcome of one readiness probe: each dependency and whether it
+/// works, and which of the process's workers are stalled.
+#[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
     pub status: &'static str,
-    /// Names of the dependencies that are down, empty when ready.
-    pub down: Vec<&'static str>,
+    /// Names of the dependencies that are down and of the workers that are
+    /// stalled, empty when ready.
+    pub down: Vec<String>,
     pub checks: Checks,
+    /// The stalled workers: how far behind, for how long, waiting for what.
+    pub stalled: Vec<crate::progress::WorkerReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Checks {
     pub postgres: String,
     pub kafka: String,
@@ -71,14 +75,14 @@ impl Deps {
     }
 
     /// Probes PostgreSQL and Kafka concurrently, each under the readiness
-    /// timeout.
-    pub async fn readiness(&self) -> Readiness {
+    /// timeout, and adds the workers `watchdog` finds stalled.
+    pub async fn readiness(&self, watchdog: &crate::progress::Watchdog) -> Readiness {
         let (postgres, kafka) = tokio::join!(self.check_postgres(), self.check_kafka());
         let mut down = Vec::new();
-        let mut describe = |name, result: anyhow::Result<()>| match result {
+        let mut describe = |name: &str, result: anyhow::Result<()>| match result {
             Ok(()) => "up".to_owned(),
             Err(error) => {
-                down.push(name);
+                down.push(name.to_owned());
                 format!("down: {error:#}")
             }
         };
@@ -86,7 +90,10 @@ impl Deps {
             postgres: describe("postgres", postgres),
             kafka: describe("kafka", kafka),
         };
+        let stalled = watchdog.stalled();
+        down.extend(stalled.iter().map(|worker| worker.name.clone()));
         Readiness {
+            stalled,
             status: if down.is_empty() {
                 "ready"
             } else {

@@ -10,6 +10,9 @@
 //!   the readiness check over both.
 //! - [`http`]: problem documents (RFC 9457) and extractors that produce them.
 //! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
+//! - [`progress`]: whether each worker (a consumer, the relay) keeps up:
+//!   stall detection, and the restart loop that recreates a stalled
+//!   worker's Kafka client with backoff.
 //! - [`shutdown`]: one cancellation token, cancelled on SIGTERM or Ctrl-C,
 //!   shared by the HTTP server and every worker loop.
 //! - [`serve`]: runs an axum router until that token is cancelled.
@@ -25,6 +28,7 @@ pub mod consumer;
 pub mod deps;
 pub mod http;
 pub mod ops;
+pub mod progress;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -2,6 +2,7 @@
 //! Prometheus metrics.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,12 +15,23 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::Deps;
+use crate::deps::Readiness;
+use crate::progress::Watchdog;
+
+/// The longest a readiness answer is reused: probes (compose, Kubernetes,
+/// load balancers, several a second) then cost PostgreSQL and the broker at
+/// most one check a second between them.
+pub const READINESS_MAX_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct OpsState {
     deps: Deps,
+    watchdog: Watchdog,
     registry: Arc<Registry>,
     ready: Gauge,
+    /// The last readiness answer and when it was made; the lock also makes
+    /// concurrent probes wait for one check instead of each making one.
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
 }
 
 /// Adds the process-wide metrics every service exports to `registry`.
@@ -42,13 +54,20 @@ pub fn register_common_metrics(registry: &mut Registry, service: &'static str) -
 }
 
 /// `/health/live`, `/health/ready` and `/metrics`, over the given
-/// dependencies and metric registry.
-pub fn router(service: &'static str, deps: Deps, mut registry: Registry) -> Router {
+/// dependencies, the process's watched workers and its metric registry.
+pub fn router(
+    service: &'static str,
+    deps: Deps,
+    watchdog: Watchdog,
+    mut registry: Registry,
+) -> Router {
     let ready = register_common_metrics(&mut registry, service);
     let state = OpsState {
         deps,
+        watchdog,
         registry: Arc::new(registry),
         ready,
+        last: Arc::default(),
     };
     Router::new()
         .route("/health/live", get(live))
@@ -62,13 +81,29 @@ async fn live() -> impl IntoResponse {
 }
 
 async fn readiness(State(state): State<OpsState>) -> Response {
-    let readiness = state.deps.readiness().await;
+    let readiness = {
+        let mut last = state.last.lock().await;
+        match &*last {
+            Some((at, readiness)) if at.elapsed() < READINESS_MAX_AGE => readiness.clone(),
+            _ => {
+                let readiness = state.deps.readiness(&state.watchdog).await;
+                if readiness.is_ready() {
+                    state.ready.set(1);
+                } else {
+                    state.ready.set(0);
+                    tracing::warn!(
+                        down = ?readiness.down, checks = ?readiness.checks,
+                        stalled = ?readiness.stalled, "not ready"
+                    );
+                }
+                *last = Some((Instant::now(), readiness.clone()));
+                readiness
+            }
+        }
+    };
     let status = if readiness.is_ready() {
-        state.ready.set(1);
         StatusCode::OK
     } else {
-        state.ready.set(0);
-        tracing::warn!(down = ?readiness.down, checks = ?readiness.checks, "not ready");
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(readiness)).into_response()

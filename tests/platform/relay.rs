@@ -47,6 +47,7 @@ fn start_relay_with(
         kafka(env),
         config,
         metrics.clone(),
+        |_| std::future::pending(),
         stop.clone(),
     ));
     (stop, metrics)

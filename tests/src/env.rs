@@ -62,6 +62,7 @@ impl TestEnv {
             log_format: "pretty".into(),
             log_filter: "info".into(),
             ready_timeout_ms: 2000,
+            stall_after_ms: 30_000,
         }
     }
 }
