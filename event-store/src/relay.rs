@@ -184,7 +184,7 @@ impl RelayMetrics {
         );
         registry.register(
             "relay_active",
-            "1 while this process is the active relay",
+            "1 while this process is the active relay (also between its failed attempts, until another process takes over)",
             metrics.active.clone(),
         );
         registry.register(
@@ -231,7 +231,6 @@ pub async fn run<S, F>(
                 "stalled: behind with no progress; recreating the producer"
             )),
         };
-        metrics.active.set(0);
         if metrics.published.get() > published {
             delay = config.poll_interval;
         }
@@ -248,6 +247,7 @@ pub async fn run<S, F>(
             delay = (delay * 2).min(MAX_RESTART_DELAY);
         }
     }
+    metrics.active.set(0);
 }
 
 /// The longest wait between two attempts of a relay that keeps failing.
@@ -285,6 +285,10 @@ async fn lead(
         if acquired {
             break;
         }
+        // Another process is the active relay. Until then this one counts
+        // as active even between failed attempts: a relay that keeps
+        // failing is stuck, not standing by.
+        metrics.active.set(0);
         tokio::time::sleep(config.poll_interval).await;
     }
     tracing::info!(topic = %config.topic, "this process is now the active relay");
