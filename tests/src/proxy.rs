@@ -126,3 +126,66 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
+
+/// A TCP proxy that either forwards connections to a target or swallows
+/// them: a connection accepted while it is closed stays open and never gets
+/// an answer, the way a hung broker behaves (the client sees neither data
+/// nor a refusal). Connections accepted while open are forwarded for their
+/// whole life. It stops when dropped.
+pub struct BlackHole {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl BlackHole {
+    /// A proxy to `target` (`host:port`), closed.
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("binding the TCP proxy");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let (target, is_open, stopped) = (target.to_owned(), Arc::clone(&open), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(_) => continue,
+                    },
+                };
+                let forward = is_open.load(std::sync::atomic::Ordering::SeqCst);
+                let (target, stopped) = (target.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    if !forward {
+                        // Hold the connection, answer nothing.
+                        stopped.cancelled().await;
+                        return;
+                    }
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        tokio::select! {
+                            () = stopped.cancelled() => {}
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, open, stop }
+    }
+
+    /// From now on, new connections are forwarded.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
