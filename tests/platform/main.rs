@@ -7,7 +7,7 @@ mod event_store;
 mod health;
 mod read_side;
 mod relay;
-mod stalls;
 mod sagas;
+mod stalls;
 mod steps;
 mod write_api;
