@@ -13,8 +13,8 @@
 #
 # Choices, in order:
 #   PostgreSQL: $POSTGRES_IMAGE if set; else postgres:16 if present or
-#               pullable; else orders-platform/postgres:15-bookworm built from
-#               Debian's packages.
+#               pullable; else orders-platform/postgres:15-bookworm-2 built
+#               from Debian's packages.
 #   Kafka:      $KAFKA_IMAGE if set; else apache/kafka:3.9.1 if present or
 #               pullable; else orders-platform/tansu:0.6.0-2 (tansu with sqlite
 #               storage, see ../shared/FACTS.md).
@@ -32,8 +32,18 @@ env_file=$here/.images.env
 official_postgres=postgres:16
 official_kafka=apache/kafka:3.9.1
 official_rust=rust:1-bookworm
-base_image=orders-platform/debian:bookworm
-debian_postgres=orders-platform/postgres:15-bookworm
+# The suffix of the root filesystem's cache folder and of its image is the
+# base recipe's revision: bump both when the package list below changes, so
+# old caches and images are not reused.
+base_revision=2
+base_image=orders-platform/debian:bookworm-$base_revision
+# Everything the offline images need, installed once: PostgreSQL for the
+# postgres image, sqlite3 for the tansu image (to inspect and index the
+# broker's database), nginx and prometheus for the gateway and the metrics
+# server, ca-certificates for all.
+base_packages=postgresql-15,ca-certificates,sqlite3,nginx,prometheus
+# Built from $base_image, so it carries the base's revision.
+debian_postgres=orders-platform/postgres:15-bookworm-$base_revision
 tansu_version=0.6.0
 # The suffix is the image recipe's revision (compose/kafka): bump it when the
 # Dockerfile or entrypoint changes, so machines that have the old image build
@@ -86,34 +96,39 @@ record() {
     mv "$env_file.tmp" "$env_file"
 }
 
-# A Debian bookworm root filesystem with PostgreSQL 15, imported as one image
-# layer that the PostgreSQL, tansu and services images all start from, so the
-# ~250 MB are stored once.
+# One Debian bookworm root filesystem with every package the offline images
+# need ($base_packages), imported as one image layer that all of them start
+# from, so it is stored once.
 ensure_base() {
     if have_image "$base_image"; then
         say "$base_image is present"
         return
     fi
-    local rootfs=$cache/rootfs-bookworm
+    local rootfs=$cache/rootfs-bookworm-$base_revision
     if [ ! -f "$rootfs/.complete" ]; then
         if ! command -v debootstrap >/dev/null 2>&1; then
             say "installing debootstrap"
             as_root apt-get update -qq
             as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
         fi
-        say "debootstrapping Debian bookworm with postgresql-15 into $rootfs (about 1-2 min)"
+        say "debootstrapping Debian bookworm with $base_packages into $rootfs (about 2 min)"
         as_root rm -rf "$rootfs"
         mkdir -p "$cache"
-        as_root debootstrap --variant=minbase --include=postgresql-15,ca-certificates \
+        as_root debootstrap --variant=minbase --include="$base_packages" \
             bookworm "$rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$cache/debootstrap.log" 2>&1 || {
             tail -n 30 "$cache/debootstrap.log" >&2
             exit 1
         }
         # The package's own cluster is unused (the entrypoint runs initdb in
-        # $PGDATA); caches and documentation are dead weight in an image.
+        # $PGDATA); caches, documentation and translations are dead weight in
+        # an image, and so are moment-timezone's raw data files (210 MB,
+        # pulled in by prometheus, whose web UI loads only
+        # moment-timezone-with-data.min.js). The packages' services are not
+        # started in the chroot (no init there), so nothing is left running.
         as_root rm -rf "$rootfs/var/lib/postgresql/15" "$rootfs/etc/postgresql/15" \
             "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-            "$rootfs/usr/share/doc" "$rootfs/usr/share/man" "$rootfs/usr/share/info"
+            "$rootfs/usr/share/doc" "$rootfs/usr/share/man" "$rootfs/usr/share/info" \
+            "$rootfs"/usr/share/locale/*/ "$rootfs/usr/share/javascript/moment-timezone/data"
         as_root touch "$rootfs/.complete"
     fi
     say "importing $rootfs as $base_image"
