@@ -16,8 +16,9 @@
 #               pullable; else orders-platform/postgres:15-bookworm-2 built
 #               from Debian's packages.
 #   Kafka:      $KAFKA_IMAGE if set; else apache/kafka:3.9.1 if present or
-#               pullable; else orders-platform/tansu:0.6.0-2 (tansu with sqlite
-#               storage, see ../shared/FACTS.md).
+#               pullable; else orders-platform/tansu:0.6.0-3 (tansu with sqlite
+#               storage, whose entrypoint adds the indexes tansu's schema
+#               lacks; see compose/kafka/tansu-entrypoint.sh).
 #   services:   orders-platform/services:latest, built with the multi-stage
 #               compose/Dockerfile when rust:1-bookworm is present or
 #               pullable, else from binaries built on the host copied into the
@@ -38,7 +39,7 @@ official_rust=rust:1-bookworm
 base_revision=2
 base_image=orders-platform/debian:bookworm-$base_revision
 # Everything the offline images need, installed once: PostgreSQL for the
-# postgres image, sqlite3 for the tansu image (to inspect and index the
+# postgres image, sqlite3 for the tansu image's entrypoint (it indexes the
 # broker's database), nginx and prometheus for the gateway and the metrics
 # server, ca-certificates for all.
 base_packages=postgresql-15,ca-certificates,sqlite3,nginx,prometheus
@@ -46,9 +47,9 @@ base_packages=postgresql-15,ca-certificates,sqlite3,nginx,prometheus
 debian_postgres=orders-platform/postgres:15-bookworm-$base_revision
 tansu_version=0.6.0
 # The suffix is the image recipe's revision (compose/kafka): bump it when the
-# Dockerfile or entrypoint changes, so machines that have the old image build
-# the new one.
-tansu_image=orders-platform/tansu:$tansu_version-2
+# Dockerfile, the scripts or the base change, so machines that have the old
+# image build the new one.
+tansu_image=orders-platform/tansu:$tansu_version-3
 services_image=${SERVICES_IMAGE:-orders-platform/services:latest}
 
 # The legacy builder needs no buildx plugin, which Debian's docker.io lacks.
@@ -187,7 +188,7 @@ ensure_kafka() {
             ensure_tansu_binary
             local ctx
             ctx=$(mktemp -d)
-            cp "$cache/tansu-$tansu_version/bin/tansu" "$here/kafka/tansu-entrypoint.sh" "$here/kafka/Dockerfile" "$ctx/"
+            cp "$cache/tansu-$tansu_version/bin/tansu" "$here"/kafka/* "$ctx/"
             say "building $image"
             docker_build -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
             rm -rf "$ctx"

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sqlx::Connection;
-use testcontainers::core::IntoContainerPort;
+use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -248,7 +248,12 @@ pub async fn start_postgres(
     Ok((container, base))
 }
 
-/// A Kafka-protocol broker container and its bootstrap address.
+/// What the tansu image's entrypoint prints once the broker's storage has
+/// its indexes (compose/kafka/tansu-entrypoint.sh).
+const TANSU_STORAGE_INDEXED: &str = "broker storage indexed";
+
+/// A Kafka-protocol broker container and its bootstrap address; a tansu
+/// broker only once its storage is indexed.
 pub async fn start_kafka(
     image: &str,
     kind: &str,
@@ -257,12 +262,21 @@ pub async fn start_kafka(
     // it must know its port before it starts: pick a free one.
     let port = free_port()?;
     let advertised = format!("127.0.0.1:{port}");
-    let request = generic_image(image)
+    let mut generic = generic_image(image);
+    if kind == "tansu" {
+        // The image's entrypoint indexes tansu's storage after tansu has
+        // created it; a broker without those indexes slows down with
+        // everything stored (compose/kafka/tansu-entrypoint.sh). Kind
+        // `tansu-unindexed` starts an image from before that step
+        // (orders-platform/tansu:0.6.0-2), for comparisons only.
+        generic = generic.with_wait_for(WaitFor::message_on_stdout(TANSU_STORAGE_INDEXED));
+    }
+    let request = generic
         .with_labels([(CONTAINER_LABEL, "1")])
         .with_startup_timeout(Duration::from_secs(120));
     let request = match kind {
         // On the host's network, like PostgreSQL (see `start_postgres`).
-        "tansu" => request
+        "tansu" | "tansu-unindexed" => request
             .with_network("host")
             .with_env_var("BROKER_LISTEN", &advertised)
             .with_env_var("BROKER_ADVERTISED", &advertised),
@@ -273,7 +287,7 @@ pub async fn start_kafka(
             }
             request
         }
-        other => bail!("KAFKA_KIND must be `tansu` or `apache`, not `{other}`"),
+        other => bail!("KAFKA_KIND must be `tansu`, `tansu-unindexed` or `apache`, not `{other}`"),
     };
     let container = request
         .start()
