@@ -3,6 +3,7 @@
 //! `harness::TestEnv`; the containers are shared.
 
 mod broker;
+mod chaos;
 mod event_store;
 mod health;
 mod read_side;

@@ -14,6 +14,7 @@
 //! Logs stay silent unless `TEST_LOG=1`.
 
 pub mod bench;
+pub mod chaos;
 pub mod infra;
 pub mod proxy;
 pub mod services;
