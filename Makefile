@@ -7,8 +7,9 @@
 #   make bench-orders       POST /v1/orders under load (BENCHMARKS.md)
 #   make bench-projector    rebuild throughput and projection lag (BENCHMARKS.md)
 #   make bench-sagas        sagas per second end to end (BENCHMARKS.md)
+#   make chaos              crash safety: containers killed under load, then checked (on `make up`'s platform)
 
-.PHONY: up test down clean images bench-event-store bench-orders bench-projector bench-sagas
+.PHONY: up test down clean images bench-event-store bench-orders bench-projector bench-sagas chaos
 
 up:
 	@compose/up.sh
@@ -27,6 +28,9 @@ bench-projector:
 
 bench-sagas:
 	@compose/bench.sh bench-sagas
+
+chaos:
+	@compose/chaos.sh
 
 images:
 	@compose/images.sh all
