@@ -791,7 +791,257 @@ pub async fn read_model_differences(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::chaos::load::{PlacedOrder, Product};
+
+    const ORDER: Uuid = Uuid::from_u128(1);
+    const CUSTOMER: Uuid = Uuid::from_u128(2);
+
+    /// Folds `events` (stream, type, data) as if read in this order.
+    fn fold_of(events: &[(String, &str, Value)]) -> StoreFold {
+        let mut fold = StoreFold::default();
+        let mut versions: HashMap<&str, i64> = HashMap::new();
+        for (stream, event_type, data) in events {
+            let version = versions.entry(stream).or_insert(0);
+            *version += 1;
+            if let Err(error) = fold.apply(stream, *version, event_type, data, stream) {
+                fold.violations.push(format!("{error:#}"));
+            }
+        }
+        fold
+    }
+
+    fn customer(events: Vec<(&'static str, Value)>) -> Vec<(String, &'static str, Value)> {
+        let mut all = vec![(
+            format!("customer-{CUSTOMER}"),
+            "CustomerRegistered",
+            json!({"customer_id": CUSTOMER, "name": "Ada", "email": "ada@example.com"}),
+        )];
+        all.extend(
+            events
+                .into_iter()
+                .map(|(t, data)| (format!("customer-{CUSTOMER}"), t, data)),
+        );
+        all
+    }
+
+    fn charge(order: Uuid, amount: i64) -> (&'static str, Value) {
+        (
+            "PaymentCharged",
+            json!({"customer_id": CUSTOMER, "order_id": order, "amount_cents": amount}),
+        )
+    }
+
+    fn deposit(amount: i64) -> (&'static str, Value) {
+        (
+            "FundsDeposited",
+            json!({"customer_id": CUSTOMER, "amount_cents": amount}),
+        )
+    }
+
+    fn product(events: Vec<(&'static str, Value)>) -> Vec<(String, &'static str, Value)> {
+        let mut all = vec![(
+            "product-sku1".to_owned(),
+            "ProductCreated",
+            json!({"sku": "sku1", "name": "One", "price_cents": 100, "initial_stock": 1}),
+        )];
+        all.extend(
+            events
+                .into_iter()
+                .map(|(t, data)| ("product-sku1".to_owned(), t, data)),
+        );
+        all
+    }
+
+    fn reserve(order: Uuid) -> (&'static str, Value) {
+        (
+            "InventoryReserved",
+            json!({"sku": "sku1", "order_id": order, "quantity": 1}),
+        )
+    }
+
+    #[test]
+    fn a_second_charge_for_one_order_is_a_violation() {
+        let fold = fold_of(&customer(vec![
+            deposit(1000),
+            charge(ORDER, 300),
+            charge(ORDER, 300),
+        ]));
+        assert!(
+            fold.violations
+                .iter()
+                .any(|v| v.contains("charged a second time")),
+            "{:?}",
+            fold.violations
+        );
+    }
+
+    #[test]
+    fn a_balance_below_zero_at_any_point_is_a_violation() {
+        // Back above zero in the end, but negative in between.
+        let fold = fold_of(&customer(vec![
+            deposit(100),
+            charge(ORDER, 300),
+            deposit(1000),
+        ]));
+        assert_eq!(fold.customers[&CUSTOMER].balance_cents, 800);
+        assert!(
+            fold.violations.iter().any(|v| v.contains("negative")),
+            "{:?}",
+            fold.violations
+        );
+    }
+
+    #[test]
+    fn stock_reserved_beyond_what_is_on_hand_is_a_violation() {
+        let fold = fold_of(&product(vec![reserve(ORDER), reserve(Uuid::from_u128(3))]));
+        assert!(
+            fold.violations.iter().any(|v| v.contains("available -1")),
+            "{:?}",
+            fold.violations
+        );
+        assert!(
+            fold_of(&product(vec![reserve(ORDER)]))
+                .violations
+                .is_empty()
+        );
+    }
+
+    /// An order placed for one unit of `sku1`, ended by `ending`, with its
+    /// saga ended by `saga_end`.
+    fn order(
+        ending: (&'static str, Value),
+        saga_end: (&'static str, Value),
+    ) -> Vec<(String, &'static str, Value)> {
+        let order = format!("order-{ORDER}");
+        let saga = format!("saga-{ORDER}");
+        vec![
+            (
+                order.clone(),
+                "OrderPlaced",
+                json!({"order_id": ORDER, "customer_id": CUSTOMER,
+                       "lines": [{"sku": "sku1", "quantity": 1, "unit_price_cents": 100}],
+                       "total_cents": 100,
+                       "shipping_address": {"name": "Ada", "line1": "1 Way", "city": "London",
+                                            "postal_code": "N1", "country": "GB"}}),
+            ),
+            (
+                saga.clone(),
+                "SagaStarted",
+                json!({"order_id": ORDER, "customer_id": CUSTOMER, "total_cents": 100}),
+            ),
+            (order, ending.0, ending.1),
+            (saga, saga_end.0, saga_end.1),
+        ]
+    }
+
+    fn catalogue() -> Catalogue {
+        let sku1 = Product {
+            sku: "sku1".into(),
+            price_cents: 100,
+            stock: 1,
+        };
+        Catalogue {
+            run: "test".into(),
+            plentiful: vec![sku1.clone()],
+            limited: vec![],
+            scarce: sku1,
+            rich: vec![CUSTOMER],
+            tight: vec![],
+            poor: vec![],
+        }
+    }
+
+    fn placed(cancel: Cancel) -> LoadRecord {
+        LoadRecord {
+            placed: vec![PlacedOrder {
+                order_id: ORDER,
+                kind: Kind::Normal,
+                customer_id: CUSTOMER,
+                lines: vec![("sku1".into(), 1)],
+                cancel,
+            }],
+            ..LoadRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_confirmed_order_must_hold_its_charge_and_its_stock() {
+        let confirmed = (
+            "OrderConfirmed",
+            json!({"order_id": ORDER, "tracking_number": "T1"}),
+        );
+        let completed = ("SagaCompleted", json!({"tracking_number": "T1"}));
+        let shipment = (
+            format!("shipment-{ORDER}"),
+            "ShipmentCreated",
+            json!({"order_id": ORDER, "tracking_number": "T1",
+                   "address": {"name": "Ada", "line1": "1 Way", "city": "London",
+                               "postal_code": "N1", "country": "GB"}}),
+        );
+        // Everything in place: no failure.
+        let mut events = product(vec![reserve(ORDER)]);
+        events.extend(customer(vec![deposit(1000), charge(ORDER, 100)]));
+        events.extend(order(confirmed.clone(), completed.clone()));
+        events.push(shipment.clone());
+        let fold = fold_of(&events);
+        assert!(fold.violations.is_empty(), "{:?}", fold.violations);
+        let failures = check_store(&fold, &catalogue(), &placed(Cancel::NotAsked));
+        assert!(failures.is_empty(), "{failures:?}");
+
+        // Confirmed without a charge: caught.
+        let mut events = product(vec![reserve(ORDER)]);
+        events.extend(customer(vec![deposit(1000)]));
+        events.extend(order(confirmed, completed));
+        events.push(shipment);
+        let failures = check_store(&fold_of(&events), &catalogue(), &placed(Cancel::NotAsked));
+        assert!(
+            failures.iter().any(|f| f.contains("exactly one charge")),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_order_must_hold_no_stock_and_no_money() {
+        let cancelled = (
+            "OrderCancelled",
+            json!({"order_id": ORDER, "reason": "changed my mind"}),
+        );
+        let compensated = ("SagaCompensated", json!({"reason": "cancelled"}));
+        let mut events = product(vec![reserve(ORDER)]);
+        events.extend(customer(vec![deposit(1000), charge(ORDER, 100)]));
+        events.extend(order(cancelled, compensated));
+        let failures = check_store(
+            &fold_of(&events),
+            &catalogue(),
+            &placed(Cancel::Acknowledged),
+        );
+        for expected in [
+            "must hold no money",
+            "still holds stock",
+            "no OrderCancellationRequested",
+        ] {
+            assert!(
+                failures.iter().any(|f| f.contains(expected)),
+                "{expected}: {failures:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_order_missing_from_the_store_is_a_failure() {
+        let failures = check_store(
+            &StoreFold::default(),
+            &catalogue(),
+            &placed(Cancel::NotAsked),
+        );
+        assert!(
+            failures.iter().any(|f| f.contains("has no OrderPlaced")),
+            "{failures:?}"
+        );
+    }
 
     #[test]
     fn an_acknowledged_cancellation_never_allows_a_confirmation() {
