@@ -1,6 +1,12 @@
 //! What the benchmark binaries share.
 
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
 use event_store::relay::MessageFormat;
+
+use crate::services::RunningService;
 
 /// How the relay publishes, as the benchmarks take it.
 #[derive(Debug, clap::Args)]
@@ -27,5 +33,119 @@ impl RelayFormatArgs {
         } else {
             self.relay_format
         }
+    }
+}
+
+/// How long a benchmark's runtime may take to stop its remaining tasks
+/// after the benchmark returned; the process exits then either way.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A benchmark binary's `main`: runs `body` on a multi-threaded runtime
+/// (until it ends or Ctrl-C), prints its error if any, and exits.
+///
+/// `body` should stop every service it started (see [`Services`]) and drop
+/// its own Kafka clients before its containers are removed: a consumer
+/// dropped after its broker is gone waits in librdkafka's close for a
+/// group coordinator that never answers, logging `AllBrokersDown`, and the
+/// runtime's shutdown would wait for it forever. As a last resort the
+/// runtime is given [`SHUTDOWN_GRACE`] to finish whatever is left, so a
+/// benchmark always ends.
+pub fn main(body: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("building the runtime failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Interrupted, the body is dropped: its services are cancelled and its
+    // containers removed (their Drop), so nothing is left running.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = body => result,
+            () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    let stopping = Instant::now();
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    if stopping.elapsed() >= SHUTDOWN_GRACE {
+        eprintln!(
+            "some task did not stop within {SHUTDOWN_GRACE:?} of the benchmark's end; exiting anyway"
+        );
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C; never, where it cannot be listened for.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The services a benchmark runs in its own process, stopped together.
+#[derive(Default)]
+pub struct Services(Vec<RunningService>);
+
+/// Longest wait for one service to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Services {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a running service; returns its URL.
+    pub fn add(&mut self, service: RunningService) -> String {
+        let url = service.url.clone();
+        self.0.push(service);
+        url
+    }
+
+    /// Waits until every service answers `GET /health/ready` with 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        for service in &self.0 {
+            loop {
+                let ready = client
+                    .get(format!("{}/health/ready", service.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("{} did not become ready in {timeout:?}", service.name);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels every service and waits until each has finished (its Kafka
+    /// consumers closed, its producers flushed), reporting the ones that
+    /// failed or took longer than 30 s.
+    pub async fn stop(self) {
+        let stops = self.0.into_iter().map(|service| async move {
+            let name = service.name;
+            match tokio::time::timeout(STOP_TIMEOUT, service.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => eprintln!("{name} stopped with an error: {error:#}"),
+                Err(_) => eprintln!("{name} did not stop within {STOP_TIMEOUT:?}"),
+            }
+        });
+        futures::future::join_all(stops).await;
     }
 }

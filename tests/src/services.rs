@@ -44,7 +44,9 @@ impl Drop for RunningService {
     }
 }
 
-async fn start<F, Fut>(name: &'static str, run: F) -> RunningService
+/// Starts `run` (a service's `run`, or any server shaped like one) on a
+/// free local port.
+pub async fn start<F, Fut>(name: &'static str, run: F) -> RunningService
 where
     F: FnOnce(TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,

@@ -11,6 +11,7 @@
 //! Run with `make bench-event-store` (see BENCHMARKS.md). PostgreSQL keeps
 //! its default durability (fsync on) here, unlike in the tests.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,10 +47,21 @@ struct Args {
     relay_events: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    harness::bench::main(run(args))
+}
+
+/// Starts the containers, measures, and removes the containers again
+/// (each measurement stops its own Kafka clients first).
+async fn run(args: Args) -> anyhow::Result<()> {
     let bench = infra::start_for_benchmark().await?;
+    let result = measure(&bench, &args).await;
+    drop(bench);
+    result
+}
+
+async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
 
     let mut rows = Vec::new();
@@ -358,19 +370,21 @@ async fn relay_all(brokers: &str, store: &EventStore, events: u64) -> anyhow::Re
         kafka(brokers),
         config,
         metrics.clone(),
+        |_| std::future::pending(),
         stop.clone(),
     ));
     let deadline = started + Duration::from_secs(600);
-    while metrics.published.get() < events {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the relay published only {}",
-            metrics.published.get()
-        );
+    while metrics.published.get() < events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    // Stopped (its producer flushed and closed) whether or not it finished.
     stop.cancel();
     relay.await?;
-    Ok(rate)
+    anyhow::ensure!(
+        metrics.published.get() >= events,
+        "the relay published only {} in {elapsed:?}",
+        metrics.published.get()
+    );
+    Ok(events as f64 / elapsed.as_secs_f64())
 }

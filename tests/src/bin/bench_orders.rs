@@ -6,21 +6,21 @@
 //! Run with `make bench-orders` (see BENCHMARKS.md).
 
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use clap::Parser;
+use harness::bench::Services;
 use harness::infra;
+use harness::services::{self, RunningService};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser, Debug)]
@@ -50,37 +50,72 @@ struct Load {
     non_2xx: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    harness::bench::main(run(args))
+}
+
+/// Starts the containers, measures, and removes the containers again,
+/// after the services using them have stopped.
+async fn run(args: Args) -> anyhow::Result<()> {
     which_wrk()?;
     let bench = infra::start_for_benchmark().await?;
-    let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
-    let database_url = infra::create_database(&pg_base, "bench").await?;
+    let result = measure(&bench, &args).await;
+    drop(bench);
+    result
+}
 
-    let stop = CancellationToken::new();
-    let command_service =
-        start_command_service(&database_url, &brokers, &args, stop.clone()).await?;
-    let floor = start_floor(&database_url, stop.clone()).await?;
+async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
+    let database_url = infra::create_database(&bench.pg_base, "bench").await?;
+    let mut services = Services::new();
+    let started = async {
+        let command_service =
+            services.add(start_command_service(&database_url, &bench.brokers, args).await);
+        let floor = services.add(start_floor(&database_url).await?);
+        services.wait_ready(Duration::from_secs(30)).await?;
+        anyhow::Ok((command_service, floor))
+    }
+    .await;
+    let rows = match started {
+        Ok((command_service, floor)) => load(&database_url, &command_service, &floor, args).await,
+        Err(error) => Err(error),
+    };
+    services.stop().await;
+    let rows = rows?;
+    println!("| connections | POST /v1/orders | floor (one INSERT) | throughput ratio |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+/// Drives both servers at each connection count; returns the table's rows.
+async fn load(
+    database_url: &str,
+    command_service: &str,
+    floor: &str,
+    args: &Args,
+) -> anyhow::Result<Vec<String>> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect(&database_url)
+        .connect(database_url)
         .await?;
 
     let client = reqwest::Client::new();
-    let order_body = prepare(&client, &command_service).await?;
+    let order_body = prepare(&client, command_service).await?;
 
     let mut rows = Vec::new();
     for &connections in &args.connections {
         // Each phase starts with the relay caught up, so neither pays for
         // publishing the previous phase's orders.
         relay_caught_up(&pool).await?;
-        let floor_load = wrk(&format!("{floor}/floor"), &order_body, connections, &args).await?;
+        let floor_load = wrk(&format!("{floor}/floor"), &order_body, connections, args).await?;
         let ours = wrk(
             &format!("{command_service}/v1/orders"),
             &order_body,
             connections,
-            &args,
+            args,
         )
         .await?;
         let behind = relay_caught_up(&pool).await?;
@@ -107,13 +142,7 @@ async fn main() -> anyhow::Result<()> {
             100.0 * ours.requests_per_second / floor_load.requests_per_second
         ));
     }
-    stop.cancel();
-    println!("| connections | POST /v1/orders | floor (one INSERT) | throughput ratio |");
-    println!("|---|---|---|---|");
-    for row in rows {
-        println!("{row}");
-    }
-    Ok(())
+    Ok(rows)
 }
 
 fn which_wrk() -> anyhow::Result<()> {
@@ -145,12 +174,7 @@ async fn relay_caught_up(pool: &PgPool) -> anyhow::Result<Duration> {
     }
 }
 
-async fn start_command_service(
-    database_url: &str,
-    brokers: &str,
-    args: &Args,
-    stop: CancellationToken,
-) -> anyhow::Result<String> {
+async fn start_command_service(database_url: &str, brokers: &str, args: &Args) -> RunningService {
     let config = command_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shipping_countries: vec!["GB".into()],
@@ -165,28 +189,17 @@ async fn start_command_service(
             log_format: "json".into(),
             log_filter: "warn".into(),
             ready_timeout_ms: 2000,
+            stall_after_ms: 30_000,
         },
     };
-    let listener = TcpListener::bind(config.http_addr).await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(command_service::run(config, listener, stop));
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if client
-            .get(format!("{url}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(url);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("command-service did not become ready")
+    services::start(command_service::SERVICE, |listener, stop| {
+        command_service::run(config, listener, stop)
+    })
+    .await
 }
 
 /// The floor: parse the same JSON body, one INSERT, answer 202.
-async fn start_floor(database_url: &str, stop: CancellationToken) -> anyhow::Result<String> {
+async fn start_floor(database_url: &str) -> anyhow::Result<RunningService> {
     let pool = PgPoolOptions::new()
         .max_connections(32)
         .connect(database_url)
@@ -206,15 +219,17 @@ async fn start_floor(database_url: &str, stop: CancellationToken) -> anyhow::Res
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }
-    let app = Router::new().route("/floor", post(insert)).with_state(pool);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
+    let app = Router::new()
+        .route("/floor", post(insert))
+        .route("/health/ready", get(|| async { StatusCode::OK }))
+        .with_state(pool);
+    Ok(services::start("floor", |listener, stop| async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
-    });
-    Ok(url)
+            .map_err(anyhow::Error::from)
+    })
+    .await)
 }
 
 /// A product and a customer to order with; returns the order body.

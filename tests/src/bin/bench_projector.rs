@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,13 +22,12 @@ use clap::Parser;
 use event_store::relay::{self, RelayConfig, RelayMetrics};
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use futures::TryStreamExt;
-use harness::infra;
+use harness::{infra, services};
 use projector::rebuild::{Rebuild, Silent};
 use projector::views::Projection;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -60,10 +60,21 @@ struct Args {
     relay: harness::bench::RelayFormatArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    harness::bench::main(run(args))
+}
+
+/// Starts the containers, measures, and removes the containers again,
+/// after the relay and the projector using them have stopped.
+async fn run(args: Args) -> anyhow::Result<()> {
     let bench = infra::start_for_benchmark().await?;
+    let result = measure(&bench, &args).await;
+    drop(bench);
+    result
+}
+
+async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
 
     let mut rows = Vec::new();
@@ -93,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lags = Vec::new();
     if !args.no_lag {
         for (i, &rate) in args.rates.iter().enumerate() {
-            lags.push(lag(&pg_base, &brokers, &format!("bench_lag{i}"), rate, &args).await?);
+            lags.push(lag(&pg_base, &brokers, &format!("bench_lag{i}"), rate, args).await?);
         }
     }
     println!("| case | ours | floor | ratio |");
@@ -243,6 +254,7 @@ async fn lag(
         log_format: "json".into(),
         log_filter: "warn".into(),
         ready_timeout_ms: 2000,
+        stall_after_ms: 30_000,
     };
     let relay_metrics = RelayMetrics::default();
     let relay = tokio::spawn(relay::run(
@@ -260,22 +272,40 @@ async fn lag(
             config
         },
         relay_metrics.clone(),
+        |_| std::future::pending(),
         stop.clone(),
     ));
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let projector = tokio::spawn(projector::run(
-        projector::Config {
-            http_addr: listener.local_addr()?,
-            read_model_schema: "public".into(),
-            consumer_group: None,
-            batch_size: 500,
-            fetch_wait_ms: args.fetch_wait_ms,
-            common,
-        },
-        listener,
-        stop.clone(),
-    ));
+    let config = projector::Config {
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        read_model_schema: "public".into(),
+        consumer_group: None,
+        batch_size: 500,
+        fetch_wait_ms: args.fetch_wait_ms,
+        common,
+    };
+    let projector = services::start(projector::SERVICE, |listener, stop| {
+        projector::run(config, listener, stop)
+    })
+    .await;
+    let measured = offer_lag(&pool, &store, &relay_metrics, rate, args).await;
+    // Both stop (their Kafka clients closed) while the broker still runs.
+    let stopped = projector.stop().await;
+    stop.cancel();
+    relay.await?;
+    let row = measured?;
+    stopped?;
+    Ok(row)
+}
 
+/// Offers `rate` restocks per second while the relay and the projector
+/// run; returns the table's row.
+async fn offer_lag(
+    pool: &PgPool,
+    store: &EventStore,
+    relay_metrics: &RelayMetrics,
+    rate: u64,
+    args: &Args,
+) -> anyhow::Result<String> {
     let products = 200;
     let metadata = Metadata {
         correlation_id: "bench".into(),
@@ -301,7 +331,7 @@ async fn lag(
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let count: i64 = sqlx::query_scalar("select count(*) from rm_products")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap_or(0);
         if count == products {
@@ -389,9 +419,6 @@ async fn lag(
     watching.cancel();
     watcher.await??;
     reporter.abort();
-    stop.cancel();
-    relay.await?;
-    projector.await??;
 
     // Events not visible by the deadline count as infinitely late, so the
     // percentiles never flatter a pipeline that fell behind.

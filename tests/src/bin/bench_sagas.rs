@@ -15,19 +15,19 @@
 //! default durability (fsync on).
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use harness::infra;
+use harness::bench::Services;
+use harness::{infra, services};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser, Debug)]
@@ -87,8 +87,7 @@ struct Round {
     to_started_p50_ms: f64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     // The services' warnings (RUST_LOG to see more).
     tracing_subscriber::fmt()
@@ -97,7 +96,19 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    harness::bench::main(run(args))
+}
+
+/// Starts the containers, measures, and removes the containers again,
+/// after the services using them have stopped.
+async fn run(args: Args) -> anyhow::Result<()> {
     let bench = infra::start_for_benchmark().await?;
+    let result = measure(&bench, &args).await;
+    drop(bench);
+    result
+}
+
+async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
     let database_url = infra::create_database(&pg_base, "bench").await?;
     let pg = PgPoolOptions::new()
@@ -105,7 +116,6 @@ async fn main() -> anyhow::Result<()> {
         .connect(&database_url)
         .await?;
 
-    let stop = CancellationToken::new();
     let common = service_kit::CommonConfig {
         database_url: database_url.clone(),
         database_max_connections: args.pool,
@@ -114,36 +124,12 @@ async fn main() -> anyhow::Result<()> {
         log_format: "json".into(),
         log_filter: "warn".into(),
         ready_timeout_ms: 2000,
+        stall_after_ms: 30_000,
     };
-    let command_service = start_platform(&common, &args, &stop).await?;
-
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .build()?;
-    eprintln!(
-        "creating {} products and {} customers",
-        args.products, args.customers
-    );
-    let catalogue = Arc::new(Catalogue::create(&client, &command_service, &args).await?);
-
-    // The orchestrator's and the projector's consumer groups take a few
-    // seconds to join the broker; a first order shows when the whole
-    // chain runs.
-    eprintln!("warming up: waiting for a first saga to complete");
-    let warm_up = catalogue.place(&client, &command_service, 0).await?;
-    wait_confirmed(&pg, &[warm_up], Duration::from_secs(120)).await?;
-
-    let mut rounds = Vec::new();
-    for &rate in &args.rates {
-        let round = offer(&client, &command_service, &catalogue, &pg, rate, &args).await?;
-        let stalled = round.not_confirmed > 0;
-        rounds.push(round);
-        if stalled {
-            eprintln!("not every saga ended; higher rates are not offered");
-            break;
-        }
-    }
-    stop.cancel();
+    let (services, command_service) = start_platform(&common, args).await?;
+    let rounds = offer_rates(&pg, &command_service, args).await;
+    services.stop().await;
+    let rounds = rounds?;
 
     println!(
         "| offered | placed | confirmed | sagas completed per second | placement to confirmed p50 | p99 | max | placement to saga started p50 |"
@@ -176,17 +162,50 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the four services in this process; returns the command-service's
-/// URL once every service reports ready.
+/// Creates the catalogue, warms up, and offers each rate in turn.
+async fn offer_rates(
+    pg: &PgPool,
+    command_service: &str,
+    args: &Args,
+) -> anyhow::Result<Vec<Round>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+    eprintln!(
+        "creating {} products and {} customers",
+        args.products, args.customers
+    );
+    let catalogue = Arc::new(Catalogue::create(&client, command_service, args).await?);
+
+    // The orchestrator's and the projector's consumer groups take a few
+    // seconds to join the broker; a first order shows when the whole
+    // chain runs.
+    eprintln!("warming up: waiting for a first saga to complete");
+    let warm_up = catalogue.place(&client, command_service, 0).await?;
+    wait_confirmed(pg, &[warm_up], Duration::from_secs(120)).await?;
+
+    let mut rounds = Vec::new();
+    for &rate in &args.rates {
+        let round = offer(&client, command_service, &catalogue, pg, rate, args).await?;
+        let stalled = round.not_confirmed > 0;
+        rounds.push(round);
+        if stalled {
+            eprintln!("not every saga ended; higher rates are not offered");
+            break;
+        }
+    }
+    Ok(rounds)
+}
+
+/// Starts the four services in this process; returns them and the
+/// command-service's URL once every service reports ready.
 async fn start_platform(
     common: &service_kit::CommonConfig,
     args: &Args,
-    stop: &CancellationToken,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(Services, String)> {
     let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut urls = Vec::new();
+    let mut services = Services::new();
 
-    let (listener, command_url) = bind(&mut urls).await?;
     let config = command_service::Config {
         http_addr: localhost,
         shipping_countries: vec!["GB".into(), "US".into()],
@@ -195,17 +214,25 @@ async fn start_platform(
         relay_linger_ms: args.relay_linger_ms,
         common: common.clone(),
     };
-    tokio::spawn(command_service::run(config, listener, stop.clone()));
+    let command_url = services.add(
+        services::start(command_service::SERVICE, |listener, stop| {
+            command_service::run(config, listener, stop)
+        })
+        .await,
+    );
 
-    let (listener, _) = bind(&mut urls).await?;
     let mut config = saga_orchestrator::Config::new(localhost, command_url.clone(), common.clone());
     config.concurrency = args.saga_concurrency;
     if let Some(ms) = args.saga_fetch_wait_ms {
         config.fetch_wait_ms = ms;
     }
-    tokio::spawn(saga_orchestrator::run(config, listener, stop.clone()));
+    services.add(
+        services::start(saga_orchestrator::SERVICE, |listener, stop| {
+            saga_orchestrator::run(config, listener, stop)
+        })
+        .await,
+    );
 
-    let (listener, _) = bind(&mut urls).await?;
     let config = projector::Config {
         http_addr: localhost,
         read_model_schema: "public".into(),
@@ -214,45 +241,31 @@ async fn start_platform(
         fetch_wait_ms: 100,
         common: common.clone(),
     };
-    tokio::spawn(projector::run(config, listener, stop.clone()));
+    services.add(
+        services::start(projector::SERVICE, |listener, stop| {
+            projector::run(config, listener, stop)
+        })
+        .await,
+    );
 
-    let (listener, _) = bind(&mut urls).await?;
     let config = query_service::Config {
         http_addr: localhost,
         read_model_schema: "public".into(),
         min_version_timeout_ms: 5000,
         common: common.clone(),
     };
-    tokio::spawn(query_service::run(config, listener, stop.clone()));
+    services.add(
+        services::start(query_service::SERVICE, |listener, stop| {
+            query_service::run(config, listener, stop)
+        })
+        .await,
+    );
 
-    let client = reqwest::Client::new();
-    for url in &urls {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = client
-                .get(format!("{url}/health/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("{url} did not become ready in 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    if let Err(error) = services.wait_ready(Duration::from_secs(60)).await {
+        services.stop().await;
+        return Err(error);
     }
-    Ok(command_url)
-}
-
-/// A listener on a free local port; its URL is returned and added to
-/// `urls`.
-async fn bind(urls: &mut Vec<String>) -> anyhow::Result<(TcpListener, String)> {
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    urls.push(url.clone());
-    Ok((listener, url))
+    Ok((services, command_url))
 }
 
 /// The products and customers orders are placed with: enough stock and
