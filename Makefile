@@ -8,8 +8,9 @@
 #   make bench-projector    rebuild throughput and projection lag (BENCHMARKS.md)
 #   make bench-sagas        sagas per second end to end (BENCHMARKS.md)
 #   make chaos              crash safety: containers killed under load, then checked (on `make up`'s platform)
+#   make soak               10 minutes of steady load on `make up`'s platform (BENCHMARKS.md)
 
-.PHONY: up test down clean images bench-event-store bench-orders bench-projector bench-sagas chaos
+.PHONY: up test down clean images bench-event-store bench-orders bench-projector bench-sagas soak chaos
 
 up:
 	@compose/up.sh
@@ -31,6 +32,9 @@ bench-sagas:
 
 chaos:
 	@compose/chaos.sh
+
+soak:
+	@compose/soak.sh
 
 images:
 	@compose/images.sh all

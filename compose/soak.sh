@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make soak`: starts the platform as `make up` does (building what is
+# missing), then runs the soak benchmark against it (BENCHMARKS.md): a
+# steady offered load for 10 minutes and 200,000 events by default, lag
+# over time, the broker's fetch latency at the start and the end. Extra
+# arguments go to the benchmark (`compose/soak.sh --help` lists them).
+#   compose/soak.sh [ARGS...]
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$(dirname "$here")"
+case " $* " in
+    *" --help "* | *" -h "*) ;;
+    *) "$here/up.sh" ;;
+esac
+# Where `make up` put PostgreSQL and Kafka (the same variables as compose).
+export DATABASE_URL=${DATABASE_URL:-postgres://${POSTGRES_USER:-postgres}:${POSTGRES_PASSWORD:-postgres}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}}
+export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}
+cargo run --release --locked -p tests --bin bench-soak -- "$@"
