@@ -86,6 +86,11 @@ pub struct Report {
     /// had ended; and until everything had settled (sagas ended,
     /// projections at lag 0, read models equal to the store).
     pub sagas_ended_after_fault: Option<Duration>,
+    /// Sagas that had not ended when the settle bound ran out.
+    pub sagas_not_ended: usize,
+    /// From the last fault until the projections were at lag 0 and the
+    /// read models equal to the store (sagas that had not ended included).
+    pub read_side_after_fault: Option<Duration>,
     pub settled_after_fault: Option<Duration>,
     pub settled_after_load: Option<Duration>,
     pub settle_bound: Duration,
@@ -149,7 +154,7 @@ impl Report {
         };
         let _ = write!(
             line,
-            "; unplanned restarts {}; sagas all ended {} after the last fault; settled {} after the last fault ({} after the load ended; bound {} s); {} failed checks",
+            "; unplanned restarts {}; sagas all ended {} after the last fault{}; read models equal to the store and projections at lag 0 {} after the last fault; settled {} after the last fault ({} after the load ended; bound {} s); {} failed checks",
             if self.unplanned_restarts.is_empty() {
                 "none".to_owned()
             } else {
@@ -160,6 +165,12 @@ impl Report {
                     .join(", ")
             },
             secs(self.sagas_ended_after_fault),
+            if self.sagas_not_ended > 0 {
+                format!(" ({} never ended)", self.sagas_not_ended)
+            } else {
+                String::new()
+            },
+            secs(self.read_side_after_fault),
             secs(self.settled_after_fault),
             secs(self.settled_after_load),
             self.settle_bound.as_secs(),
@@ -324,16 +335,20 @@ pub async fn run(
     })
     .await?;
     let mut sagas_ended_at = None;
+    // When the projections were at lag 0 and the read models equal to the
+    // store, sagas that had not ended included: so a few stuck sagas do
+    // not hide how long everything else took.
+    let mut read_side_at = None;
+    let mut unended: Vec<String> = Vec::new();
     let mut settled: Option<(Instant, check::StoreFold)> = None;
     let mut unsettled = String::new();
     loop {
         let attempt = async {
             if sagas_ended_at.is_none() {
-                let unended = check::unended_sagas(&pg, &orders).await?;
-                if let Some(example) = unended.first() {
-                    anyhow::bail!("{} sagas have not ended, e.g. {example}", unended.len());
+                unended = check::unended_sagas(&pg, &orders).await?;
+                if unended.is_empty() {
+                    sagas_ended_at = Some(Instant::now());
                 }
-                sagas_ended_at = Some(Instant::now());
             }
             let behind = check::projections_behind(&http, endpoints).await?;
             if !behind.is_empty() {
@@ -348,6 +363,10 @@ pub async fn run(
                     "{} read-model values differ from the store, e.g. {example}",
                     differences.len()
                 );
+            }
+            read_side_at.get_or_insert_with(Instant::now);
+            if let Some(example) = unended.first() {
+                anyhow::bail!("{} sagas have not ended, e.g. {example}", unended.len());
             }
             Ok(fold)
         }
@@ -440,6 +459,12 @@ pub async fn run(
         unplanned_restarts,
         load_seconds: load_end.saturating_duration_since(start).as_secs_f64(),
         sagas_ended_after_fault: since_fault(sagas_ended_at),
+        sagas_not_ended: if sagas_ended_at.is_some() {
+            0
+        } else {
+            unended.len()
+        },
+        read_side_after_fault: since_fault(read_side_at),
         settled_after_fault: since_fault(settled_at),
         settled_after_load: settled_at.map(|at| at.saturating_duration_since(load_end)),
         settle_bound: settings.settle_bound,
