@@ -42,16 +42,16 @@ struct Args {
     /// Share of acknowledged orders that are cancelled.
     #[arg(long, default_value_t = 0.12)]
     cancel_fraction: f64,
-    /// What to kill, in order, spread from 10% to 85% of the load:
-    /// command-service, query-service, saga-orchestrator, projector, kafka,
-    /// postgres.
+    /// What to kill, in order, spread from 10% to 85% of the load, comma
+    /// separated: command-service, query-service, saga-orchestrator,
+    /// projector, kafka, postgres; `none` for a run without faults (to
+    /// tell what the faults cause from what the load alone does).
     #[arg(
         long,
-        value_delimiter = ',',
         default_value = "command-service,saga-orchestrator,command-service,projector,kafka,command-service,query-service,postgres",
-        value_parser = parse_target
+        value_parser = parse_targets
     )]
-    faults: Vec<Target>,
+    faults: Targets,
     /// Seed of the clients' choices (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -77,13 +77,24 @@ struct Args {
     projector_port: u16,
 }
 
-fn parse_target(name: &str) -> Result<Target, String> {
-    Target::parse(name).ok_or_else(|| {
-        format!(
-            "unknown target {name}; one of {}",
-            Target::ALL.map(Target::name).join(", ")
-        )
-    })
+#[derive(Debug, Clone)]
+struct Targets(Vec<Target>);
+
+fn parse_targets(list: &str) -> Result<Targets, String> {
+    if list.trim() == "none" {
+        return Ok(Targets(vec![]));
+    }
+    list.split(',')
+        .map(|name| {
+            Target::parse(name.trim()).ok_or_else(|| {
+                format!(
+                    "unknown target {name}; one of {}, or none",
+                    Target::ALL.map(Target::name).join(", ")
+                )
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(Targets)
 }
 
 #[tokio::main]
@@ -127,7 +138,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             cancel_within: Duration::from_secs(3),
             seed,
         },
-        faults: args.faults.clone(),
+        faults: args.faults.0.clone(),
         settle_bound: Duration::from_secs(args.settle_seconds),
         recovery_bound: Duration::from_secs(args.recovery_seconds),
         request_budget: Duration::from_secs(args.request_budget_seconds),

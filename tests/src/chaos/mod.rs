@@ -129,15 +129,17 @@ impl Report {
         for fault in &self.faults {
             *per_target.entry(fault.target).or_default() += 1;
         }
-        let _ = write!(
-            line,
-            " ({})",
-            per_target
-                .iter()
-                .map(|(t, n)| format!("{} {n}", t.name()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        if !per_target.is_empty() {
+            let _ = write!(
+                line,
+                " ({})",
+                per_target
+                    .iter()
+                    .map(|(t, n)| format!("{} {n}", t.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let recoveries: Vec<f64> = self
             .faults
             .iter()
@@ -154,7 +156,7 @@ impl Report {
         };
         let _ = write!(
             line,
-            "; unplanned restarts {}; sagas all ended {} after the last fault{}; read models equal to the store and projections at lag 0 {} after the last fault; settled {} after the last fault ({} after the load ended; bound {} s); {} failed checks",
+            "; unplanned restarts {}; sagas all ended {} after {after}{}; read models equal to the store and projections at lag 0 {} after {after}; settled {} after {after} ({} after the load ended; bound {} s); {} failed checks",
             if self.unplanned_restarts.is_empty() {
                 "none".to_owned()
             } else {
@@ -174,7 +176,12 @@ impl Report {
             secs(self.settled_after_fault),
             secs(self.settled_after_load),
             self.settle_bound.as_secs(),
-            self.failures.len()
+            self.failures.len(),
+            after = if self.faults.is_empty() {
+                "the end of the load"
+            } else {
+                "the last fault"
+            },
         );
         line
     }
