@@ -118,15 +118,16 @@ impl LocalPlatform {
         )
         .await?;
         // The tansu image indexes the broker's storage once tansu has made
-        // it, and says so through its healthcheck (compose/kafka).
-        let healthcheck = "/usr/local/bin/tansu-healthcheck.sh";
-        if docker(&["exec", &broker.id, "test", "-x", healthcheck])
-            .await
-            .is_ok()
-        {
+        // it, and says so (compose/kafka/tansu-entrypoint.sh; as
+        // `harness::infra` waits for it). Read from the logs, not with
+        // `docker exec`: through the harness's docker-api-shim an exec's
+        // exit status is lost.
+        if images.kafka_kind == "tansu" {
             let id = &broker.id;
             poll_until(START_BOUND, "the broker's storage indexed", || async move {
-                docker(&["exec", id, healthcheck]).await
+                let logs = docker(&["logs", id]).await?;
+                anyhow::ensure!(logs.contains("broker storage indexed"), "not indexed yet");
+                Ok(())
             })
             .await?;
         }
