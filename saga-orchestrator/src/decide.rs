@@ -125,7 +125,13 @@ fn backward(state: &SagaState) -> Action {
             };
         }
     }
-    let outcome = if state.cancellation_reason.is_some() {
+    // A compensation started for a failure ends in the rejection even if a
+    // cancellation came in meanwhile: the order may already be rejected
+    // (the reject call took effect, and recording the end lost the race
+    // with the cancellation), and then only the rejection can finish.
+    let started_for_failure =
+        state.failed_step.is_some() && state.failure_reason.as_deref() != Some(CANCELLED);
+    let outcome = if state.cancellation_reason.is_some() && !started_for_failure {
         Outcome::Cancel
     } else {
         // The failed step may have been compensated since (one past its
@@ -381,6 +387,31 @@ mod tests {
             next(&state),
             Action::FinishCompensation {
                 outcome: Outcome::Cancel
+            }
+        );
+    }
+
+    #[test]
+    fn a_cancellation_after_a_business_failure_still_ends_in_the_rejection() {
+        let state = given(&[
+            started(Reserve, 1),
+            SagaEvent::StepFailed {
+                step: Reserve,
+                attempt: 1,
+                error: "insufficient_stock".into(),
+                retryable: false,
+            },
+            SagaEvent::CompensationStarted {
+                reason: "insufficient_stock".into(),
+            },
+            SagaEvent::CancellationRequested {
+                reason: "too slow".into(),
+            },
+        ]);
+        assert_eq!(
+            next(&state),
+            Action::FinishCompensation {
+                outcome: Outcome::Reject(RejectionReason::InsufficientStock)
             }
         );
     }
