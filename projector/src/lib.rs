@@ -63,6 +63,32 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
+/// What the binary's `main` does: the command line from `args` (the
+/// program's name, then flags; the environment fills in the rest), then
+/// either `projector rebuild` or [`run`] on `HTTP_ADDR` until SIGTERM or
+/// Ctrl-C. The crash-safety test's `platform-service` binary calls it too.
+pub async fn main_with_args<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use cli::{Cli, Command};
+    let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
+    match command {
+        Some(Command::Rebuild { projection }) => {
+            service_kit::telemetry::init(&config.common.log_format, "warn");
+            cli::rebuild(config, projection).await
+        }
+        None => {
+            let common = config.common.clone();
+            service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
+                run(config, listener, shutdown)
+            })
+            .await
+        }
+    }
+}
+
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,

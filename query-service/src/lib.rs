@@ -71,6 +71,23 @@ pub fn api(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What the binary's `main` does: the settings from `args` (the program's
+/// name, then flags; the environment fills in the rest), then [`run`] on
+/// `HTTP_ADDR` until SIGTERM or Ctrl-C. The crash-safety test's
+/// `platform-service` binary calls it too.
+pub async fn main_with_args<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config = <Config as clap::Parser>::parse_from(args);
+    let common = config.common.clone();
+    service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
+        run(config, listener, shutdown)
+    })
+    .await
+}
+
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,

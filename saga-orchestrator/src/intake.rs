@@ -253,22 +253,29 @@ async fn watch_progress(
     topic: &str,
     shutdown: &CancellationToken,
 ) {
-    let mut stored = None;
+    // The position last read from or written to the table; `None` until
+    // it has been read.
+    let mut stored: Option<Option<i64>> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
         }
         let measured = async {
-            if stored.is_none() {
-                stored = Some(load_position(store.pool(), group).await?);
-                if let Some(Some(position)) = stored {
-                    progress.advanced_to(position);
+            let kept = match stored {
+                Some(kept) => kept,
+                None => {
+                    let kept = load_position(store.pool(), group).await?;
+                    if let Some(position) = kept {
+                        progress.advanced_to(position);
+                    }
+                    stored = Some(kept);
+                    kept
                 }
-            }
+            };
             let position = progress.position();
-            if position.is_some() && position != stored.flatten() {
-                save_position(store.pool(), group, position.unwrap_or(0)).await?;
+            if let Some(reached) = position.filter(|&p| Some(p) != kept) {
+                save_position(store.pool(), group, reached).await?;
                 stored = Some(position);
             }
             let position = position.unwrap_or(0);

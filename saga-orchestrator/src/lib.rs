@@ -133,6 +133,23 @@ impl Config {
     }
 }
 
+/// What the binary's `main` does: the settings from `args` (the program's
+/// name, then flags; the environment fills in the rest), then [`run`] on
+/// `HTTP_ADDR` until SIGTERM or Ctrl-C. The crash-safety test's
+/// `platform-service` binary calls it too.
+pub async fn main_with_args<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config = <Config as clap::Parser>::parse_from(args);
+    let common = config.common.clone();
+    service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
+        run(config, listener, shutdown)
+    })
+    .await
+}
+
 /// Runs the service on `listener` until `shutdown` is cancelled. Every
 /// worker runs inside this future, so dropping it (a killed process, in
 /// tests) stops everything at once.

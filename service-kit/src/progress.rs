@@ -151,8 +151,8 @@ struct State {
     position: Option<i64>,
     waiting_for: String,
     last_progress: Instant,
-    /// Whether the last observation logged a stall, so each stall and each
-    /// recovery is logged once.
+    /// The verdict of the last observation: what every view reports, and
+    /// what makes each stall and each recovery logged once.
     reported_stalled: bool,
 }
 
@@ -198,11 +198,10 @@ impl Progress {
     /// and readiness. Logs when the worker becomes stalled and when it
     /// recovers, and updates the gauges.
     pub fn observe(&self, behind: u64, position: Option<i64>, waiting_for: String) {
-        let report = {
+        let (report, was_stalled) = {
             let mut state = self.state();
-            let now = Instant::now();
             if behind == 0 || (position.is_some() && position != state.position) {
-                state.last_progress = now;
+                state.last_progress = Instant::now();
             }
             state.behind = behind;
             if position.is_some() {
@@ -210,10 +209,9 @@ impl Progress {
             }
             state.waiting_for = waiting_for;
             let report = self.report_of(&state);
-            let was = std::mem::replace(&mut state.reported_stalled, report.stalled);
-            (report, was)
+            let was_stalled = std::mem::replace(&mut state.reported_stalled, report.stalled);
+            (report, was_stalled)
         };
-        let (report, was_stalled) = report;
         match (was_stalled, report.stalled) {
             (false, true) => tracing::warn!(
                 worker = %report.name,
@@ -246,8 +244,15 @@ impl Progress {
         self.report().stalled
     }
 
+    /// The worker as its monitor last judged it: readiness, the projections'
+    /// status, the gauge and the log all give the same verdict, which
+    /// changes only when the monitor observes (every [`CHECK_EVERY`]).
     pub fn report(&self) -> WorkerReport {
-        self.report_of(&self.state())
+        let state = self.state();
+        WorkerReport {
+            stalled: state.reported_stalled,
+            ..self.report_of(&state)
+        }
     }
 
     fn report_of(&self, state: &State) -> WorkerReport {

@@ -149,3 +149,93 @@ impl Services {
         futures::future::join_all(stops).await;
     }
 }
+
+/// POSTs `body` as JSON; a status other than 2xx is an error naming it.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let response = client.post(url).json(&body).send().await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    anyhow::ensure!(status.is_success(), "POST {url}: {status}: {body}");
+    Ok(body)
+}
+
+/// The products and customers the load benchmarks place orders with:
+/// enough stock and money that every saga succeeds.
+pub struct Catalogue {
+    pub skus: Vec<String>,
+    pub customers: Vec<String>,
+}
+
+impl Catalogue {
+    /// Registers `products` products (SKUs `<prefix>-<i>`) and `customers`
+    /// customers with `deposit_cents` each through the command-service at
+    /// `url`.
+    pub async fn create(
+        client: &reqwest::Client,
+        url: &str,
+        prefix: &str,
+        products: usize,
+        customers: usize,
+        deposit_cents: i64,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use serde_json::json;
+        let mut skus = Vec::with_capacity(products);
+        for i in 0..products {
+            let sku = format!("{prefix}-{i}");
+            post(
+                client,
+                &format!("{url}/v1/products"),
+                json!({"sku": sku, "name": format!("Product {i}"), "price_cents": 1000 + i, "initial_stock": 1_000_000}),
+            )
+            .await?;
+            skus.push(sku);
+        }
+        let mut ids = Vec::with_capacity(customers);
+        for i in 0..customers {
+            let customer = post(
+                client,
+                &format!("{url}/v1/customers"),
+                json!({"name": format!("Customer {i}"), "email": format!("{prefix}-{i}@example.com")}),
+            )
+            .await?;
+            let id = customer["customer_id"]
+                .as_str()
+                .context("customer_id")?
+                .to_owned();
+            post(
+                client,
+                &format!("{url}/v1/customers/{id}/deposits"),
+                json!({"amount_cents": deposit_cents}),
+            )
+            .await?;
+            ids.push(id);
+        }
+        Ok(Self {
+            skus,
+            customers: ids,
+        })
+    }
+
+    /// The `n`th order's body: one or two lines over the catalogue, spread
+    /// evenly over products and customers, shipped to GB.
+    pub fn order(&self, n: usize) -> serde_json::Value {
+        let first = &self.skus[n % self.skus.len()];
+        let mut lines = vec![serde_json::json!({"sku": first, "quantity": 1})];
+        if n.is_multiple_of(3) && self.skus.len() > 1 {
+            let second = &self.skus[(n * 7 + 1) % self.skus.len()];
+            if second != first {
+                lines.push(serde_json::json!({"sku": second, "quantity": 2}));
+            }
+        }
+        serde_json::json!({
+            "customer_id": self.customers[n % self.customers.len()],
+            "lines": lines,
+            "shipping_address": {"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": "GB"}
+        })
+    }
+}

@@ -297,20 +297,7 @@ pub async fn start_kafka(
     eventually(
         Duration::from_secs(90),
         "Kafka answering metadata requests",
-        || {
-            let brokers = brokers.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    let consumer: BaseConsumer = ClientConfig::new()
-                        .set("bootstrap.servers", &brokers)
-                        .set("log_level", "0")
-                        .create()?;
-                    consumer.fetch_metadata(None, Duration::from_secs(2))?;
-                    anyhow::Ok(())
-                })
-                .await?
-            }
-        },
+        || broker_answers(&brokers),
     )
     .await;
     Ok((container, brokers))
@@ -345,4 +332,18 @@ fn apache_kafka_env(advertised: &str) -> Vec<(&'static str, String)> {
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The broker at `brokers` answers a metadata request within 2 s.
+pub async fn broker_answers(brokers: &str) -> anyhow::Result<()> {
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("log_level", "0")
+            .create()?;
+        consumer.fetch_metadata(None, Duration::from_secs(2))?;
+        anyhow::Ok(())
+    })
+    .await?
 }

@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use harness::bench::Services;
+use harness::bench::{Catalogue, Services, post};
 use harness::{infra, services};
-use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinSet;
@@ -175,13 +174,23 @@ async fn offer_rates(
         "creating {} products and {} customers",
         args.products, args.customers
     );
-    let catalogue = Arc::new(Catalogue::create(&client, command_service, args).await?);
+    let catalogue = Arc::new(
+        Catalogue::create(
+            &client,
+            command_service,
+            "bench",
+            args.products,
+            args.customers,
+            100_000_000,
+        )
+        .await?,
+    );
 
     // The orchestrator's and the projector's consumer groups take a few
     // seconds to join the broker; a first order shows when the whole
     // chain runs.
     eprintln!("warming up: waiting for a first saga to complete");
-    let warm_up = catalogue.place(&client, command_service, 0).await?;
+    let warm_up = place(&catalogue, &client, command_service, 0).await?;
     wait_confirmed(pg, &[warm_up], Duration::from_secs(120)).await?;
 
     let mut rounds = Vec::new();
@@ -268,86 +277,19 @@ async fn start_platform(
     Ok((services, command_url))
 }
 
-/// The products and customers orders are placed with: enough stock and
-/// money that every saga succeeds.
-struct Catalogue {
-    skus: Vec<String>,
-    customers: Vec<String>,
-}
-
-impl Catalogue {
-    async fn create(client: &reqwest::Client, url: &str, args: &Args) -> anyhow::Result<Self> {
-        let mut skus = Vec::new();
-        for i in 0..args.products {
-            let sku = format!("bench-{i}");
-            post(
-                client,
-                &format!("{url}/v1/products"),
-                json!({"sku": sku, "name": format!("Product {i}"), "price_cents": 1000 + i, "initial_stock": 1_000_000}),
-            )
-            .await?;
-            skus.push(sku);
-        }
-        let mut customers = Vec::new();
-        for i in 0..args.customers {
-            let customer = post(
-                client,
-                &format!("{url}/v1/customers"),
-                json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.com")}),
-            )
-            .await?;
-            let id = customer["customer_id"]
-                .as_str()
-                .context("customer_id")?
-                .to_owned();
-            post(
-                client,
-                &format!("{url}/v1/customers/{id}/deposits"),
-                json!({"amount_cents": 100_000_000_i64}),
-            )
-            .await?;
-            customers.push(id);
-        }
-        Ok(Self { skus, customers })
-    }
-
-    /// Places the `n`th order: one or two lines over the catalogue, spread
-    /// evenly; returns its id.
-    async fn place(&self, client: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Uuid> {
-        let first = &self.skus[n % self.skus.len()];
-        let mut lines = vec![json!({"sku": first, "quantity": 1})];
-        if n.is_multiple_of(3) && self.skus.len() > 1 {
-            let second = &self.skus[(n * 7 + 1) % self.skus.len()];
-            if second != first {
-                lines.push(json!({"sku": second, "quantity": 2}));
-            }
-        }
-        let order = post(
-            client,
-            &format!("{url}/v1/orders"),
-            json!({
-                "customer_id": self.customers[n % self.customers.len()],
-                "lines": lines,
-                "shipping_address": {"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": "GB"}
-            }),
-        )
-        .await?;
-        order["order_id"]
-            .as_str()
-            .context("order_id")?
-            .parse()
-            .context("order_id is a uuid")
-    }
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
-    let response = client.post(url).json(&body).send().await?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("POST {url}: {status}: {body}");
-    }
-    Ok(body)
+/// Places the `n`th order of `catalogue`; returns its id.
+async fn place(
+    catalogue: &Catalogue,
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+) -> anyhow::Result<Uuid> {
+    let order = post(client, &format!("{url}/v1/orders"), catalogue.order(n)).await?;
+    order["order_id"]
+        .as_str()
+        .context("order_id")?
+        .parse()
+        .context("order_id is a uuid")
 }
 
 /// Places orders at `rate` per second for `--seconds`, without waiting for
@@ -369,7 +311,7 @@ async fn offer(
     for n in 0..total {
         ticks.tick().await;
         let (client, url, catalogue) = (client.clone(), url.to_owned(), Arc::clone(catalogue));
-        placing.spawn(async move { catalogue.place(&client, &url, n as usize + 1).await });
+        placing.spawn(async move { place(&catalogue, &client, &url, n as usize + 1).await });
     }
     let mut orders = Vec::new();
     let mut place_errors = 0;

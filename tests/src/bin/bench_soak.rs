@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use harness::bench::{Catalogue, post};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinSet;
@@ -138,7 +139,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut load = Load {
         client: client.clone(),
         url: args.command_service_url.clone(),
-        catalogue: Arc::new(Catalogue::create(&client, &args, &run_id).await?),
+        catalogue: Arc::new(
+            Catalogue::create(
+                &client,
+                &args.command_service_url,
+                &format!("soak-{run_id}"),
+                args.products,
+                args.customers,
+                1_000_000_000,
+            )
+            .await?,
+        ),
         cancel_percent: args.cancel_percent,
         stats: Arc::default(),
     };
@@ -292,78 +303,6 @@ async fn count_events(pg: &PgPool, after: i64) -> anyhow::Result<Written> {
         cancelled,
         rejected,
     })
-}
-
-/// The products and customers orders are placed with: enough stock and
-/// money that every saga succeeds.
-struct Catalogue {
-    skus: Vec<String>,
-    customers: Vec<String>,
-}
-
-impl Catalogue {
-    async fn create(client: &reqwest::Client, args: &Args, run_id: &str) -> anyhow::Result<Self> {
-        let url = &args.command_service_url;
-        let mut skus = Vec::new();
-        for i in 0..args.products {
-            let sku = format!("soak-{run_id}-{i}");
-            post(
-                client,
-                &format!("{url}/v1/products"),
-                json!({"sku": sku, "name": format!("Soak product {i}"), "price_cents": 1000 + i, "initial_stock": 1_000_000}),
-            )
-            .await?;
-            skus.push(sku);
-        }
-        let mut customers = Vec::new();
-        for i in 0..args.customers {
-            let customer = post(
-                client,
-                &format!("{url}/v1/customers"),
-                json!({"name": format!("Soak customer {i}"), "email": format!("soak-{run_id}-{i}@example.com")}),
-            )
-            .await?;
-            let id = customer["customer_id"]
-                .as_str()
-                .context("customer_id")?
-                .to_owned();
-            post(
-                client,
-                &format!("{url}/v1/customers/{id}/deposits"),
-                json!({"amount_cents": 1_000_000_000_i64}),
-            )
-            .await?;
-            customers.push(id);
-        }
-        Ok(Self { skus, customers })
-    }
-
-    /// The `n`th order's body: one or two lines over the catalogue.
-    fn order(&self, n: usize) -> Value {
-        let first = &self.skus[n % self.skus.len()];
-        let mut lines = vec![json!({"sku": first, "quantity": 1})];
-        if n.is_multiple_of(3) && self.skus.len() > 1 {
-            let second = &self.skus[(n * 7 + 1) % self.skus.len()];
-            if second != first {
-                lines.push(json!({"sku": second, "quantity": 2}));
-            }
-        }
-        json!({
-            "customer_id": self.customers[n % self.customers.len()],
-            "lines": lines,
-            "shipping_address": {"name": "Ada", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1", "country": "GB"}
-        })
-    }
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
-    let response = client.post(url).json(&body).send().await?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("POST {url}: {status}: {body}");
-    }
-    Ok(body)
 }
 
 /// What the load generator did, counted as it goes.

@@ -9,8 +9,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use sqlx::Connection;
 
 use super::{Endpoints, poll_until, say};
@@ -192,7 +190,7 @@ pub async fn probe(
             sqlx::query("select 1").execute(&mut conn).await?;
             Ok(())
         }
-        Target::Broker => broker_answers(&endpoints.kafka_brokers).await,
+        Target::Broker => crate::infra::broker_answers(&endpoints.kafka_brokers).await,
         service => {
             let url = format!(
                 "{}/health/ready",
@@ -206,20 +204,6 @@ pub async fn probe(
             Ok(())
         }
     }
-}
-
-/// The broker answers a metadata request.
-pub async fn broker_answers(brokers: &str) -> anyhow::Result<()> {
-    let brokers = brokers.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("log_level", "0")
-            .create()?;
-        consumer.fetch_metadata(None, Duration::from_secs(2))?;
-        anyhow::Ok(())
-    })
-    .await?
 }
 
 /// Runs the docker CLI; returns its standard output, trimmed.

@@ -114,7 +114,7 @@ impl LocalPlatform {
         poll_until(
             START_BOUND,
             "the broker answering metadata requests",
-            || faults::broker_answers(&kafka_brokers),
+            || crate::infra::broker_answers(&kafka_brokers),
         )
         .await?;
         // The tansu image indexes the broker's storage once tansu has made
