@@ -178,12 +178,43 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config = <Config as clap::Parser>::parse_from(args);
+    let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
+    if let Some(Command::Migrate) = command {
+        service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
+        let pool = service_kit::db::connect_for_migrations(&config.common).await?;
+        migrate(&pool).await?;
+        tracing::info!(service = SERVICE, "migrated");
+        return Ok(());
+    }
     let common = config.common.clone();
     service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
         run(config, listener, shutdown)
     })
     .await
+}
+
+/// The command line: the service's settings, and `migrate`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "command-service",
+    version,
+    about = "The write side: HTTP commands decided by the domain and appended to the event store."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Applies the event store's and command-service's migrations (tables
+    /// and the grants of each service's database role) as the owner, whose
+    /// DATABASE_URL it must be given, then exits. The service itself never
+    /// migrates: its role may not change the schema.
+    Migrate,
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -200,9 +231,17 @@ pub async fn run(
     let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
     relay_config.format = config.relay_message_format;
     relay_config.linger_ms = config.relay_linger_ms;
-    // The API needs the schema, so migrations run before serving; while
-    // PostgreSQL is unreachable this waits (and logs) rather than failing.
-    if !migrate(&store, &shutdown).await {
+    // The API needs the schema, which `command-service migrate` makes; while
+    // it is missing or PostgreSQL is unreachable this waits (and logs).
+    let migrators = [&event_store::migrator(), &own_migrator()];
+    if !service_kit::db::wait_until_migrated(
+        &deps.pg,
+        &migrators,
+        "command-service migrate",
+        &shutdown,
+    )
+    .await
+    {
         return Ok(());
     }
     let progress = watchdog.watch("relay");
@@ -296,24 +335,24 @@ async fn watch_relay(
     }
 }
 
-/// Applies the event store's migrations, retrying while PostgreSQL is
-/// unreachable; false if shut down first.
-async fn migrate(store: &EventStore, shutdown: &CancellationToken) -> bool {
-    loop {
-        let migrated = async {
-            store.migrate().await?;
-            let mut own = sqlx::migrate!("./migrations");
-            // The event store's migrations share the table; leave them be.
-            own.set_ignore_missing(true);
-            own.run(store.pool()).await
-        };
-        match migrated.await {
-            Ok(()) => return true,
-            Err(error) => tracing::warn!(%error, "migrating the event store failed; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+/// `command-service migrate`: the event store's migrations, then this
+/// service's own, on `pool`, which must be the owner's.
+pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    event_store::migrator()
+        .run(pool)
+        .await
+        .context("migrating the event store")?;
+    own_migrator()
+        .run(pool)
+        .await
+        .context("migrating command-service's tables")?;
+    Ok(())
+}
+
+fn own_migrator() -> sqlx::migrate::Migrator {
+    let mut own = sqlx::migrate!("./migrations");
+    // The event store's migrations share the table; leave them be.
+    own.set_ignore_missing(true);
+    own
 }

@@ -75,10 +75,18 @@ impl EventStore {
     /// Applies the event store's migrations (idempotent). Its versions are
     /// 1-999; other crates' migrations in the same database are left alone.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        let mut migrator = sqlx::migrate!("./migrations");
-        migrator.set_ignore_missing(true);
-        migrator.run(&self.pool).await
+        migrator().run(&self.pool).await
     }
+}
+
+/// The event store's migrations, for [`EventStore::migrate`] and for
+/// services that check the schema has them before they start. They grant
+/// the platform's database roles what each may do with the log, so those
+/// roles must exist first (`service_kit::db::bootstrap`).
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 /// A pool like `pool` (same database, options and size) whose connections

@@ -1,5 +1,6 @@
 //! The command line: `projector` serves; `projector rebuild` rebuilds read
-//! models from the event store with a progress bar and a final count.
+//! models from the event store with a progress bar and a final count;
+//! `projector migrate` makes the schema, as the owner.
 
 use std::time::Duration;
 
@@ -36,6 +37,12 @@ pub enum Command {
         #[arg(long, value_parser = parse_projection)]
         projection: Option<Projection>,
     },
+    /// Creates the read-model schema and applies the event store's and the
+    /// read models' migrations (tables, and the grants of each service's
+    /// database role) as the owner, whose DATABASE_URL it must be given,
+    /// then exits. The projector itself never migrates: its role may not
+    /// change the schema beyond its own tables.
+    Migrate,
 }
 
 fn parse_projection(name: &str) -> Result<Projection, String> {
@@ -66,7 +73,9 @@ pub async fn rebuild(config: Config, projection: Option<Projection>) -> anyhow::
     let deps = Deps::new(&config.common)?;
     let pool = service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
     let store = EventStore::new(deps.pg.clone());
-    crate::migrate(&deps.pg, &pool, &store, &config.read_model_schema).await?;
+    if !crate::wait_until_migrated(&deps.pg, &pool, &service_kit::shutdown::on_signal()).await {
+        return Ok(());
+    }
     let rebuild = match Rebuild::acquire(&pool, &projections).await {
         Ok(rebuild) => rebuild,
         Err(RebuildError::AlreadyRunning(name)) => {

@@ -5,7 +5,7 @@
 //! into it; `store` loads, applies and writes rows (generic over views);
 //! `live` consumes Kafka and applies batches; `rebuild` replays the event
 //! store into shadow tables and swaps them in; `status` and `api` are the
-//! operator's view; `cli` is `projector rebuild`.
+//! operator's view; `cli` is `projector rebuild` and `projector migrate`.
 
 mod api;
 pub mod cli;
@@ -17,7 +17,6 @@ mod store;
 pub mod views;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use event_store::EventStore;
@@ -79,6 +78,16 @@ where
             service_kit::telemetry::init(&config.common.log_format, "warn");
             cli::rebuild(config, projection).await
         }
+        Some(Command::Migrate) => {
+            service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
+            let default_pool = service_kit::db::connect_for_migrations(&config.common).await?;
+            let pool =
+                service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
+            let store = EventStore::new(default_pool.clone());
+            migrate(&default_pool, &pool, &store, &config.read_model_schema).await?;
+            tracing::info!(service = SERVICE, schema = %config.read_model_schema, "migrated");
+            Ok(())
+        }
         None => {
             let common = config.common.clone();
             service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
@@ -101,7 +110,7 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
-    if !migrate_with_retries(&deps.pg, &pool, &store, &config, &shutdown).await {
+    if !wait_until_migrated(&deps.pg, &pool, &shutdown).await {
         return Ok(());
     }
     let live = tokio::spawn(live::run(
@@ -143,8 +152,11 @@ pub async fn run(
     served
 }
 
-/// Creates the schema and applies the event store's and the read models'
-/// migrations.
+/// `projector migrate`: creates the read-model schema and applies the event
+/// store's and the read models' migrations, as the owner (`default_pool`
+/// and `pool`, the latter with the read-model schema first in its
+/// `search_path`, must be the owner's). The read models' migrations hand
+/// their tables to the projector's role.
 pub async fn migrate(
     default_pool: &PgPool,
     pool: &PgPool,
@@ -159,32 +171,39 @@ pub async fn migrate(
     .await
     .context("creating the read model schema")?;
     store.migrate().await.context("migrating the event store")?;
-    let mut own = sqlx::migrate!("./migrations");
-    own.set_ignore_missing(true);
-    own.run(pool).await.context("migrating the read models")?;
+    own_migrator()
+        .run(pool)
+        .await
+        .context("migrating the read models")?;
     Ok(())
 }
 
-/// [`migrate`], retrying while PostgreSQL is unreachable; false if shut down
-/// first.
-async fn migrate_with_retries(
+fn own_migrator() -> sqlx::migrate::Migrator {
+    let mut own = sqlx::migrate!("./migrations");
+    own.set_ignore_missing(true);
+    own
+}
+
+/// Waits until `projector migrate` has been run for this schema (the read
+/// models' migrations are recorded in the schema's own bookkeeping table
+/// when it is not `public`); false if shut down first.
+pub async fn wait_until_migrated(
     default_pool: &PgPool,
     pool: &PgPool,
-    store: &EventStore,
-    config: &Config,
     shutdown: &CancellationToken,
 ) -> bool {
-    loop {
-        match migrate(default_pool, pool, store, &config.read_model_schema).await {
-            Ok(()) => return true,
-            Err(error) => tracing::warn!(
-                error = format!("{error:#}"),
-                "migrating the read models failed; retrying"
-            ),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    service_kit::db::wait_until_migrated(
+        default_pool,
+        &[&event_store::migrator()],
+        "projector migrate",
+        shutdown,
+    )
+    .await
+        && service_kit::db::wait_until_migrated(
+            pool,
+            &[&own_migrator()],
+            "projector migrate",
+            shutdown,
+        )
+        .await
 }

@@ -80,12 +80,43 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config = <Config as clap::Parser>::parse_from(args);
+    let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
+    if let Some(Command::Migrate) = command {
+        service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
+        tracing::info!(
+            service = SERVICE,
+            "nothing to migrate: the read models are the projector's (`projector migrate`)"
+        );
+        return Ok(());
+    }
     let common = config.common.clone();
     service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
         run(config, listener, shutdown)
     })
     .await
+}
+
+/// The command line: the service's settings, and `migrate`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "query-service",
+    version,
+    about = "The read side: HTTP queries over the read models, including saga progress."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Does nothing and exits: the query-service owns no tables (the read
+    /// models and their grants are `projector migrate`'s). There so that
+    /// every service is deployed the same way.
+    Migrate,
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.

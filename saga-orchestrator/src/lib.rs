@@ -142,12 +142,43 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config = <Config as clap::Parser>::parse_from(args);
+    let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
+    if let Some(Command::Migrate) = command {
+        service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
+        let pool = service_kit::db::connect_for_migrations(&config.common).await?;
+        migrate(&pool).await?;
+        tracing::info!(service = SERVICE, "migrated");
+        return Ok(());
+    }
     let common = config.common.clone();
     service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
         run(config, listener, shutdown)
     })
     .await
+}
+
+/// The command line: the service's settings, and `migrate`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "saga-orchestrator",
+    version,
+    about = "Runs each order's fulfilment saga durably, with compensations."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Applies the event store's and the orchestrator's migrations (tables
+    /// and the grants of each service's database role) as the owner, whose
+    /// DATABASE_URL it must be given, then exits. The service itself never
+    /// migrates: its role may not change the schema.
+    Migrate,
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled. Every
@@ -171,7 +202,16 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
     let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
-    if !migrate(&store, &shutdown).await {
+    // The schema is made by `saga-orchestrator migrate`; wait for it.
+    let migrators = [&event_store::migrator(), &own_migrator()];
+    if !service_kit::db::wait_until_migrated(
+        &deps.pg,
+        &migrators,
+        "saga-orchestrator migrate",
+        &shutdown,
+    )
+    .await
+    {
         return Ok(());
     }
     let wake = Arc::new(Notify::new());
@@ -226,25 +266,26 @@ pub async fn run(
     served
 }
 
-/// Applies the event store's and the orchestrator's migrations, retrying
-/// while PostgreSQL is unreachable; false if shut down first.
-async fn migrate(store: &EventStore, shutdown: &CancellationToken) -> bool {
-    loop {
-        let migrated = async {
-            store.migrate().await?;
-            let mut own = sqlx::migrate!("./migrations");
-            own.set_ignore_missing(true);
-            own.run(store.pool()).await
-        };
-        match migrated.await {
-            Ok(()) => return true,
-            Err(error) => tracing::warn!(%error, "migrating failed; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+/// `saga-orchestrator migrate`: the event store's migrations, then the
+/// orchestrator's own, on `pool`, which must be the owner's.
+pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    event_store::migrator()
+        .run(pool)
+        .await
+        .context("migrating the event store")?;
+    own_migrator()
+        .run(pool)
+        .await
+        .context("migrating the orchestrator's tables")?;
+    Ok(())
+}
+
+fn own_migrator() -> sqlx::migrate::Migrator {
+    let mut own = sqlx::migrate!("./migrations");
+    // The event store's migrations share the table; leave them be.
+    own.set_ignore_missing(true);
+    own
 }
 
 #[cfg(test)]

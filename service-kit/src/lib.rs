@@ -6,6 +6,8 @@
 //! - [`consumer`]: the settings of the Kafka consumers and their batched
 //!   offset commits.
 //! - [`telemetry`]: structured JSON logs through `tracing`.
+//! - [`db`]: the platform's PostgreSQL roles (created by `orders-db
+//!   bootstrap`) and the check that a service's migrations were applied.
 //! - [`deps`]: the PostgreSQL pool and Kafka client a service depends on, and
 //!   the readiness check over both.
 //! - [`http`]: problem documents (RFC 9457) and extractors that produce them.
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod db;
 pub mod deps;
 pub mod http;
 pub mod ops;

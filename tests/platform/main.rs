@@ -4,6 +4,7 @@
 
 mod broker;
 mod chaos;
+mod database_roles;
 mod event_store;
 mod health;
 mod read_side;

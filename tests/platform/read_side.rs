@@ -818,7 +818,7 @@ async fn projections_report_their_status_and_the_rebuild_command_rebuilds() {
         consumer_group: None,
         batch_size: 500,
         fetch_wait_ms: 100,
-        common: side.env.common_config(),
+        common: side.env.common_config_as(service_kit::db::PROJECTOR),
     };
     projector::cli::rebuild(config, Some(projector::views::Projection::Products))
         .await

@@ -26,12 +26,16 @@ impl TestEnv {
         let mut admin = sqlx::PgConnection::connect(&infra.database_url("postgres"))
             .await
             .expect("connecting to the test PostgreSQL");
-        // The name is generated above from a uuid, not taken from input.
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {database}")))
-            .execute(&mut admin)
+        // As compose does: the database belongs to the owner, who migrates
+        // it (`<service> migrate`); each service then connects as its own
+        // role (`services`).
+        service_kit::db::prepare_database(&mut admin, &database)
             .await
             .expect("creating the test database");
         let database_url = infra.database_url(&database);
+        crate::infra::migrate_platform(&as_role(&database_url, service_kit::db::OWNER))
+            .await
+            .expect("migrating the test database as its owner");
         let pg = PgPool::connect(&database_url)
             .await
             .expect("connecting to the test database");
@@ -51,8 +55,24 @@ impl TestEnv {
         store
     }
 
+    /// This test's database as one of the platform's roles
+    /// (`service_kit::db`), with that role's test password.
+    pub fn database_url_as(&self, role: &str) -> String {
+        as_role(&self.database_url, role)
+    }
+
+    /// [`TestEnv::common_config`] connecting as `role`, as the service that
+    /// role belongs to does.
+    pub fn common_config_as(&self, role: &str) -> service_kit::CommonConfig {
+        service_kit::CommonConfig {
+            database_url: self.database_url_as(role),
+            ..self.common_config()
+        }
+    }
+
     /// Settings for a service running against this test's database and
-    /// topics.
+    /// topics, as the superuser; services get their own role's through
+    /// [`TestEnv::common_config_as`].
     pub fn common_config(&self) -> service_kit::CommonConfig {
         service_kit::CommonConfig {
             database_url: self.database_url.clone(),
@@ -65,6 +85,14 @@ impl TestEnv {
             stall_after_ms: 30_000,
         }
     }
+}
+
+/// `database_url` (the superuser's) with `role`'s name and test password.
+fn as_role(database_url: &str, role: &str) -> String {
+    let (scheme, rest) = database_url.split_once("://").expect("a postgres:// URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let password = crate::infra::test_password(role);
+    format!("{scheme}://{role}:{password}@{host}")
 }
 
 /// Logs stay silent unless `TEST_LOG=1`.

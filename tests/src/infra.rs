@@ -138,6 +138,8 @@ async fn start() -> anyhow::Result<(Infra, Vec<ContainerAsync<GenericImage>>)> {
         start_kafka(&images.kafka, &images.kafka_kind)
     );
     let (postgres, pg_base_url) = postgres?;
+    // Roles are the cluster's, so once for every test of this binary.
+    bootstrap_roles(&pg_base_url).await?;
     let (kafka, kafka_brokers) = kafka?;
     Ok((
         Infra {
@@ -174,14 +176,64 @@ pub async fn start_for_benchmark() -> anyhow::Result<BenchInfra> {
 }
 
 /// Creates database `name` on the server at `pg_base` (as in
-/// [`BenchInfra::pg_base`]); returns its URL.
+/// [`BenchInfra::pg_base`]) with the platform's roles, migrated as its
+/// owner as `<service> migrate` does; returns its URL (the superuser's,
+/// which benchmarks use throughout).
 pub async fn create_database(pg_base: &str, name: &str) -> anyhow::Result<String> {
+    bootstrap_roles(pg_base).await?;
     let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut admin)
+    service_kit::db::prepare_database(&mut admin, name)
         .await
         .with_context(|| format!("creating database {name}"))?;
-    Ok(format!("{pg_base}/{name}"))
+    let url = format!("{pg_base}/{name}");
+    let (scheme, rest) = url.split_once("://").context("a postgres:// URL")?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let owner = service_kit::db::OWNER;
+    migrate_platform(&format!(
+        "{scheme}://{owner}:{}@{host}",
+        test_password(owner)
+    ))
+    .await?;
+    Ok(url)
+}
+
+/// The test password of one of the platform's roles. Tests use fixed ones;
+/// `make up` makes random ones outside the repository.
+pub fn test_password(role: &str) -> String {
+    format!("{role}-test-password")
+}
+
+/// The platform's roles on the server at `pg_base` (the superuser's URL,
+/// without a database), with their test passwords.
+pub async fn bootstrap_roles(pg_base: &str) -> anyhow::Result<()> {
+    let password = |role| test_password(role);
+    let passwords = service_kit::db::RolePasswords {
+        owner: password(service_kit::db::OWNER),
+        command: password(service_kit::db::COMMAND),
+        query: password(service_kit::db::QUERY),
+        projector: password(service_kit::db::PROJECTOR),
+        saga: password(service_kit::db::SAGA),
+    };
+    let mut admin = sqlx::PgConnection::connect(&format!("{pg_base}/postgres")).await?;
+    service_kit::db::bootstrap(&mut admin, &passwords)
+        .await
+        .context("creating the platform's database roles")
+}
+
+/// What compose's `migrate` step does: every service's `migrate`, as the
+/// owner at `owner_url` (read models in the `public` schema).
+pub async fn migrate_platform(owner_url: &str) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(owner_url)
+        .await
+        .context("connecting as the owner")?;
+    command_service::migrate(&pool).await?;
+    saga_orchestrator::migrate(&pool).await?;
+    let store = event_store::EventStore::new(pool.clone());
+    projector::migrate(&pool, &pool, &store, "public").await?;
+    pool.close().await;
+    Ok(())
 }
 
 /// A PostgreSQL container and its `postgres://user:password@host:port` URL

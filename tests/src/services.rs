@@ -82,7 +82,7 @@ pub async fn command_service_with(
         shipping_countries: ["US", "CA", "GB", "DE", "FR", "NL", "SE", "JP", "AU"]
             .map(String::from)
             .to_vec(),
-        common: env.common_config(),
+        common: env.common_config_as(service_kit::db::COMMAND),
     };
     adjust(&mut config);
     start(command_service::SERVICE, |listener, shutdown| {
@@ -104,7 +104,7 @@ pub async fn query_service_with(
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         read_model_schema: "public".into(),
         min_version_timeout_ms: 5000,
-        common: env.common_config(),
+        common: env.common_config_as(service_kit::db::QUERY),
     };
     adjust(&mut config);
     start(query_service::SERVICE, |listener, shutdown| {
@@ -123,7 +123,7 @@ pub async fn saga_orchestrator(
     let mut config = saga_orchestrator::Config::new(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         command_service_url.to_owned(),
-        env.common_config(),
+        env.common_config_as(service_kit::db::SAGA),
     );
     adjust(&mut config);
     start(saga_orchestrator::SERVICE, |listener, shutdown| {
@@ -148,11 +148,28 @@ pub async fn projector_with(
         consumer_group: None,
         batch_size: 500,
         fetch_wait_ms: 100,
-        common: env.common_config(),
+        common: env.common_config_as(service_kit::db::PROJECTOR),
     };
     adjust(&mut config);
+    // A read-model schema of its own is made by `projector migrate`, as
+    // the owner, like the default one (`TestEnv::new`).
+    migrate_read_models(env, &config.read_model_schema).await;
     start(projector::SERVICE, |listener, shutdown| {
         projector::run(config, listener, shutdown)
     })
     .await
+}
+
+/// `projector migrate` for `schema`, as the owner.
+async fn migrate_read_models(env: &TestEnv, schema: &str) {
+    let owner = env.common_config_as(service_kit::db::OWNER);
+    let pool = sqlx::PgPool::connect(&owner.database_url)
+        .await
+        .expect("connecting as the owner");
+    let read_models = service_kit::deps::read_model_pool(&owner, schema)
+        .expect("a pool on the read-model schema");
+    let store = event_store::EventStore::new(pool.clone());
+    projector::migrate(&pool, &read_models, &store, schema)
+        .await
+        .expect("migrating the read models as the owner");
 }

@@ -6,13 +6,20 @@
 //! engine answers anything above 1.41 with "client version is too new". The
 //! requests testcontainers makes (create, start, inspect, logs, stop,
 //! remove) mean the same at 1.41, so rewriting the prefix is enough.
-//! `compose/test.sh` starts this shim and points `DOCKER_HOST` at it only
-//! when the engine is older than bollard's version.
+//! `compose/docker-api.sh` starts this shim and points `DOCKER_HOST` at it
+//! only when the engine is older than bollard's version.
 //!
-//! Usage: `docker-api-shim [SOCKET] [PORT_FILE]`; it prints the address it
-//! listens on and writes it to PORT_FILE when given.
+//! Whoever can talk to the Docker API is root on the host, so the shim must
+//! not widen who can: it listens on a Unix socket of mode 0600, owned by
+//! the user running it, inside a directory that only that user may enter
+//! (`docker-api.sh` makes one with `mktemp -d`), never on TCP, where any
+//! local user or container on the host's network could reach it.
+//!
+//! Usage: `docker-api-shim ENGINE_SOCKET LISTEN_SOCKET`; it prints the
+//! socket it listens on once it accepts connections.
 
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -21,27 +28,25 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::{UnixListener, UnixStream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let socket = PathBuf::from(args.next().unwrap_or_else(|| "/var/run/docker.sock".into()));
-    let port_file = args.next().map(PathBuf::from);
+    let (Some(socket), Some(listen)) = (args.next(), args.next()) else {
+        bail!("usage: docker-api-shim ENGINE_SOCKET LISTEN_SOCKET");
+    };
+    let (socket, listen) = (PathBuf::from(socket), PathBuf::from(listen));
 
     let engine_version = engine_api_version(&socket).await?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let listener = listen_privately(&listen)?;
     println!(
-        "docker-api-shim: tcp://{addr} -> {} (API {engine_version})",
+        "docker-api-shim: unix://{} -> {} (API {engine_version})",
+        listen.display(),
         socket.display()
     );
-    if let Some(path) = port_file {
-        std::fs::write(&path, addr.port().to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
 
     let target = Arc::new((socket, engine_version));
     loop {
@@ -59,8 +64,37 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A Unix socket at `path` that only this user may connect to: mode 0600,
+/// in a directory no one else may enter (checked, since the socket exists
+/// with the umask's mode for a moment before its mode is set).
+fn listen_privately(path: &Path) -> anyhow::Result<UnixListener> {
+    let directory = path
+        .parent()
+        .context("the listening socket's path has no directory")?;
+    let metadata =
+        std::fs::metadata(directory).with_context(|| format!("reading {}", directory.display()))?;
+    if metadata.permissions().mode() & 0o077 != 0
+        || metadata.uid() != std::fs::metadata("/proc/self")?.uid()
+    {
+        bail!(
+            "{} must belong to this user and be closed to others (mode 0700)",
+            directory.display()
+        );
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("removing {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
 /// Asks the engine for the highest API version it supports.
-async fn engine_api_version(socket: &std::path::Path) -> anyhow::Result<String> {
+async fn engine_api_version(socket: &Path) -> anyhow::Result<String> {
     let request = Request::get("/version")
         .header("host", "docker")
         .body(Empty::<Bytes>::new())?;
@@ -86,10 +120,7 @@ async fn forward(
     send(socket, request).await
 }
 
-async fn send<B>(
-    socket: &std::path::Path,
-    request: Request<B>,
-) -> Result<Response<Incoming>, BoxError>
+async fn send<B>(socket: &Path, request: Request<B>) -> Result<Response<Incoming>, BoxError>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,

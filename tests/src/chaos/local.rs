@@ -105,12 +105,11 @@ impl LocalPlatform {
             Ok(())
         })
         .await?;
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {DATABASE}")))
-            .execute(&mut admin)
+        // The roles, the database and its schema, as compose's one-shot
+        // steps make them; each service then connects as its own role.
+        crate::infra::create_database(&pg_base, DATABASE)
             .await
-            .context("creating the database")?;
-        drop(admin);
+            .context("creating and migrating the database")?;
         poll_until(
             START_BOUND,
             "the broker answering metadata requests",
@@ -155,7 +154,10 @@ impl LocalPlatform {
         for (&target, &port) in &ports {
             let mut env: Vec<(String, String)> = vec![
                 ("HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
-                ("DATABASE_URL".into(), endpoints.database_url.clone()),
+                (
+                    "DATABASE_URL".into(),
+                    role_url(&pg_port, database_role(target)),
+                ),
                 ("DATABASE_MAX_CONNECTIONS".into(), "8".into()),
                 ("KAFKA_BROKERS".into(), kafka_brokers.clone()),
                 ("KAFKA_TOPIC_PREFIX".into(), TOPIC_PREFIX.into()),
@@ -363,6 +365,22 @@ async fn run_container(args: &[String]) -> anyhow::Result<Container> {
 /// commits stay synchronous: with `synchronous_commit = off` a commit is
 /// acknowledged before its WAL leaves the server's memory, and SIGKILL
 /// would lose acknowledged requests.
+/// The database role each service connects as (`service_kit::db`).
+fn database_role(target: Target) -> &'static str {
+    match target {
+        Target::CommandService => service_kit::db::COMMAND,
+        Target::QueryService => service_kit::db::QUERY,
+        Target::SagaOrchestrator => service_kit::db::SAGA,
+        Target::Projector => service_kit::db::PROJECTOR,
+        other => unreachable!("{other:?} is not a service"),
+    }
+}
+
+fn role_url(pg_port: &u16, role: &str) -> String {
+    let password = crate::infra::test_password(role);
+    format!("postgres://{role}:{password}@127.0.0.1:{pg_port}/{DATABASE}")
+}
+
 async fn start_postgres(image: &str, port: u16) -> anyhow::Result<Container> {
     let args: Vec<String> = [
         "--shm-size",
