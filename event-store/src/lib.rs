@@ -5,6 +5,7 @@
 //!
 //! Layout: [`model`] holds the values the store takes and returns; `append`,
 //! `read`, `subscription`, `snapshot` each add their part of [`EventStore`];
+//! `verify` checks the events a broker's message claims against the store;
 //! [`upcast`] turns old schema versions into current ones on read; [`relay`]
 //! publishes the log. The store is generic over event types: it stores JSON
 //! with a type name and schema version, and the caller owns the meaning.
@@ -21,6 +22,7 @@ pub mod relay;
 mod snapshot;
 mod subscription;
 pub mod upcast;
+mod verify;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub use read::HeldBack;
 pub use snapshot::{Aggregate, FromSnapshot, Loaded, Snapshot};
 pub use subscription::{Subscription, SubscriptionOptions};
 pub use upcast::Upcasters;
+pub use verify::{Forged, Forgery, Verified};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
