@@ -14,8 +14,9 @@ mod routes;
 pub mod warm;
 
 use std::net::SocketAddr;
-
 use std::time::Duration;
+
+use anyhow::Context;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -44,6 +45,12 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
+
+    /// Address the saga's internal step API listens on (only there; the
+    /// public listener answers 404 for `/internal/...`). Loopback by
+    /// default: only the orchestrator calls it.
+    #[arg(long, env = "INTERNAL_HTTP_ADDR", default_value = "127.0.0.1:9081")]
+    pub internal_http_addr: SocketAddr,
 
     /// Countries shipments may go to, ISO 3166-1 alpha-2, comma-separated.
     #[arg(
@@ -126,7 +133,6 @@ pub fn api(state: AppState) -> Router {
             "/v1/streams/{stream_id}/events",
             get(routes::streams::events),
         )
-        .nest("/internal/v1/orders/{id}", steps())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
@@ -134,16 +140,17 @@ pub fn api(state: AppState) -> Router {
             idempotency,
             http::idempotency::middleware,
         ))
-        // Outside the idempotency layer, so that it sees the step's key.
-        .layer(axum::middleware::from_fn(routes::steps::key_per_step))
         .layer(axum::middleware::from_fn(http::context::correlation))
         .with_state(state)
 }
 
-/// The saga's steps (`routes::steps`), each idempotent per order and step.
-fn steps() -> Router<AppState> {
+/// The saga's internal step API (`routes::steps`), served on the internal
+/// listener only. No idempotency layer: each call counts at most once
+/// because it records its outcome in the saga's stream at the version it
+/// names.
+pub fn internal_api(state: AppState) -> Router {
     use routes::steps::*;
-    Router::new()
+    let steps = Router::new()
         .route("/reserve-inventory", post(reserve_inventory))
         .route("/release-inventory", post(release_inventory))
         .route("/charge-payment", post(charge_payment))
@@ -152,7 +159,14 @@ fn steps() -> Router<AppState> {
         .route("/cancel-shipment", post(cancel_shipment))
         .route("/confirm", post(confirm))
         .route("/reject", post(reject))
-        .route("/mark-cancelled", post(mark_cancelled))
+        .route("/mark-cancelled", post(mark_cancelled));
+    Router::new()
+        .nest("/internal/v1/orders/{id}", steps)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(http::context::correlation))
+        .with_state(state)
 }
 
 async fn not_found() -> http::ApiError {
@@ -171,8 +185,8 @@ async fn method_not_allowed() -> http::ApiError {
 
 /// What the binary's `main` does: the settings from `args` (the program's
 /// name, then flags; the environment fills in the rest), then [`run`] on
-/// `HTTP_ADDR` until SIGTERM or Ctrl-C. The crash-safety test's
-/// `platform-service` binary calls it too.
+/// `HTTP_ADDR` and `INTERNAL_HTTP_ADDR` until SIGTERM or Ctrl-C. The
+/// crash-safety test's `platform-service` binary calls it too.
 pub async fn main_with_args<I, T>(args: I) -> anyhow::Result<()>
 where
     I: IntoIterator<Item = T>,
@@ -187,9 +201,18 @@ where
         return Ok(());
     }
     let common = config.common.clone();
-    service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
-        run(config, listener, shutdown)
-    })
+    service_kit::service_main(
+        SERVICE,
+        &common,
+        config.http_addr,
+        |listener, shutdown| async move {
+            let internal = config.internal_http_addr;
+            let internal = TcpListener::bind(internal)
+                .await
+                .with_context(|| format!("binding {internal} (INTERNAL_HTTP_ADDR)"))?;
+            run(config, listener, internal, shutdown).await
+        },
+    )
     .await
 }
 
@@ -217,10 +240,12 @@ enum Command {
     Migrate,
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+/// Runs the service until `shutdown` is cancelled: the public API on
+/// `listener`, the saga's step API on `internal_listener`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    internal_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
@@ -280,12 +305,24 @@ pub async fn run(
         catalogue: catalogue::Catalogue::default(),
         warm: warm::Warm::default(),
     };
+    let internal = internal_api(state.clone());
     let app = api(state).merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
-    let served = service_kit::serve(listener, app, shutdown.clone()).await;
-    shutdown.cancel();
+    // Either server failing stops the other, and the workers.
+    let (served, served_internal) = tokio::join!(
+        async {
+            let served = service_kit::serve(listener, app, shutdown.clone()).await;
+            shutdown.cancel();
+            served
+        },
+        async {
+            let served = service_kit::serve(internal_listener, internal, shutdown.clone()).await;
+            shutdown.cancel();
+            served
+        },
+    );
     relay.await?;
     monitor.await?;
-    served
+    served.and(served_internal)
 }
 
 /// Every second until `shutdown`: tells the watchdog whether the relay
@@ -338,7 +375,6 @@ async fn watch_relay(
 /// `command-service migrate`: the event store's migrations, then this
 /// service's own, on `pool`, which must be the owner's.
 pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    use anyhow::Context;
     event_store::migrator()
         .run(pool)
         .await

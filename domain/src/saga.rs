@@ -6,10 +6,17 @@
 //!
 //! Nothing about a saga lives only in memory: a restarted orchestrator folds
 //! the stream and carries on from the state it finds.
+//!
+//! The turn rules live here too ([`SagaState::turn`], with
+//! [`SagaState::next_to_undo`] and [`SagaState::ending`]): whose turn it is
+//! in a saga's stream is what the orchestrator decides its next call from
+//! and what command-service checks before carrying a call out, so both ask
+//! the same code.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::RejectionReason;
 use crate::wire::event_names;
 
 /// The saga's steps, in the order they run. Compensation runs them
@@ -54,6 +61,43 @@ impl SagaStep {
     fn index(self) -> usize {
         self as usize
     }
+}
+
+/// The reason a cancellation gives its compensation, and records when it
+/// ends (`SagaCompensated`).
+pub const CANCELLED: &str = "cancelled";
+
+/// The rejection a step that failed for good stands for. A business refusal
+/// names it exactly; a step that could not be completed in time is
+/// rejected with its own step's code.
+pub fn rejection_of(step: SagaStep) -> RejectionReason {
+    match step {
+        SagaStep::ReserveInventory => RejectionReason::InsufficientStock,
+        SagaStep::ChargePayment => RejectionReason::PaymentDeclined,
+        SagaStep::CreateShipment => RejectionReason::ShippingUnavailable,
+    }
+}
+
+/// The code of a rejection, as a business refusal stores it in
+/// `StepFailed.error` and the order's `rejection_reason` shows it.
+pub fn code(reason: RejectionReason) -> &'static str {
+    match reason {
+        RejectionReason::InsufficientStock => "insufficient_stock",
+        RejectionReason::PaymentDeclined => "payment_declined",
+        RejectionReason::ShippingUnavailable => "shipping_unavailable",
+    }
+}
+
+/// The business refusal a step's error is, if it is one (its code, as
+/// [`code`] writes it); any other error is technical.
+pub fn refusal(error: &str) -> Option<RejectionReason> {
+    [
+        RejectionReason::InsufficientStock,
+        RejectionReason::PaymentDeclined,
+        RejectionReason::ShippingUnavailable,
+    ]
+    .into_iter()
+    .find(|reason| code(*reason) == error)
 }
 
 /// The saga type name of the contract's saga detail.
@@ -225,6 +269,55 @@ pub struct StepState {
     pub last_error: Option<String>,
 }
 
+impl StepState {
+    /// Whether the step took effect or may have, and so must be undone
+    /// when the saga compensates: it succeeded, was interrupted while
+    /// running, is being undone, or failed for a technical reason (a
+    /// timeout, say, after which its effect may still have landed). A
+    /// business refusal wrote nothing.
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self.status {
+            StepStatus::Succeeded
+            | StepStatus::Running
+            | StepStatus::Compensating
+            | StepStatus::CompensationFailed => true,
+            StepStatus::Failed => self.last_error.as_deref().and_then(refusal).is_none(),
+            StepStatus::Pending | StepStatus::Compensated => false,
+        }
+    }
+}
+
+/// How a compensation ends once nothing is left to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The order is cancelled (`mark-cancelled`).
+    Cancel,
+    /// The order is rejected with this reason (`reject`).
+    Reject(RejectionReason),
+}
+
+/// What a call of the saga's step API asks to do for a saga; each may
+/// take effect only in its turn ([`SagaState::turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaAction {
+    /// Carry a step out (reserve, charge, ship).
+    Run(SagaStep),
+    /// Undo a step (release, refund, cancel the shipment).
+    Undo(SagaStep),
+    /// Confirm the order.
+    Confirm,
+    /// Reject the order with this reason.
+    Reject(RejectionReason),
+    /// Cancel the order, as its customer asked.
+    MarkCancelled,
+}
+
+/// Why an action may not take effect now: what the saga's stream says
+/// instead, for the caller to read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OutOfTurn(pub String);
+
 /// What a saga's events say about it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaState {
@@ -282,6 +375,142 @@ impl SagaState {
 
     fn step_mut(&mut self, step: SagaStep) -> &mut StepState {
         &mut self.steps[step.index()]
+    }
+
+    /// The step a compensation undoes next: the last one that took effect
+    /// or may have (compensation runs the steps backwards); `None` when
+    /// nothing is left to undo.
+    pub fn next_to_undo(&self) -> Option<SagaStep> {
+        SagaStep::ALL
+            .into_iter()
+            .rev()
+            .find(|step| self.step(*step).may_have_taken_effect())
+    }
+
+    /// How the compensation ends: the order is cancelled if the customer
+    /// asked, and otherwise rejected for the step that failed for good.
+    ///
+    /// A compensation started for a failure ends in the rejection even if a
+    /// cancellation came in meanwhile: the business failure decided the
+    /// order's fate first.
+    pub fn ending(&self) -> Ending {
+        let started_for_failure =
+            self.failed_step.is_some() && self.failure_reason.as_deref() != Some(CANCELLED);
+        if self.cancellation_reason.is_some() && !started_for_failure {
+            Ending::Cancel
+        } else {
+            // The failed step may have been compensated since (one past its
+            // deadline may have taken effect), so its status no longer says.
+            let failed = self.failed_step.unwrap_or(SagaStep::ReserveInventory);
+            Ending::Reject(rejection_of(failed))
+        }
+    }
+
+    /// Whether the saga, as its stream says now, lets `action` take effect:
+    ///
+    /// - a step runs while the saga runs, no cancellation is requested, and
+    ///   that step is the current one, started and not yet succeeded;
+    /// - a step is undone while the saga compensates and it is the
+    ///   [next to undo](Self::next_to_undo);
+    /// - the order is confirmed while the saga runs, every step succeeded
+    ///   and no cancellation is requested;
+    /// - the order is rejected, or cancelled, while the saga compensates,
+    ///   nothing is left to undo, and the [ending](Self::ending) is that
+    ///   rejection (with that reason), or the cancellation.
+    pub fn turn(&self, action: SagaAction) -> Result<(), OutOfTurn> {
+        let refuse = |why: String| Err(OutOfTurn(why));
+        if !self.exists {
+            return refuse("no saga has started for this order".into());
+        }
+        let compensating = || -> Result<(), OutOfTurn> {
+            if self.status != SagaStatus::Compensating {
+                return refuse(format!(
+                    "the saga is {}, not compensating",
+                    self.status.as_str()
+                ));
+            }
+            Ok(())
+        };
+        let running = || -> Result<(), OutOfTurn> {
+            if self.status != SagaStatus::Running {
+                return refuse(format!("the saga is {}, not running", self.status.as_str()));
+            }
+            if self.cancellation_reason.is_some() {
+                return refuse("a cancellation of the order is requested".into());
+            }
+            Ok(())
+        };
+        let nothing_left_to_undo = || -> Result<(), OutOfTurn> {
+            compensating()?;
+            match self.next_to_undo() {
+                Some(step) => refuse(format!("{} is still to be undone", step.as_str())),
+                None => Ok(()),
+            }
+        };
+        match action {
+            SagaAction::Run(step) => {
+                running()?;
+                if self.current_step != Some(step) || self.step(step).status != StepStatus::Running
+                {
+                    return refuse(format!(
+                        "{} is not the step running now ({})",
+                        step.as_str(),
+                        self.current_step
+                            .map_or("none is", |current| current.as_str())
+                    ));
+                }
+                Ok(())
+            }
+            SagaAction::Undo(step) => {
+                compensating()?;
+                match self.next_to_undo() {
+                    Some(next) if next == step => Ok(()),
+                    Some(next) => refuse(format!(
+                        "{} is the step to undo next, not {}",
+                        next.as_str(),
+                        step.as_str()
+                    )),
+                    None => refuse("nothing is left to undo".into()),
+                }
+            }
+            SagaAction::Confirm => {
+                running()?;
+                match self
+                    .steps
+                    .iter()
+                    .find(|state| state.status != StepStatus::Succeeded)
+                {
+                    Some(state) => refuse(format!(
+                        "{} has not succeeded ({})",
+                        state.step.as_str(),
+                        state.status.as_str()
+                    )),
+                    None => Ok(()),
+                }
+            }
+            SagaAction::Reject(reason) => {
+                nothing_left_to_undo()?;
+                match self.ending() {
+                    Ending::Reject(ending) if ending == reason => Ok(()),
+                    Ending::Reject(ending) => refuse(format!(
+                        "the saga's failure is {}, not {}",
+                        code(ending),
+                        code(reason)
+                    )),
+                    Ending::Cancel => refuse("the saga compensates a cancellation".into()),
+                }
+            }
+            SagaAction::MarkCancelled => {
+                nothing_left_to_undo()?;
+                match self.ending() {
+                    Ending::Cancel => Ok(()),
+                    Ending::Reject(reason) => refuse(format!(
+                        "the saga compensates a failure ({}), not a cancellation",
+                        code(reason)
+                    )),
+                }
+            }
+        }
     }
 
     /// The saga's state after `event`.
@@ -566,6 +795,211 @@ mod tests {
         let step = resumed.step(SagaStep::ReserveInventory);
         assert_eq!(step.status, StepStatus::Succeeded);
         assert_eq!(step.compensation_attempts, 0);
+    }
+
+    use SagaStep::{ChargePayment as Charge, CreateShipment as Ship, ReserveInventory as Reserve};
+
+    fn run(step: SagaStep) -> [SagaEvent; 2] {
+        [
+            SagaEvent::StepStarted { step, attempt: 1 },
+            SagaEvent::StepSucceeded {
+                step,
+                attempt: 1,
+                detail: None,
+            },
+        ]
+    }
+
+    /// A saga whose three steps succeeded.
+    fn all_succeeded() -> Vec<SagaEvent> {
+        let mut events = vec![started()];
+        for step in SagaStep::ALL {
+            events.extend(run(step));
+        }
+        events
+    }
+
+    fn with(mut events: Vec<SagaEvent>, more: impl IntoIterator<Item = SagaEvent>) -> SagaState {
+        events.extend(more);
+        fold(&events)
+    }
+
+    fn allowed(state: &SagaState) -> Vec<SagaAction> {
+        let mut every = vec![SagaAction::Confirm, SagaAction::MarkCancelled];
+        for step in SagaStep::ALL {
+            every.push(SagaAction::Run(step));
+            every.push(SagaAction::Undo(step));
+            every.push(SagaAction::Reject(rejection_of(step)));
+        }
+        every
+            .into_iter()
+            .filter(|action| state.turn(*action).is_ok())
+            .collect()
+    }
+
+    #[test]
+    fn only_the_running_step_may_run() {
+        let state = fold(&[
+            started(),
+            run(Reserve)[0].clone(),
+            run(Reserve)[1].clone(),
+            SagaEvent::StepStarted {
+                step: Charge,
+                attempt: 1,
+            },
+        ]);
+        assert_eq!(allowed(&state), [SagaAction::Run(Charge)]);
+        assert_eq!(
+            state.turn(SagaAction::Run(Ship)),
+            Err(OutOfTurn(
+                "create_shipment is not the step running now (charge_payment)".into()
+            ))
+        );
+        // Before its start is recorded no step may run.
+        assert_eq!(allowed(&fold(&[started()])), []);
+        assert_eq!(
+            allowed(&SagaState::default()),
+            [],
+            "no saga, no turn for anything"
+        );
+    }
+
+    #[test]
+    fn a_requested_cancellation_stops_every_forward_action() {
+        let running = fold(&[
+            started(),
+            SagaEvent::StepStarted {
+                step: Reserve,
+                attempt: 1,
+            },
+            SagaEvent::CancellationRequested {
+                reason: "no".into(),
+            },
+        ]);
+        assert_eq!(allowed(&running), []);
+        let done = with(
+            all_succeeded(),
+            [SagaEvent::CancellationRequested {
+                reason: "no".into(),
+            }],
+        );
+        assert_eq!(allowed(&done), []);
+    }
+
+    #[test]
+    fn confirm_only_once_every_step_succeeded() {
+        assert_eq!(allowed(&fold(&all_succeeded())), [SagaAction::Confirm]);
+        let completed = with(
+            all_succeeded(),
+            [SagaEvent::SagaCompleted {
+                tracking_number: None,
+            }],
+        );
+        assert_eq!(allowed(&completed), [], "a completed saga undoes nothing");
+    }
+
+    #[test]
+    fn a_cancelled_confirmed_order_undoes_every_step_last_first_then_is_cancelled() {
+        let mut state = with(
+            all_succeeded(),
+            [
+                SagaEvent::SagaCompleted {
+                    tracking_number: None,
+                },
+                SagaEvent::CancellationRequested {
+                    reason: "no".into(),
+                },
+                SagaEvent::CompensationStarted {
+                    reason: CANCELLED.into(),
+                },
+            ],
+        );
+        for step in [Ship, Charge, Reserve] {
+            assert_eq!(state.next_to_undo(), Some(step));
+            assert_eq!(allowed(&state), [SagaAction::Undo(step)]);
+            state = state.evolve(&SagaEvent::StepCompensated { step, attempt: 1 });
+        }
+        assert_eq!(state.next_to_undo(), None);
+        assert_eq!(state.ending(), Ending::Cancel);
+        assert_eq!(allowed(&state), [SagaAction::MarkCancelled]);
+    }
+
+    #[test]
+    fn a_business_failure_undoes_what_took_effect_then_rejects_with_its_code_only() {
+        let mut events = vec![started()];
+        events.extend(run(Reserve));
+        let state = with(
+            events,
+            [
+                SagaEvent::StepStarted {
+                    step: Charge,
+                    attempt: 1,
+                },
+                SagaEvent::StepFailed {
+                    step: Charge,
+                    attempt: 1,
+                    error: "payment_declined".into(),
+                    retryable: false,
+                },
+                SagaEvent::CompensationStarted {
+                    reason: "payment_declined".into(),
+                },
+            ],
+        );
+        // The refused charge wrote nothing: only the reservation is undone.
+        assert_eq!(allowed(&state), [SagaAction::Undo(Reserve)]);
+        let state = state.evolve(&SagaEvent::StepCompensated {
+            step: Reserve,
+            attempt: 1,
+        });
+        assert_eq!(
+            allowed(&state),
+            [SagaAction::Reject(RejectionReason::PaymentDeclined)]
+        );
+        assert_eq!(
+            state.turn(SagaAction::Reject(RejectionReason::InsufficientStock)),
+            Err(OutOfTurn(
+                "the saga's failure is payment_declined, not insufficient_stock".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_step_that_failed_technically_may_have_taken_effect() {
+        let state = fold(&[
+            started(),
+            SagaEvent::StepStarted {
+                step: Reserve,
+                attempt: 1,
+            },
+            SagaEvent::StepFailed {
+                step: Reserve,
+                attempt: 1,
+                error: "deadline exceeded".into(),
+                retryable: false,
+            },
+            SagaEvent::CompensationStarted {
+                reason: "reserve_inventory: deadline exceeded".into(),
+            },
+        ]);
+        assert_eq!(state.next_to_undo(), Some(Reserve));
+        let undone = state.evolve(&SagaEvent::StepCompensated {
+            step: Reserve,
+            attempt: 1,
+        });
+        assert_eq!(
+            undone.ending(),
+            Ending::Reject(RejectionReason::InsufficientStock)
+        );
+    }
+
+    #[test]
+    fn refusal_codes_are_the_three_business_failures() {
+        for step in SagaStep::ALL {
+            let reason = rejection_of(step);
+            assert_eq!(refusal(code(reason)), Some(reason));
+        }
+        assert_eq!(refusal("503 Service Unavailable"), None);
     }
 
     #[test]

@@ -1,17 +1,32 @@
-//! Calls to command-service's step API, classified for the saga: success,
-//! a business refusal (not retried), another refusal (a 409 without
-//! `Retry-After`, say), busy (a 409 with `Retry-After`: retried, and not a
-//! failure of the step), or a transient failure (unreachable, timed out,
-//! 5xx: retried). A circuit breaker stops calling a command-service that
-//! keeps failing (unreachable, timed out, 5xx), for a while.
+//! Calls to command-service's step API (its internal listener), classified
+//! for the saga: success, a business refusal (not retried), another refusal
+//! (a 409 without `Retry-After`, say), busy (a 409 with `Retry-After`:
+//! retried, and not a failure of the step), or a transient failure
+//! (unreachable, timed out, 5xx, and 401, 403 and 404: retried). A circuit
+//! breaker stops calling a command-service that keeps failing so, for a
+//! while, and the failures show in readiness (worker `saga-steps`).
+//!
+//! 401, 403 and 404 are never the business's answer: the step API answers
+//! them when this process's credential is missing, expired or lacks the
+//! `service` role, or when it calls the public listener by mistake (which
+//! has no `/internal/...`). All of those are the platform's set-up, which
+//! an operator fixes, so the saga waits rather than compensating.
+//!
+//! Each call carries `Authorization: Bearer <token>`, the token read from
+//! `SERVICE_TOKEN_FILE`: a file the platform renews (a Kubernetes projected
+//! token, or `make up`'s renewal), so it is read again once a minute and
+//! right after any 401.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use domain::RejectionReason;
 use domain::saga::SagaStep;
 use prometheus_client::metrics::gauge::Gauge;
+use reqwest::StatusCode;
 use serde_json::Value;
+use service_kit::progress::Progress;
 use uuid::Uuid;
 
 /// How a call ended.
@@ -63,27 +78,82 @@ struct Breaker {
     open_until: Option<Instant>,
 }
 
+/// How often the credential is read again, renewed or not.
+const CREDENTIAL_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The bearer token of `SERVICE_TOKEN_FILE`, as last read.
+struct Credential {
+    path: PathBuf,
+    /// The token (`None`: the file was empty or unreadable) and when it
+    /// was read.
+    read: tokio::sync::Mutex<Option<(Option<String>, Instant)>>,
+}
+
+impl Credential {
+    /// The token to send: the one read less than [`CREDENTIAL_MAX_AGE`]
+    /// ago, unless `fresh`, else the file's content now.
+    async fn token(&self, fresh: bool) -> Option<String> {
+        let mut read = self.read.lock().await;
+        if let Some((token, at)) = &*read
+            && !fresh
+            && at.elapsed() < CREDENTIAL_MAX_AGE
+        {
+            return token.clone();
+        }
+        let token = match tokio::fs::read_to_string(&self.path).await {
+            Ok(text) => Some(text.trim().to_owned()).filter(|token| !token.is_empty()),
+            Err(error) => {
+                // The token itself is never logged, only where it lives.
+                tracing::warn!(path = %self.path.display(), %error, "reading the service token failed");
+                None
+            }
+        };
+        if token.is_none() {
+            tracing::warn!(path = %self.path.display(), "no service token; calling without one");
+        }
+        *read = Some((token.clone(), Instant::now()));
+        token
+    }
+}
+
 pub struct StepClient {
     http: reqwest::Client,
     base: String,
+    credential: Option<Credential>,
     breaker: Mutex<Breaker>,
     pub breaker_open: Gauge,
+    /// The step API as a worker readiness watches: behind by the failing
+    /// calls in a row, caught up by any call that did not fail.
+    progress: Progress,
 }
 
 impl StepClient {
-    pub fn new(base: &str, timeout: Duration, breaker: BreakerConfig) -> anyhow::Result<Self> {
+    /// A client of the step API at `base`, sending the token in
+    /// `token_file` if given, reporting to `progress`.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        breaker: BreakerConfig,
+        token_file: Option<PathBuf>,
+        progress: Progress,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(timeout)
                 .build()?,
             base: base.trim_end_matches('/').to_owned(),
+            credential: token_file.map(|path| Credential {
+                path,
+                read: tokio::sync::Mutex::new(None),
+            }),
             breaker: Mutex::new(Breaker {
                 config: breaker,
                 consecutive: 0,
                 open_until: None,
             }),
             breaker_open: Gauge::default(),
+            progress,
         })
     }
 
@@ -93,44 +163,52 @@ impl StepClient {
         breaker.open_until.filter(|until| *until > Instant::now())
     }
 
-    /// `POST /internal/v1/orders/{order_id}/{path}` with an optional body.
-    /// Without `recorded`, the command-service keys the step by its path,
-    /// so a repeat returns the first outcome and changes nothing; with it,
-    /// the saga's version makes the call count at most once.
+    /// `POST /internal/v1/orders/{order_id}/{path}` with an optional body,
+    /// made at the saga's version in `recorded`: command-service carries it
+    /// out only if the saga's stream is at that version and says it is
+    /// this call's turn, and records its outcome there with its effect.
     pub async fn call(
         &self,
         order_id: Uuid,
         path: &str,
         body: Option<Value>,
-        recorded: Option<Recorded>,
+        recorded: Recorded,
     ) -> Outcome {
         let url = format!("{}/internal/v1/orders/{order_id}/{path}", self.base);
         let mut request = self.http.post(&url);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        if let Some(Recorded {
+        let Recorded {
             version,
             attempt,
             then,
-        }) = recorded
-        {
+        } = recorded;
+        request = request
+            .header("x-saga-version", version)
+            .header("x-saga-attempt", attempt);
+        if let Some((step, attempt)) = then {
             request = request
-                .header("x-saga-version", version)
-                .header("x-saga-attempt", attempt);
-            if let Some((step, attempt)) = then {
-                request = request
-                    .header("x-saga-next-step", step.as_str())
-                    .header("x-saga-next-attempt", attempt);
-            }
+                .header("x-saga-next-step", step.as_str())
+                .header("x-saga-next-attempt", attempt);
         }
-        let mut failing = true;
+        if let Some(credential) = &self.credential
+            && let Some(token) = credential.token(false).await
+        {
+            request = request.bearer_auth(token);
+        }
         let outcome = match request.send().await {
             Err(error) if error.is_timeout() => Outcome::Transient(format!("{path}: timed out")),
             Err(error) => Outcome::Transient(format!("{path}: unreachable: {error}")),
             Ok(response) => {
                 let status = response.status();
-                failing = status.is_server_error();
+                if status == StatusCode::UNAUTHORIZED
+                    && let Some(credential) = &self.credential
+                {
+                    // Renewed since it was read, perhaps: the next call
+                    // sends what the file holds now.
+                    credential.token(true).await;
+                }
                 let retry_after = response
                     .headers()
                     .contains_key(reqwest::header::RETRY_AFTER);
@@ -138,39 +216,53 @@ impl StepClient {
                 classify(path, status, retry_after, &body)
             }
         };
-        self.record(failing);
+        match &outcome {
+            Outcome::Transient(error) => self.record(Some(error)),
+            _ => self.record(None),
+        }
         outcome
     }
 
-    /// Counts a call towards the breaker: `failing` when the service was
-    /// unreachable, timed out or answered 5xx.
-    fn record(&self, failing: bool) {
+    /// Counts a call towards the breaker and readiness: `failure` when the
+    /// service was unreachable, timed out, or answered 5xx, 401, 403 or
+    /// 404.
+    fn record(&self, failure: Option<&str>) {
         let mut breaker = self.breaker.lock().expect("not poisoned");
-        if failing {
+        if let Some(failure) = failure {
             breaker.consecutive += 1;
+            let consecutive = breaker.consecutive;
             if breaker.consecutive >= breaker.config.failures {
                 breaker.open_until = Some(Instant::now() + breaker.config.open_for);
                 // Half-open afterwards: one more failure opens it again.
                 breaker.consecutive = breaker.config.failures - 1;
                 self.breaker_open.set(1);
             }
+            self.progress.observe(
+                u64::from(consecutive),
+                None,
+                format!(
+                    "command-service's step API at {} to answer; the last call failed: {failure}",
+                    self.base
+                ),
+            );
         } else {
             breaker.consecutive = 0;
             breaker.open_until = None;
             self.breaker_open.set(0);
+            self.progress.observe(0, None, "nothing".into());
         }
     }
 }
 
 /// What an answer of command-service means for the saga.
-fn classify(path: &str, status: reqwest::StatusCode, retry_after: bool, body: &Value) -> Outcome {
+fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> Outcome {
     let detail = || body["detail"].as_str().unwrap_or("").to_owned();
     if status.is_success() {
         return Outcome::Succeeded {
             tracking_number: body["tracking_number"].as_str().map(str::to_owned),
         };
     }
-    if status == reqwest::StatusCode::CONFLICT && retry_after {
+    if status == StatusCode::CONFLICT && retry_after {
         // "Not now": the same step is still being handled (its idempotency
         // key is held), or its streams kept changing under it. A 409
         // without `Retry-After` is a refusal.
@@ -178,6 +270,14 @@ fn classify(path: &str, status: reqwest::StatusCode, retry_after: bool, body: &V
     }
     if status.is_server_error() {
         return Outcome::Transient(format!("{path}: {status}"));
+    }
+    if matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+    ) {
+        // This process's credential or address, never the business: see
+        // the module's documentation.
+        return Outcome::Transient(format!("{path}: {status}: {}", detail()));
     }
     match body["type"].as_str() {
         Some("/problems/saga-moved") => Outcome::Moved,
@@ -199,29 +299,74 @@ fn classify(path: &str, status: reqwest::StatusCode, retry_after: bool, body: &V
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_breaker_opens_after_consecutive_transient_failures_and_closes_on_success() {
-        let client = StepClient::new(
+    use service_kit::progress::Watchdog;
+
+    /// A client whose failures show as a stall at once.
+    fn client(token_file: Option<PathBuf>) -> StepClient {
+        let watchdog = Watchdog::new(Duration::ZERO, &mut Default::default());
+        StepClient::new(
             "http://127.0.0.1:1",
             Duration::from_millis(10),
             BreakerConfig {
                 failures: 3,
                 open_for: Duration::from_secs(60),
             },
+            token_file,
+            watchdog.watch("saga-steps"),
         )
-        .unwrap();
-        client.record(true);
-        client.record(true);
+        .unwrap()
+    }
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_transient_failures_and_closes_on_success() {
+        let client = client(None);
+        client.record(Some("503"));
+        client.record(Some("503"));
         assert!(client.open_until().is_none());
-        client.record(true);
+        client.record(Some("503"));
         assert!(client.open_until().is_some());
         assert_eq!(client.breaker_open.get(), 1);
-        client.record(false);
+        client.record(None);
         assert!(client.open_until().is_none());
+    }
+
+    #[test]
+    fn failing_calls_show_in_readiness_until_one_gets_through() {
+        let client = client(None);
+        client.record(Some("charge-payment: 401 Unauthorized: no token"));
+        let report = client.progress.report();
+        assert!(report.stalled, "{report:?}");
+        assert!(report.waiting_for.contains("401"), "{report:?}");
+        client.record(None);
+        assert!(!client.progress.report().stalled);
+    }
+
+    #[tokio::test]
+    async fn the_token_file_is_read_trimmed_and_again_when_asked_to() {
+        let path = std::env::temp_dir().join(format!("service-token-{}", Uuid::new_v4()));
+        std::fs::write(&path, "first-token\n").unwrap();
+        let client = client(Some(path.clone()));
+        let credential = client.credential.as_ref().unwrap();
+        assert_eq!(
+            credential.token(false).await.as_deref(),
+            Some("first-token")
+        );
+        std::fs::write(&path, "  renewed-token  ").unwrap();
+        // Within its age the token read is kept; after a 401 it is read
+        // again.
+        assert_eq!(
+            credential.token(false).await.as_deref(),
+            Some("first-token")
+        );
+        assert_eq!(
+            credential.token(true).await.as_deref(),
+            Some("renewed-token")
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(credential.token(true).await, None, "no file, no token");
     }
     #[test]
     fn answers_are_sorted_into_what_the_saga_does_next() {
-        use reqwest::StatusCode;
         let problem =
             |slug: &str| serde_json::json!({"type": format!("/problems/{slug}"), "detail": "d"});
         let classify =
@@ -263,5 +408,17 @@ mod tests {
             classify(StatusCode::SERVICE_UNAVAILABLE, false, &Value::Null),
             Outcome::Transient("step: 503 Service Unavailable".into())
         );
+        // Missing or insufficient credentials, and a wrong address, are
+        // for an operator to fix, never a reason to compensate.
+        for (status, slug) in [
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            (StatusCode::NOT_FOUND, "not-found"),
+        ] {
+            assert_eq!(
+                classify(status, false, &problem(slug)),
+                Outcome::Transient(format!("step: {status}: d"))
+            );
+        }
     }
 }

@@ -7,11 +7,7 @@
 //! that failed for a technical reason); then the order is rejected or
 //! cancelled.
 
-use domain::RejectionReason;
-use domain::saga::{SagaState, SagaStatus, SagaStep, StepStatus};
-
-/// The reason a cancellation gives its compensation.
-pub const CANCELLED: &str = "cancelled";
+use domain::saga::{self, CANCELLED, Ending, SagaState, SagaStatus, SagaStep, StepStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -26,41 +22,7 @@ pub enum Action {
     /// Every step succeeded: confirm the order.
     Confirm,
     /// Everything is undone: cancel the order, or reject it with a reason.
-    FinishCompensation { outcome: Outcome },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Cancel,
-    Reject(RejectionReason),
-}
-
-/// The rejection a failed step stands for. A business refusal names it
-/// exactly; a step that could not be completed in time is rejected with
-/// its own step's code.
-pub fn rejection_of(step: SagaStep) -> RejectionReason {
-    match step {
-        SagaStep::ReserveInventory => RejectionReason::InsufficientStock,
-        SagaStep::ChargePayment => RejectionReason::PaymentDeclined,
-        SagaStep::CreateShipment => RejectionReason::ShippingUnavailable,
-    }
-}
-
-/// The code of a rejection, as stored in `StepFailed.error` for business
-/// refusals.
-pub fn code(reason: RejectionReason) -> &'static str {
-    match reason {
-        RejectionReason::InsufficientStock => "insufficient_stock",
-        RejectionReason::PaymentDeclined => "payment_declined",
-        RejectionReason::ShippingUnavailable => "shipping_unavailable",
-    }
-}
-
-fn is_business_refusal(error: Option<&str>) -> bool {
-    matches!(
-        error,
-        Some("insufficient_stock" | "payment_declined" | "shipping_unavailable")
-    )
+    FinishCompensation { ending: Ending },
 }
 
 pub fn next(state: &SagaState) -> Action {
@@ -96,7 +58,7 @@ fn forward(state: &SagaState) -> Action {
             }
             _ => {
                 let reason = match current.last_error.as_deref() {
-                    Some(code) if is_business_refusal(Some(code)) => code.to_owned(),
+                    Some(code) if saga::refusal(code).is_some() => code.to_owned(),
                     Some(error) => format!("{}: {error}", step.as_str()),
                     None => format!("{} failed", step.as_str()),
                 };
@@ -107,43 +69,24 @@ fn forward(state: &SagaState) -> Action {
     Action::Confirm
 }
 
+/// Undoes the next step that took effect, then ends the compensation;
+/// command-service's step API allows exactly these calls in this state
+/// (`SagaState::turn`), because both come from the same rules.
 fn backward(state: &SagaState) -> Action {
-    for step in SagaStep::ALL.into_iter().rev() {
-        let current = state.step(step);
-        let took_effect = match current.status {
-            StepStatus::Succeeded
-            | StepStatus::Running
-            | StepStatus::Compensating
-            | StepStatus::CompensationFailed => true,
-            StepStatus::Failed => !is_business_refusal(current.last_error.as_deref()),
-            StepStatus::Pending | StepStatus::Compensated => false,
-        };
-        if took_effect {
-            return Action::Compensate {
-                step,
-                attempt: current.compensation_failures + 1,
-            };
-        }
+    match state.next_to_undo() {
+        Some(step) => Action::Compensate {
+            step,
+            attempt: state.step(step).compensation_failures + 1,
+        },
+        None => Action::FinishCompensation {
+            ending: state.ending(),
+        },
     }
-    // A compensation started for a failure ends in the rejection even if a
-    // cancellation came in meanwhile: the order may already be rejected
-    // (the reject call took effect, and recording the end lost the race
-    // with the cancellation), and then only the rejection can finish.
-    let started_for_failure =
-        state.failed_step.is_some() && state.failure_reason.as_deref() != Some(CANCELLED);
-    let outcome = if state.cancellation_reason.is_some() && !started_for_failure {
-        Outcome::Cancel
-    } else {
-        // The failed step may have been compensated since (one past its
-        // deadline may have taken effect), so its status no longer says.
-        let failed = state.failed_step.unwrap_or(SagaStep::ReserveInventory);
-        Outcome::Reject(rejection_of(failed))
-    };
-    Action::FinishCompensation { outcome }
 }
 
 #[cfg(test)]
 mod tests {
+    use domain::RejectionReason;
     use domain::saga::SagaEvent;
     use uuid::Uuid;
 
@@ -266,7 +209,7 @@ mod tests {
         assert_eq!(
             next(&undone),
             Action::FinishCompensation {
-                outcome: Outcome::Reject(RejectionReason::PaymentDeclined)
+                ending: Ending::Reject(RejectionReason::PaymentDeclined)
             }
         );
     }
@@ -349,7 +292,7 @@ mod tests {
         assert_eq!(
             next(&undone),
             Action::FinishCompensation {
-                outcome: Outcome::Reject(RejectionReason::PaymentDeclined)
+                ending: Ending::Reject(RejectionReason::PaymentDeclined)
             }
         );
     }
@@ -386,7 +329,7 @@ mod tests {
         assert_eq!(
             next(&state),
             Action::FinishCompensation {
-                outcome: Outcome::Cancel
+                ending: Ending::Cancel
             }
         );
     }
@@ -411,7 +354,7 @@ mod tests {
         assert_eq!(
             next(&state),
             Action::FinishCompensation {
-                outcome: Outcome::Reject(RejectionReason::InsufficientStock)
+                ending: Ending::Reject(RejectionReason::InsufficientStock)
             }
         );
     }
@@ -476,5 +419,65 @@ mod tests {
                 attempt: 1
             }
         );
+    }
+
+    /// The call each decision leads to, made at the version after the
+    /// attempt's start is recorded, is the one command-service lets take
+    /// effect (`SagaState::turn`): the two never disagree.
+    #[test]
+    fn every_call_decided_is_the_step_apis_turn() {
+        use domain::saga::SagaAction;
+        let mut events = vec![];
+        let mut state = given(&events);
+        let mut calls = 0;
+        let mut cancelled = false;
+        loop {
+            let (action, call) = match next(&state) {
+                Action::Done => break,
+                Action::Run { step, attempt } => (
+                    SagaEvent::StepStarted { step, attempt },
+                    SagaAction::Run(step),
+                ),
+                Action::Compensate { step, attempt } => (
+                    SagaEvent::StepCompensationStarted { step, attempt },
+                    SagaAction::Undo(step),
+                ),
+                Action::StartCompensation { reason } => {
+                    events.push(SagaEvent::CompensationStarted { reason });
+                    state = given(&events);
+                    continue;
+                }
+                Action::Confirm => {
+                    assert_eq!(state.turn(SagaAction::Confirm), Ok(()));
+                    events.push(SagaEvent::SagaCompleted {
+                        tracking_number: None,
+                    });
+                    // Then the customer cancels the confirmed order.
+                    assert!(!cancelled);
+                    cancelled = true;
+                    events.push(SagaEvent::CancellationRequested {
+                        reason: "no".into(),
+                    });
+                    state = given(&events);
+                    continue;
+                }
+                Action::FinishCompensation { ending } => {
+                    assert_eq!(ending, Ending::Cancel);
+                    assert_eq!(state.turn(SagaAction::MarkCancelled), Ok(()));
+                    break;
+                }
+            };
+            events.push(action);
+            state = given(&events);
+            assert_eq!(state.turn(call), Ok(()), "{call:?} after {events:?}");
+            calls += 1;
+            events.push(match call {
+                SagaAction::Run(step) => succeeded(step),
+                SagaAction::Undo(step) => SagaEvent::StepCompensated { step, attempt: 1 },
+                _ => unreachable!(),
+            });
+            state = given(&events);
+        }
+        assert_eq!(calls, 6, "three steps, then three undone");
     }
 }

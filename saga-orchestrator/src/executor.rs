@@ -2,7 +2,8 @@
 //! to wait (a retry later) or ends, and records every transition in its
 //! stream: an attempt's start before the call, a failure after it. A
 //! success is recorded by the call itself, in the same append as the
-//! step's effect, at the saga's version the call was made with; a forward
+//! step's effect, at the saga's version the call was made with (so is the
+//! end of a compensation, by the rejection or cancellation); a forward
 //! step's success records the next step's first start too, so that step
 //! is called straight away, with no append of the executor's between.
 //!
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use domain::saga::{SagaEvent, SagaStatus, SagaStep};
+use domain::saga::{self, Ending, SagaEvent, SagaStatus, SagaStep};
 use event_store::EventStore;
 use rand::Rng;
 use serde_json::json;
@@ -472,7 +473,7 @@ impl Executor {
                             order_id,
                             forward_path(step),
                             None,
-                            Some(saga.recording(attempt, then)),
+                            saga.recording(attempt, then),
                         )
                         .await;
                     let failed = |error: String, retryable: bool| SagaEvent::StepFailed {
@@ -501,7 +502,7 @@ impl Executor {
                         Outcome::Moved => self.reload(saga).await?,
                         Outcome::Refused(reason) => {
                             self.metrics.step_failures.inc();
-                            let error = decide::code(reason).to_owned();
+                            let error = saga::code(reason).to_owned();
                             self.record(saga, vec![failed(error, false)]).await?;
                         }
                         Outcome::Rejected { status, detail } => {
@@ -555,7 +556,7 @@ impl Executor {
                             order_id,
                             compensation_path(step),
                             None,
-                            Some(saga.recording(attempt, None)),
+                            saga.recording(attempt, None),
                         )
                         .await;
                     let (error, busy) = match outcome {
@@ -567,7 +568,7 @@ impl Executor {
                             self.reload(saga).await?;
                             continue;
                         }
-                        Outcome::Refused(reason) => (decide::code(reason).to_owned(), false),
+                        Outcome::Refused(reason) => (saga::code(reason).to_owned(), false),
                         Outcome::Rejected { status, detail } => {
                             (format!("{status}: {detail}"), false)
                         }
@@ -621,7 +622,7 @@ impl Executor {
                 Action::Confirm => {
                     let confirm = self
                         .client
-                        .call(order_id, "confirm", None, Some(saga.recording(1, None)))
+                        .call(order_id, "confirm", None, saga.recording(1, None))
                         .await;
                     match confirm {
                         // The call recorded the saga's completion.
@@ -636,27 +637,30 @@ impl Executor {
                         _ => return Ok(Next::At(self.backoff(1).0)),
                     }
                 }
-                Action::FinishCompensation { outcome } => {
-                    let (path, body, reason) = match outcome {
-                        decide::Outcome::Cancel => {
-                            ("mark-cancelled", None, decide::CANCELLED.to_owned())
-                        }
-                        decide::Outcome::Reject(reason) => (
+                Action::FinishCompensation { ending } => {
+                    // The call records the saga's end with the order's
+                    // rejection or cancellation, in one append.
+                    let (path, body, reason) = match ending {
+                        Ending::Cancel => ("mark-cancelled", None, saga::CANCELLED.to_owned()),
+                        Ending::Reject(reason) => (
                             "reject",
-                            Some(json!({ "reason": decide::code(reason) })),
+                            Some(json!({ "reason": saga::code(reason) })),
                             state
                                 .failure_reason
                                 .clone()
-                                .unwrap_or_else(|| decide::code(reason).to_owned()),
+                                .unwrap_or_else(|| saga::code(reason).to_owned()),
                         ),
                     };
-                    match self.client.call(order_id, path, body, None).await {
+                    let finished = self
+                        .client
+                        .call(order_id, path, body, saga.recording(1, None))
+                        .await;
+                    match finished {
                         Outcome::Succeeded { .. } => {
-                            let compensated = SagaEvent::SagaCompensated { reason };
-                            if self.record(saga, vec![compensated]).await? {
-                                self.metrics.compensated.inc();
-                            }
+                            saga.recorded(&[SagaEvent::SagaCompensated { reason }]);
+                            self.metrics.compensated.inc();
                         }
+                        Outcome::Moved => self.reload(saga).await?,
                         _ => return Ok(Next::At(self.backoff(1).0)),
                     }
                 }

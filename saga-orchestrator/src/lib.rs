@@ -44,14 +44,20 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8083")]
     pub http_addr: SocketAddr,
 
-    /// Base URL of the command-service, whose step API runs the saga's
-    /// steps.
+    /// Base URL of the command-service's internal listener, whose step API
+    /// runs the saga's steps (its `INTERNAL_HTTP_ADDR`).
     #[arg(
         long,
-        env = "COMMAND_SERVICE_URL",
-        default_value = "http://127.0.0.1:8081"
+        env = "COMMAND_SERVICE_INTERNAL_URL",
+        default_value = "http://127.0.0.1:9081"
     )]
-    pub command_service_url: String,
+    pub command_service_internal_url: String,
+
+    /// A file holding the bearer token (a JWT with the `service` role) sent
+    /// to the step API; read again every minute and after any 401, so the
+    /// platform may renew it in place. Without it, calls carry no token.
+    #[arg(long, env = "SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<std::path::PathBuf>,
 
     /// Longest one call to the command-service may take, in milliseconds.
     #[arg(long, env = "STEP_TIMEOUT_MS", default_value_t = 2_000)]
@@ -113,10 +119,15 @@ pub struct Config {
 
 impl Config {
     /// The defaults, for `config` to adjust (tests, benchmarks).
-    pub fn new(http_addr: SocketAddr, command_service_url: String, common: CommonConfig) -> Self {
+    pub fn new(
+        http_addr: SocketAddr,
+        command_service_internal_url: String,
+        common: CommonConfig,
+    ) -> Self {
         Self {
             http_addr,
-            command_service_url,
+            command_service_internal_url,
+            service_token_file: None,
             step_timeout_ms: 2_000,
             step_deadline_ms: 30_000,
             retry_base_ms: 200,
@@ -191,17 +202,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
     let store = EventStore::new(deps.pg.clone());
+    let mut registry = Registry::default();
+    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
     let client = Arc::new(client::StepClient::new(
-        &config.command_service_url,
+        &config.command_service_internal_url,
         Duration::from_millis(config.step_timeout_ms),
         client::BreakerConfig {
             failures: config.breaker_failures.max(1),
             open_for: Duration::from_millis(config.breaker_open_ms),
         },
+        config.service_token_file.clone(),
+        watchdog.watch("saga-steps"),
     )?);
-    let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
-    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
     // The schema is made by `saga-orchestrator migrate`; wait for it.
     let migrators = [&event_store::migrator(), &own_migrator()];
     if !service_kit::db::wait_until_migrated(
@@ -302,7 +315,7 @@ mod tests {
             Config::try_parse_from(["saga-orchestrator"]).expect("every setting has a default");
         let built = Config::new(
             parsed.http_addr,
-            parsed.command_service_url.clone(),
+            parsed.command_service_internal_url.clone(),
             parsed.common.clone(),
         );
         assert_eq!(format!("{built:?}"), format!("{parsed:?}"));

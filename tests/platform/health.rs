@@ -46,7 +46,8 @@ async fn assert_ready(service: &RunningService) {
 async fn all_four_services_start_and_report_ready() {
     let env = TestEnv::new().await;
     let command = services::command_service(&env).await;
-    let orchestrator = services::saga_orchestrator(&env, &command.url, |_| {}).await;
+    let steps = command.internal_url.clone().expect("an internal listener");
+    let orchestrator = services::saga_orchestrator(&env, &steps, |_| {}).await;
     let running = [
         command,
         services::query_service(&env).await,

@@ -65,7 +65,11 @@ impl Platform {
         let command =
             services::command_service_with(&env, |config| config.relay_message_format = format)
                 .await;
-        let proxy = FaultProxy::start(&command.url).await;
+        let steps = command
+            .internal_url
+            .as_deref()
+            .expect("an internal listener");
+        let proxy = FaultProxy::start(steps).await;
         let projector = services::projector(&env).await;
         let query = services::query_service(&env).await;
         let orchestrator = services::saga_orchestrator(&env, &proxy.url, adjust).await;

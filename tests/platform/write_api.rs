@@ -42,6 +42,12 @@ impl Api {
         format!("{}{path}", self.service.url)
     }
 
+    /// `path` on the internal listener (the saga's step API).
+    pub(crate) fn internal_url(&self, path: &str) -> String {
+        let base = self.service.internal_url.as_deref();
+        format!("{}{path}", base.expect("an internal listener"))
+    }
+
     pub(crate) async fn post(&self, path: &str, body: Value) -> Response {
         self.client
             .post(self.url(path))

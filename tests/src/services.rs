@@ -14,6 +14,9 @@ pub struct RunningService {
     pub name: &'static str,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// The internal listener's `http://127.0.0.1:PORT`, for a service that
+    /// has one (command-service's saga step API).
+    pub internal_url: Option<String>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -60,9 +63,26 @@ where
     RunningService {
         name,
         url,
+        internal_url: None,
         shutdown,
         task: Some(task),
     }
+}
+
+/// Starts `run` (a service with an internal listener besides its public
+/// one, as command-service) on two free local ports.
+pub async fn start_with_internal<F, Fut>(name: &'static str, run: F) -> RunningService
+where
+    F: FnOnce(TcpListener, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let internal = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("binding a port for the internal listener");
+    let internal_url = format!("http://{}", internal.local_addr().expect("local address"));
+    let mut service = start(name, |listener, shutdown| run(listener, internal, shutdown)).await;
+    service.internal_url = Some(internal_url);
+    service
 }
 
 pub async fn command_service(env: &TestEnv) -> RunningService {
@@ -76,6 +96,7 @@ pub async fn command_service_with(
 ) -> RunningService {
     let mut config = command_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        internal_http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         idempotency_retention_hours: 24,
         relay_message_format: event_store::relay::MessageFormat::CloudEvents,
         relay_linger_ms: event_store::relay::DEFAULT_LINGER_MS,
@@ -85,8 +106,8 @@ pub async fn command_service_with(
         common: env.common_config_as(service_kit::db::COMMAND),
     };
     adjust(&mut config);
-    start(command_service::SERVICE, |listener, shutdown| {
-        command_service::run(config, listener, shutdown)
+    start_with_internal(command_service::SERVICE, |listener, internal, shutdown| {
+        command_service::run(config, listener, internal, shutdown)
     })
     .await
 }
@@ -113,16 +134,17 @@ pub async fn query_service_with(
     .await
 }
 
-/// The saga-orchestrator calling the command-service at
-/// `command_service_url`, with settings changed by `adjust`.
+/// The saga-orchestrator calling the command-service's step API at
+/// `command_service_internal_url` (a command-service's `internal_url`, or
+/// a proxy in front of it), with settings changed by `adjust`.
 pub async fn saga_orchestrator(
     env: &TestEnv,
-    command_service_url: &str,
+    command_service_internal_url: &str,
     adjust: impl FnOnce(&mut saga_orchestrator::Config),
 ) -> RunningService {
     let mut config = saga_orchestrator::Config::new(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        command_service_url.to_owned(),
+        command_service_internal_url.to_owned(),
         env.common_config_as(service_kit::db::SAGA),
     );
     adjust(&mut config);

@@ -1,35 +1,36 @@
-//! The saga's steps, an internal API under `/internal/v1/orders/{id}/`:
+//! The saga's steps, an internal API under `/internal/v1/orders/{id}/`,
+//! served only on command-service's internal listener
+//! (`INTERNAL_HTTP_ADDR`; the public one answers 404 for it):
 //!
-//! | step | effect |
-//! |---|---|
-//! | `reserve-inventory` | reserves every line of the order, all or nothing (one multi-stream append) |
-//! | `release-inventory` | returns the order's reservations |
-//! | `charge-payment` | charges the order's total to its customer |
-//! | `refund-payment` | refunds that charge |
-//! | `create-shipment` | creates the shipment if the country is served |
-//! | `cancel-shipment` | cancels it |
-//! | `confirm` | confirms the order with the shipment's tracking number |
-//! | `reject` `{reason}` | rejects the order (`insufficient_stock`, `payment_declined`, `shipping_unavailable`) |
-//! | `mark-cancelled` | records that a requested cancellation is complete |
+//! | step | effect | allowed when the saga's stream says |
+//! |---|---|---|
+//! | `reserve-inventory` | reserves every line of the order, all or nothing (one multi-stream append) | the saga runs and this is its running step |
+//! | `charge-payment` | charges the order's total to its customer | the same |
+//! | `create-shipment` | creates the shipment if the country is served | the same |
+//! | `release-inventory` | returns the order's reservations | the saga compensates and this is the next step to undo |
+//! | `refund-payment` | refunds that charge | the same |
+//! | `cancel-shipment` | cancels the shipment | the same |
+//! | `confirm` | confirms the order with the shipment's tracking number | every step succeeded, no cancellation requested |
+//! | `reject` `{reason}` | rejects the order (`insufficient_stock`, `payment_declined`, `shipping_unavailable`) | compensating a business failure with that code, nothing left to undo |
+//! | `mark-cancelled` | cancels the order, as its customer asked | compensating a cancellation, nothing left to undo |
 //!
-//! Every step is idempotent per order and step: the routes run behind the
-//! idempotency middleware with the key `step:<path>` unless the caller sends
-//! its own, so a repeat returns the first outcome (success or business
-//! failure) and changes nothing. Business failures are 422 problems with the
-//! slugs `insufficient-stock`, `payment-declined`, `shipping-unavailable`.
-//!
-//! The saga orchestrator calls them another way: with `X-Saga-Version: V`
-//! (the version of `saga-<order id>` it decided the call on, after
-//! recording the attempt's start) and `X-Saga-Attempt: N`. A step so called
-//! records its success in the saga's stream (`StepSucceeded`,
-//! `StepCompensated`, or for `confirm` `SagaCompleted`) in the same
-//! transaction as its effect, expecting version V. The saga's version is
-//! then what makes the call happen at most once: a repeat, a call that
-//! lost a race with its own timed-out predecessor, or one overtaken by a
-//! cancellation finds the stream moved, writes nothing and gets 409
-//! `saga-moved`. So these calls need no idempotency key (no row to claim
-//! and fill in per call). A business refusal writes nothing; the
-//! orchestrator records it.
+//! Every call carries `X-Saga-Version: V`, the version of `saga-<order id>`
+//! its caller decided it on (after recording the attempt's start), and
+//! `X-Saga-Attempt: N`. The call reads the saga's stream: at another
+//! version it is 409 `saga-moved` (read the saga again); if the stream at
+//! V does not say it is this action's turn (`domain::saga::SagaState::turn`,
+//! the same rules the orchestrator decides by), 409 `conflict`; nothing is
+//! written in either case. Otherwise the action's outcome (`StepSucceeded`,
+//! `StepCompensated`, `SagaCompleted`, or `SagaCompensated` for `reject` and
+//! `mark-cancelled`) is appended to the saga's stream in the same
+//! transaction as its effect, expecting version V. So the check and the
+//! write are one atomic append: nobody can refund or release an order whose
+//! saga did not decide to undo that step, nor confirm an unpaid one, and a
+//! repeat, a call that lost a race with its own timed-out predecessor, or
+//! one overtaken by a cancellation finds the stream moved. The saga's
+//! stream is the record of the outcome, so these calls need no idempotency
+//! key. A business refusal (422 `insufficient-stock`, `payment-declined`,
+//! `shipping-unavailable`) writes nothing; the orchestrator records it.
 //!
 //! A forward step (`reserve-inventory`, `charge-payment`) may also be
 //! called with `X-Saga-Next-Step: <step>` (and `X-Saga-Next-Attempt: N`,
@@ -40,18 +41,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
-use domain::RejectionReason;
 use domain::customer::{Customer, CustomerCommand};
 use domain::order::{Order, OrderCommand};
 use domain::product::{Product, ProductCommand};
-use domain::saga::{self, SagaEvent, SagaStep};
+use domain::saga::{self, SagaAction, SagaEvent, SagaState, SagaStep};
 use domain::shipment::{Shipment, ShipmentCommand};
-use event_store::{ExpectedVersion, StreamAppend};
+use domain::{Event, RejectionReason};
+use event_store::{EventStore, ExpectedVersion, StreamAppend};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -59,53 +58,30 @@ use crate::AppState;
 use crate::catalogue::PlacedOrder;
 use crate::commands::{
     append_recording, decide_fresh_unless_appending, execute, execute_new, jitter, keep_warm, load,
-    to_new_event,
+    saga_moved, to_new_event,
 };
-use crate::http::idempotency::HEADER;
 use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
 
-/// Gives every step request (`/internal/...`) the idempotency key of its
-/// order and step, unless the caller chose one.
-/// A call that records its outcome in the saga's stream is made unique by
-/// the saga's version instead, and gets no key.
-pub async fn key_per_step(mut request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let records = request.headers().contains_key(SAGA_VERSION)
-        && !NOT_RECORDING.iter().any(|step| path.ends_with(step));
-    if path.starts_with("/internal/")
-        && !request.headers().contains_key(HEADER)
-        && !records
-        && let Ok(key) = HeaderValue::from_str(&format!("step:{}", request.uri().path()))
-    {
-        request.headers_mut().insert(HEADER, key);
-    }
-    next.run(request).await
-}
-
-/// Steps that record nothing in the saga's stream, even when called with
-/// [`SAGA_VERSION`]: they keep their idempotency key.
-const NOT_RECORDING: [&str; 2] = ["/reject", "/mark-cancelled"];
-
-/// The saga's stream version a recording call was decided on.
+/// The saga's stream version a call was decided on.
 pub const SAGA_VERSION: &str = "x-saga-version";
-/// Which attempt at the step (or at undoing it) a recording call is.
+/// Which attempt at the step (or at undoing it) a call is.
 pub const SAGA_ATTEMPT: &str = "x-saga-attempt";
 /// The step whose start a forward step's success records too.
 pub const SAGA_NEXT_STEP: &str = "x-saga-next-step";
 /// Which attempt at that step is started; default 1.
 pub const SAGA_NEXT_ATTEMPT: &str = "x-saga-next-attempt";
 
-/// The headers with which a step records its success in the saga's
-/// stream (see the module's documentation).
+/// The headers of every step call (see the module's documentation).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 struct SagaHeaders {
-    /// The version of `saga-<order id>` the call was decided on; the
-    /// success is recorded there expecting it.
-    #[param(rename = "X-Saga-Version")]
-    x_saga_version: Option<u64>,
+    /// The version of `saga-<order id>` the call was decided on: the call
+    /// takes effect only if the stream is at it and says it is this
+    /// action's turn, and its outcome is recorded there expecting it.
+    #[param(rename = "X-Saga-Version", required = true)]
+    x_saga_version: u64,
     /// The attempt at the step (or at undoing it), from 1; default 1.
     #[param(rename = "X-Saga-Attempt")]
     x_saga_attempt: Option<u32>,
@@ -118,20 +94,18 @@ struct SagaHeaders {
     x_saga_next_attempt: Option<u32>,
 }
 
-/// Where a step call records its outcome in the saga's stream, if it
-/// does (`X-Saga-Version`, `X-Saga-Attempt`), and the next step's start
-/// that goes with a success (`X-Saga-Next-Step`, `X-Saga-Next-Attempt`).
+/// What a step call says about the saga it acts for: the version of the
+/// saga's stream it was decided on and the attempt (`X-Saga-Version`,
+/// `X-Saga-Attempt`), and the next step's start that goes with a forward
+/// step's success (`X-Saga-Next-Step`, `X-Saga-Next-Attempt`).
 #[derive(Debug, Clone, Copy)]
-pub struct Recording(Option<Record>);
-
-#[derive(Debug, Clone, Copy)]
-struct Record {
+pub struct SagaCall {
     version: u64,
     attempt: u32,
     then: Option<(SagaStep, u32)>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Recording {
+impl<S: Send + Sync> FromRequestParts<S> for SagaCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -160,7 +134,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Recording {
             })
         };
         let Some(version) = text(SAGA_VERSION)? else {
-            return Ok(Self(None));
+            return Err(Problem::validation(
+                StatusCode::BAD_REQUEST,
+                SAGA_VERSION,
+                "is required: the version of the saga's stream the call was decided on",
+            )
+            .into());
         };
         let version = version.parse().map_err(|_| {
             Problem::validation(
@@ -182,35 +161,60 @@ impl<S: Send + Sync> FromRequestParts<S> for Recording {
                 Some((step, attempt(SAGA_NEXT_ATTEMPT)?))
             }
         };
-        Ok(Self(Some(Record {
+        Ok(Self {
             version,
             attempt: attempt(SAGA_ATTEMPT)?,
             then,
-        })))
+        })
     }
 }
 
-impl Recording {
-    /// The append that records `outcome(attempt)` in the order's saga
-    /// stream at the expected version, if this call records; after a
-    /// forward step's success, followed by the next step's start when
-    /// asked for.
-    fn of(
-        self,
-        ctx: &RequestContext,
-        order_id: Uuid,
-        outcome: impl FnOnce(u32) -> SagaEvent,
-    ) -> ApiResult<Option<StreamAppend>> {
-        let Some(record) = self.0 else {
-            return Ok(None);
-        };
-        let outcome = outcome(record.attempt);
-        let follows = match &outcome {
-            SagaEvent::StepSucceeded { step, .. } => step.next(),
-            _ => None,
-        };
-        let mut events = vec![outcome];
-        if let Some((next, attempt)) = record.then {
+/// Events read per query of a saga's stream; one is usually a dozen.
+const SAGA_PAGE: u32 = 500;
+
+/// The saga of `order_id` as its stream says now, and the stream's version
+/// (0: no saga).
+async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, u64)> {
+    let stream = saga::stream_id(order_id);
+    let mut state = SagaState::default();
+    let mut version = 0;
+    loop {
+        let page = store.read_stream(&stream, version + 1, SAGA_PAGE).await?;
+        for recorded in &page {
+            let event =
+                SagaEvent::decode(&recorded.event_type, &recorded.data).map_err(|error| {
+                    ApiError::Internal(
+                        anyhow::Error::new(error)
+                            .context(format!("stream {stream} version {}", recorded.version)),
+                    )
+                })?;
+            state = state.evolve(&event);
+            version = recorded.version;
+        }
+        if page.len() < SAGA_PAGE as usize {
+            return Ok((state, version));
+        }
+    }
+}
+
+/// A call whose turn it is: the saga's state at the call's version, and
+/// what to record there with the action's effect.
+struct Turn {
+    call: SagaCall,
+    stream: String,
+    state: SagaState,
+}
+
+impl SagaCall {
+    /// Checks that the saga's stream is at this call's version and says it
+    /// is `action`'s turn (409 `saga-moved`, or 409 `conflict`, otherwise).
+    async fn turn(self, app: &AppState, order_id: Uuid, action: SagaAction) -> ApiResult<Turn> {
+        // Only a forward step's success may start the step after it.
+        if let Some((next, _)) = self.then {
+            let follows = match action {
+                SagaAction::Run(step) => step.next(),
+                _ => None,
+            };
             if follows != Some(next) {
                 let message = match follows {
                     Some(follows) => format!("only {} follows this step", follows.as_str()),
@@ -220,19 +224,49 @@ impl Recording {
                     Problem::validation(StatusCode::BAD_REQUEST, SAGA_NEXT_STEP, message).into(),
                 );
             }
-            events.push(SagaEvent::StepStarted {
-                step: next,
-                attempt,
-            });
         }
         let stream = saga::stream_id(order_id);
-        let expected = ExpectedVersion::at(record.version);
+        let (state, version) = load_saga(&app.store, order_id).await?;
+        if version != self.version {
+            return Err(saga_moved(&stream).into());
+        }
+        // Checked on the state at the very version the outcome is appended
+        // at, so the check holds when the effect is written.
+        if let Err(out_of_turn) = state.turn(action) {
+            return Err(Problem::conflict(format!(
+                "not this call's turn in {stream} at version {version}: {out_of_turn}; \
+                 nothing was written"
+            ))
+            .into());
+        }
+        Ok(Turn {
+            call: self,
+            stream,
+            state,
+        })
+    }
+}
+
+impl Turn {
+    /// The append that records `outcome` (made with the call's attempt) at
+    /// the call's version, followed, after a forward step's success, by the
+    /// next step's start when asked for; it goes first in the transaction
+    /// of the action's effect.
+    fn record(&self, ctx: &RequestContext, outcome: impl FnOnce(u32) -> SagaEvent) -> StreamAppend {
+        let mut events = vec![outcome(self.call.attempt)];
+        if let Some((step, attempt)) = self.call.then {
+            events.push(SagaEvent::StepStarted { step, attempt });
+        }
         let events = events
             .iter()
             .enumerate()
-            .map(|(i, event)| to_new_event(event, ctx, &stream, i))
+            .map(|(i, event)| to_new_event(event, ctx, &self.stream, i))
             .collect();
-        Ok(Some(StreamAppend::new(stream, expected, events)))
+        StreamAppend::new(
+            self.stream.clone(),
+            ExpectedVersion::at(self.call.version),
+            events,
+        )
     }
 }
 
@@ -241,7 +275,9 @@ pub struct StepOutcome {
     pub order_id: Uuid,
     pub step: &'static str,
     pub status: &'static str,
-    /// Events this call appended (0 when the step had already happened).
+    /// Events this call appended besides the saga's record: its effect (0
+    /// when it changed nothing, such as an undo of a step that never took
+    /// effect).
     pub appended: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
@@ -255,6 +291,12 @@ fn done(order_id: Uuid, step: &'static str, appended: usize) -> axum::Json<StepO
         appended,
         tracking_number: None,
     })
+}
+
+/// How many of `appended` are the effect, not `record` (which an append
+/// that changes nothing else writes without reporting it).
+fn effects(appended: &[event_store::Appended], record: &StreamAppend) -> usize {
+    appended.len().saturating_sub(record.events.len())
 }
 
 /// What the order was placed with (remembered once seen: it never
@@ -284,7 +326,7 @@ async fn on_every_product(
     app: &AppState,
     ctx: &RequestContext,
     order_id: Uuid,
-    record: Option<&StreamAppend>,
+    record: &StreamAppend,
     command: impl Fn(i64) -> ProductCommand,
 ) -> ApiResult<usize> {
     let order = existing_order(app, order_id).await?;
@@ -318,11 +360,8 @@ async fn on_every_product(
                 product.evolved(&events, version, chrono::Utc::now()),
             ));
         }
-        if appends.is_empty() && record.is_none() {
-            return Ok(0);
-        }
         let count = appends.iter().map(|a| a.events.len()).sum();
-        if append_recording(&app.store, record, appends)
+        if append_recording(&app.store, Some(record), appends)
             .await?
             .is_some()
         {
@@ -337,70 +376,79 @@ async fn on_every_product(
     Err(Problem::busy("the products kept changing; try again").into())
 }
 
-/// Reserves every line of the order, all or nothing. Idempotent per order and step.
+/// Reserves every line of the order, all or nothing.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/reserve-inventory", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "insufficient-stock", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "insufficient-stock", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn reserve_inventory(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepSucceeded {
+    let turn = call
+        .turn(&app, order_id, SagaAction::Run(SagaStep::ReserveInventory))
+        .await?;
+    let record = turn.record(&ctx, |attempt| SagaEvent::StepSucceeded {
         step: SagaStep::ReserveInventory,
         attempt,
         detail: None,
-    })?;
-    let appended = on_every_product(&app, &ctx, order_id, record.as_ref(), |quantity| {
+    });
+    let appended = on_every_product(&app, &ctx, order_id, &record, |quantity| {
         ProductCommand::Reserve { order_id, quantity }
     })
     .await?;
     Ok(done(order_id, "reserve_inventory", appended))
 }
 
-/// Returns the order's reservations. Idempotent per order and step.
+/// Returns the order's reservations.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/release-inventory", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn release_inventory(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
+    let turn = call
+        .turn(&app, order_id, SagaAction::Undo(SagaStep::ReserveInventory))
+        .await?;
+    let record = turn.record(&ctx, |attempt| SagaEvent::StepCompensated {
         step: SagaStep::ReserveInventory,
         attempt,
-    })?;
-    let appended = on_every_product(&app, &ctx, order_id, record.as_ref(), |_| {
-        ProductCommand::Release { order_id }
+    });
+    let appended = on_every_product(&app, &ctx, order_id, &record, |_| ProductCommand::Release {
+        order_id,
     })
     .await?;
     Ok(done(order_id, "release_inventory", appended))
 }
 
-/// Charges the order total to the customer. Idempotent per order and step.
+/// Charges the order total to the customer.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/charge-payment", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "payment-declined", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "payment-declined", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn charge_payment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
+    let turn = call
+        .turn(&app, order_id, SagaAction::Run(SagaStep::ChargePayment))
+        .await?;
     let order = existing_order(&app, order_id).await?;
-    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepSucceeded {
+    let record = turn.record(&ctx, |attempt| SagaEvent::StepSucceeded {
         step: SagaStep::ChargePayment,
         attempt,
         detail: None,
-    })?;
+    });
     let executed = execute::<Customer, _>(
         &app,
         &customers::stream_id(order.customer_id),
         &ctx,
-        record.as_ref(),
+        Some(&record),
         |_| {
             Ok(CustomerCommand::Charge {
                 order_id,
@@ -409,33 +457,44 @@ pub async fn charge_payment(
         },
     )
     .await?;
-    Ok(done(order_id, "charge_payment", executed.appended.len()))
+    Ok(done(
+        order_id,
+        "charge_payment",
+        effects(&executed.appended, &record),
+    ))
 }
 
-/// Refunds the order's charge. Idempotent per order and step.
+/// Refunds the order's charge.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/refund-payment", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn refund_payment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
+    let turn = call
+        .turn(&app, order_id, SagaAction::Undo(SagaStep::ChargePayment))
+        .await?;
     let order = existing_order(&app, order_id).await?;
-    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
+    let record = turn.record(&ctx, |attempt| SagaEvent::StepCompensated {
         step: SagaStep::ChargePayment,
         attempt,
-    })?;
+    });
     let executed = execute::<Customer, _>(
         &app,
         &customers::stream_id(order.customer_id),
         &ctx,
-        record.as_ref(),
+        Some(&record),
         |_| Ok(CustomerCommand::Refund { order_id }),
     )
     .await?;
-    Ok(done(order_id, "refund_payment", executed.appended.len()))
+    Ok(done(
+        order_id,
+        "refund_payment",
+        effects(&executed.appended, &record),
+    ))
 }
 
 pub fn shipment_stream_id(order_id: Uuid) -> String {
@@ -451,32 +510,35 @@ fn tracking_number(order_id: Uuid) -> String {
     format!("TRK-{}", &id[..12])
 }
 
-/// Creates the shipment if the country is served. Idempotent per order and step.
+/// Creates the shipment if the country is served.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/create-shipment", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "shipping-unavailable", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "shipping-unavailable", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn create_shipment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
+    let turn = call
+        .turn(&app, order_id, SagaAction::Run(SagaStep::CreateShipment))
+        .await?;
     let order = existing_order(&app, order_id).await?;
     let Some(address) = &order.shipping_address else {
         return Err(Problem::conflict("the order has no shipping address").into());
     };
-    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepSucceeded {
+    let record = turn.record(&ctx, |attempt| SagaEvent::StepSucceeded {
         step: SagaStep::CreateShipment,
         attempt,
         detail: Some(tracking_number(order_id)),
-    })?;
+    });
     // The order's shipment stream is almost always new: append without
     // reading it first (an existing one is read and decided on after all).
     let executed = execute_new::<Shipment, _>(
         &app,
         &shipment_stream_id(order_id),
         &ctx,
-        record.as_ref(),
+        Some(&record),
         |_| {
             Ok(ShipmentCommand::Create {
                 order_id,
@@ -487,60 +549,72 @@ pub async fn create_shipment(
         },
     )
     .await?;
-    let mut outcome = done(order_id, "create_shipment", executed.appended.len());
+    let mut outcome = done(
+        order_id,
+        "create_shipment",
+        effects(&executed.appended, &record),
+    );
     outcome.tracking_number = Some(executed.state.tracking_number);
     Ok(outcome)
 }
 
-/// Cancels the shipment. Idempotent per order and step.
+/// Cancels the shipment.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/cancel-shipment", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn cancel_shipment(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
+    let turn = call
+        .turn(&app, order_id, SagaAction::Undo(SagaStep::CreateShipment))
+        .await?;
     existing_order(&app, order_id).await?;
-    let record = recording.of(&ctx, order_id, |attempt| SagaEvent::StepCompensated {
+    let record = turn.record(&ctx, |attempt| SagaEvent::StepCompensated {
         step: SagaStep::CreateShipment,
         attempt,
-    })?;
+    });
     let executed = execute::<Shipment, _>(
         &app,
         &shipment_stream_id(order_id),
         &ctx,
-        record.as_ref(),
+        Some(&record),
         |_| Ok(ShipmentCommand::Cancel),
     )
     .await?;
-    Ok(done(order_id, "cancel_shipment", executed.appended.len()))
+    Ok(done(
+        order_id,
+        "cancel_shipment",
+        effects(&executed.appended, &record),
+    ))
 }
 
-/// Confirms the order with its tracking number. Idempotent per order and step.
+/// Confirms the order with its tracking number.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/confirm", tag = "saga steps",
     params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn confirm(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
-    recording: Recording,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
+    let turn = call.turn(&app, order_id, SagaAction::Confirm).await?;
     let shipment = load::<Shipment>(&app.store, &shipment_stream_id(order_id)).await?;
     if !shipment.state.exists || shipment.state.cancelled {
         return Err(Problem::conflict("an order is confirmed only with a shipment").into());
     }
     let tracking_number = shipment.state.tracking_number;
-    let record = recording.of(&ctx, order_id, |_| SagaEvent::SagaCompleted {
+    let record = turn.record(&ctx, |_| SagaEvent::SagaCompleted {
         tracking_number: Some(tracking_number.clone()),
-    })?;
+    });
     let executed = execute::<Order, _>(
         &app,
         &orders::stream_id(order_id),
         &ctx,
-        record.as_ref(),
+        Some(&record),
         |_| {
             Ok(OrderCommand::Confirm {
                 tracking_number: tracking_number.clone(),
@@ -548,7 +622,7 @@ pub async fn confirm(
         },
     )
     .await?;
-    let mut outcome = done(order_id, "confirm", executed.appended.len());
+    let mut outcome = done(order_id, "confirm", effects(&executed.appended, &record));
     outcome.tracking_number = Some(tracking_number);
     Ok(outcome)
 }
@@ -558,39 +632,76 @@ pub struct RejectBody {
     pub reason: RejectionReason,
 }
 
-/// Rejects the order with a reason. Idempotent per order and step.
+/// Rejects the order with the reason of the business failure its saga
+/// compensated, and records the saga's end.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/reject", tag = "saga steps", request_body = RejectBody,
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn reject(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    call: SagaCall,
     JsonBody(body): JsonBody<RejectBody>,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let executed = execute::<Order, _>(&app, &orders::stream_id(order_id), &ctx, None, |_| {
-        Ok(OrderCommand::Reject {
-            reason: body.reason,
-        })
-    })
+    let turn = call
+        .turn(&app, order_id, SagaAction::Reject(body.reason))
+        .await?;
+    // The saga's end says why, as the orchestrator would have: the failure
+    // it compensated (a business code, or a step's error).
+    let reason = turn
+        .state
+        .failure_reason
+        .clone()
+        .unwrap_or_else(|| saga::code(body.reason).to_owned());
+    let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated { reason });
+    let executed = execute::<Order, _>(
+        &app,
+        &orders::stream_id(order_id),
+        &ctx,
+        Some(&record),
+        |_| {
+            Ok(OrderCommand::Reject {
+                reason: body.reason,
+            })
+        },
+    )
     .await?;
-    Ok(done(order_id, "reject", executed.appended.len()))
+    Ok(done(
+        order_id,
+        "reject",
+        effects(&executed.appended, &record),
+    ))
 }
 
-/// Completes a requested cancellation. Idempotent per order and step.
+/// Cancels the order once its saga undid every step, and records the
+/// saga's end.
 #[utoipa::path(post, path = "/internal/v1/orders/{id}/mark-cancelled", tag = "saga steps",
-    params(("id" = Uuid, Path, description = "the order's id")),
-    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order's state does not allow it, or (`saga-moved`) the saga's stream is no longer at `X-Saga-Version`", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
+    params(("id" = Uuid, Path, description = "the order's id"), SagaHeaders),
+    responses((status = 200, body = StepOutcome), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 400, description = "`X-Saga-Version` missing or malformed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "`saga-moved`: the saga's stream is no longer at `X-Saga-Version`; `conflict`: at that version it is not this action's turn, or the order's state does not allow it. Nothing is written", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn mark_cancelled(
     State(app): State<AppState>,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
+    call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
-    let executed = execute::<Order, _>(&app, &orders::stream_id(order_id), &ctx, None, |_| {
-        Ok(OrderCommand::MarkCancelled)
-    })
+    let turn = call.turn(&app, order_id, SagaAction::MarkCancelled).await?;
+    let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated {
+        reason: saga::CANCELLED.to_owned(),
+    });
+    let executed = execute::<Order, _>(
+        &app,
+        &orders::stream_id(order_id),
+        &ctx,
+        Some(&record),
+        |_| Ok(OrderCommand::MarkCancelled),
+    )
     .await?;
-    Ok(done(order_id, "mark_cancelled", executed.appended.len()))
+    Ok(done(
+        order_id,
+        "mark_cancelled",
+        effects(&executed.appended, &record),
+    ))
 }
 
 /// Parses one code of `SHIPPING_COUNTRIES` (a comma-separated list).

@@ -177,6 +177,7 @@ async fn relay_caught_up(pool: &PgPool) -> anyhow::Result<Duration> {
 async fn start_command_service(database_url: &str, brokers: &str, args: &Args) -> RunningService {
     let config = command_service::Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        internal_http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shipping_countries: vec!["GB".into()],
         idempotency_retention_hours: 24,
         relay_message_format: args.relay.format(),
@@ -192,8 +193,8 @@ async fn start_command_service(database_url: &str, brokers: &str, args: &Args) -
             stall_after_ms: 30_000,
         },
     };
-    services::start(command_service::SERVICE, |listener, stop| {
-        command_service::run(config, listener, stop)
+    services::start_with_internal(command_service::SERVICE, |listener, internal, stop| {
+        command_service::run(config, listener, internal, stop)
     })
     .await
 }

@@ -217,20 +217,22 @@ async fn start_platform(
 
     let config = command_service::Config {
         http_addr: localhost,
+        internal_http_addr: localhost,
         shipping_countries: vec!["GB".into(), "US".into()],
         idempotency_retention_hours: 24,
         relay_message_format: args.relay.format(),
         relay_linger_ms: args.relay_linger_ms,
         common: common.clone(),
     };
-    let command_url = services.add(
-        services::start(command_service::SERVICE, |listener, stop| {
-            command_service::run(config, listener, stop)
+    let command =
+        services::start_with_internal(command_service::SERVICE, |listener, internal, stop| {
+            command_service::run(config, listener, internal, stop)
         })
-        .await,
-    );
+        .await;
+    let steps_url = command.internal_url.clone().expect("an internal listener");
+    let command_url = services.add(command);
 
-    let mut config = saga_orchestrator::Config::new(localhost, command_url.clone(), common.clone());
+    let mut config = saga_orchestrator::Config::new(localhost, steps_url, common.clone());
     config.concurrency = args.saga_concurrency;
     if let Some(ms) = args.saga_fetch_wait_ms {
         config.fetch_wait_ms = ms;

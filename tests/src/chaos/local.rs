@@ -140,6 +140,8 @@ impl LocalPlatform {
         .into_iter()
         .map(|target| Ok((target, free_port()?)))
         .collect::<anyhow::Result<_>>()?;
+        // command-service's step API, which only the orchestrator calls.
+        let internal_port = free_port()?;
         let url = |target| format!("http://127.0.0.1:{}", ports[&target]);
         let endpoints = Endpoints {
             command: url(Target::CommandService),
@@ -167,8 +169,16 @@ impl LocalPlatform {
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
                 ),
             ];
-            if target == Target::SagaOrchestrator {
-                env.push(("COMMAND_SERVICE_URL".into(), endpoints.command.clone()));
+            match target {
+                Target::CommandService => env.push((
+                    "INTERNAL_HTTP_ADDR".into(),
+                    format!("127.0.0.1:{internal_port}"),
+                )),
+                Target::SagaOrchestrator => env.push((
+                    "COMMAND_SERVICE_INTERNAL_URL".into(),
+                    format!("http://127.0.0.1:{internal_port}"),
+                )),
+                _ => {}
             }
             env.extend(
                 service_env
