@@ -1,5 +1,7 @@
 # The two commands a newcomer needs, and their opposites.
 #   make up     build what is missing, start the platform, wait until ready
+#   make token ROLE=<role> [SUBJECT=<customer id>] [TTL=<seconds>]
+#               print a token signed with the platform's key (last line)
 #   make test   build what is missing, run the whole test suite
 #   make down   stop and remove the platform's containers
 #   make clean  also remove its volumes and the images built here
@@ -10,10 +12,13 @@
 #   make chaos              crash safety: containers killed under load, then checked (on `make up`'s platform)
 #   make soak               10 minutes of steady load on `make up`'s platform (BENCHMARKS.md)
 
-.PHONY: up test down clean images bench-event-store bench-orders bench-projector bench-sagas soak chaos
+.PHONY: up token test down clean images bench-event-store bench-orders bench-projector bench-sagas soak chaos
 
 up:
 	@compose/up.sh
+
+token:
+	@compose/token.sh "$(ROLE)" "$(SUBJECT)" "$(TTL)"
 
 test:
 	@compose/test.sh

@@ -18,5 +18,10 @@ case " $* " in
 esac
 # Where `make up` put PostgreSQL (the same variables as compose); the
 # services' and Kafka's ports are read from the same variables by the suite.
-export CHAOS_DATABASE_URL=${CHAOS_DATABASE_URL:-postgres://${POSTGRES_USER:-postgres}:${POSTGRES_PASSWORD:-postgres}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}}
+# As the owner, who may read every table (the read models through its
+# membership of the projector's role); its password is in the secrets that
+# `make up` made (compose/secrets.sh).
+# shellcheck source=compose/compose.sh
+. "$here/compose.sh"
+export CHAOS_DATABASE_URL=${CHAOS_DATABASE_URL:-postgres://orders_owner:${ORDERS_OWNER_PASSWORD:?run make up first}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}}
 cargo run --release --locked -p tests --bin chaos -- "$@"

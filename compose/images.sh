@@ -204,14 +204,16 @@ ensure_kafka() {
 }
 
 ensure_services() {
-    local bins="command-service query-service projector saga-orchestrator"
+    local bins="command-service query-service projector saga-orchestrator orders-auth orders-db"
+    # orders-auth and orders-db are service-kit's binaries.
+    local packages="command-service query-service projector saga-orchestrator service-kit"
     if present_or_pullable "$official_rust"; then
         say "building $services_image with the multi-stage Dockerfile"
         docker_build -t "$services_image" -f "$here/Dockerfile" "$root" >/dev/null
     else
         ensure_base
         say "building the service binaries on the host (cargo build --release)"
-        (cd "$root" && cargo build --release --locked --quiet $(printf -- '-p %s ' $bins))
+        (cd "$root" && cargo build --release --locked --quiet $(printf -- '-p %s ' $packages))
         local ctx
         ctx=$(mktemp -d)
         for b in $bins; do cp "$root/target/release/$b" "$ctx/"; done

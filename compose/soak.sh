@@ -13,6 +13,11 @@ case " $* " in
     *) "$here/up.sh" ;;
 esac
 # Where `make up` put PostgreSQL and Kafka (the same variables as compose).
-export DATABASE_URL=${DATABASE_URL:-postgres://${POSTGRES_USER:-postgres}:${POSTGRES_PASSWORD:-postgres}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}}
+# As the owner, who may read every table (the read models through its
+# membership of the projector's role); its password is in the secrets that
+# `make up` made (compose/secrets.sh).
+# shellcheck source=compose/compose.sh
+. "$here/compose.sh"
+export DATABASE_URL=${DATABASE_URL:-postgres://orders_owner:${ORDERS_OWNER_PASSWORD:?run make up first}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}}
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}
 cargo run --release --locked -p tests --bin bench-soak -- "$@"

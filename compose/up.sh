@@ -9,11 +9,20 @@ started=$SECONDS
 say() { printf '[up %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
 
 "$here/images.sh" all
+"$here/secrets.sh"
 # shellcheck source=compose/compose.sh
 . "$here/compose.sh"
 
+# The one-shot steps (db-bootstrap, then migrate) run before the services,
+# which compose starts only once migrate has exited successfully.
 say "starting the platform"
-compose up -d --remove-orphans
+if ! compose up -d --remove-orphans; then
+    for step in db-bootstrap migrate; do
+        say "$step's last logs:"
+        compose logs --tail=30 "$step" >&2 || true
+    done
+    exit 1
+fi
 
 declare -A ports=(
     [command-service]=${COMMAND_SERVICE_PORT:-8081}
@@ -42,7 +51,10 @@ The platform is up:
   query-service      http://localhost:${ports[query-service]}
   saga-orchestrator  http://localhost:${ports[saga-orchestrator]}
   projector          http://localhost:${ports[projector]}
-  PostgreSQL         postgres://${POSTGRES_USER:-postgres}:***@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}
+  PostgreSQL         postgres://orders_owner:***@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}
+                     (passwords in $ORDERS_SECRETS_DIR/db.env)
   Kafka              127.0.0.1:${KAFKA_PORT:-9092}
-Each serves /health/live, /health/ready and /metrics. Stop with \`make down\`.
+Each serves /health/live, /health/ready and /metrics. Every other request
+needs a token: \`make token ROLE=admin\` prints one (README.md, "Tokens").
+Stop with \`make down\`.
 MSG
