@@ -3,6 +3,10 @@
 //! what was applied; offsets are committed only after that transaction
 //! (batched, at most once a second: see `service_kit::consumer`).
 //!
+//! The broker is not trusted with content: a message tells which event it
+//! carries, and the event applied is the one the event store holds under
+//! that id (see `apply_batch`).
+//!
 //! A crash between the commit and the offset commit redelivers the batch,
 //! and redelivered events change nothing (rows carry their stream version).
 //! Several instances share the partitions; a stream is always in one
@@ -12,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use event_store::{EventStore, RecordedEvent};
+use event_store::{EventStore, Forged, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -114,7 +118,14 @@ impl Origin<'_> {
     }
 }
 
-/// Decodes a batch and applies it in one transaction.
+/// Decodes a batch, looks its events up in the event store and applies the
+/// stored ones in one transaction.
+///
+/// A message only names events: what is applied is what the store holds
+/// under their ids (one read for the whole batch). A message whose event
+/// the store does not bear out (an id it does not hold, or other content
+/// under a stored id) changes no read model: it is counted, logged and
+/// kept as a dead letter, and its offset is committed like any other.
 pub async fn apply_batch(
     pool: &PgPool,
     store: &EventStore,
@@ -122,7 +133,7 @@ pub async fn apply_batch(
     batch: &[OwnedMessage],
 ) -> anyhow::Result<()> {
     let mut dead = Vec::new();
-    let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
+    let mut claimed = Vec::new();
     for message in batch {
         let origin = Origin(message);
         // One event, or several from a relay that batches them.
@@ -138,17 +149,48 @@ pub async fn apply_batch(
             }
         };
         for event in events {
-            if let Some(projection) = Projection::for_stream(&event.stream_id) {
-                by_projection
-                    .entry(projection)
-                    .or_default()
-                    .push((event, origin));
+            if Projection::for_stream(&event.stream_id).is_some() {
+                claimed.push((event, origin));
             } else if !known_unprojected(&event) {
                 dead.push(origin.dead_letter(format!(
                     "unknown event type {} on stream {}",
                     event.event_type, event.stream_id
                 )));
             }
+        }
+    }
+
+    let verified = store
+        .verify(claimed)
+        .await
+        .context("looking the batch's events up in the event store")?;
+    let mut forged = Vec::with_capacity(verified.forged.len());
+    for Forged {
+        claimed,
+        origin,
+        forgery,
+    } in verified.forged
+    {
+        tracing::warn!(
+            topic = %origin.0.topic(), partition = origin.0.partition(), offset = origin.0.offset(),
+            event_id = %claimed.event_id, stream_id = %claimed.stream_id,
+            event_type = %claimed.event_type, reason = %forgery,
+            "a message's event is not in the event store as claimed; ignored"
+        );
+        dead.push(origin.dead_letter(format!(
+            "{} {} at version {} of {}: {forgery}",
+            claimed.event_type, claimed.event_id, claimed.version, claimed.stream_id
+        )));
+        forged.push(forgery.kind());
+    }
+    let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
+    for (event, origin) in verified.genuine {
+        // The stored stream is the claimed one, which has a projection.
+        if let Some(projection) = Projection::for_stream(&event.stream_id) {
+            by_projection
+                .entry(projection)
+                .or_default()
+                .push((event, origin));
         }
     }
 
@@ -181,6 +223,9 @@ pub async fn apply_batch(
 
     for (projection, events) in progress {
         metrics.applied(projection, events);
+    }
+    for kind in forged {
+        metrics.forged(kind);
     }
     if dead_letters > 0 {
         metrics.dead_letters.inc_by(dead_letters);

@@ -15,12 +15,19 @@ pub struct ProjectionLabel {
     pub projection: &'static str,
 }
 
+/// Why a message's event was not applied (`event_store::Forgery::kind`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgeryLabel {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct Metrics {
     pub events_applied: Family<ProjectionLabel, Counter>,
     pub lag_events: Family<ProjectionLabel, Gauge>,
     pub lag_seconds: Family<ProjectionLabel, Gauge<f64, AtomicU64>>,
     pub dead_letters: Counter,
+    pub forged_events: Family<ForgeryLabel, Counter>,
     pub rebuilds: Family<ProjectionLabel, Counter>,
 }
 
@@ -48,6 +55,12 @@ impl Metrics {
             metrics.dead_letters.clone(),
         );
         registry.register(
+            "projector_forged_events",
+            "Events of messages that the event store does not bear out (an id it does not hold, \
+             or other content under a stored id), ignored; a redelivered one counts again",
+            metrics.forged_events.clone(),
+        );
+        registry.register(
             "projector_rebuilds",
             "Rebuilds that swapped a new read model in",
             metrics.rebuilds.clone(),
@@ -59,6 +72,12 @@ impl Metrics {
         self.events_applied
             .get_or_create(&label(projection))
             .inc_by(events);
+    }
+
+    pub fn forged(&self, reason: &'static str) {
+        self.forged_events
+            .get_or_create(&ForgeryLabel { reason })
+            .inc();
     }
 }
 

@@ -11,6 +11,11 @@
 //! after a batch is recorded (at most once a second, see
 //! `service_kit::consumer`), so a crash redelivers and nothing is missed;
 //! a redelivery records nothing new.
+//!
+//! The broker is not trusted with content: a message names events, and
+//! what the intake acts on is what the event store holds under their ids.
+//! A message whose event the store does not bear out is counted, logged
+//! and passed over (its offset is committed with the rest).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use anyhow::Context;
 use domain::Event;
 use domain::order::OrderEvent;
 use domain::saga::{SagaEvent, SagaStep};
-use event_store::EventStore;
+use event_store::{EventStore, Forged, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -102,25 +107,51 @@ impl Intake {
     /// placements together: one append and one statement for all of them.
     /// (Driving different sagas side by side is the executor's job.)
     /// Returns the highest position of an order event in it.
+    ///
+    /// Only events the event store holds are acted on: the batch's order
+    /// events are looked up by id in one read, and what is stored under
+    /// each id is what counts (see [`claimed_order_events`]).
     async fn handle_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<Option<i64>> {
+        let claimed: Vec<_> = batch.iter().flat_map(claimed_order_events).collect();
+        let verified = self
+            .store
+            .verify(claimed)
+            .await
+            .context("looking the batch's order events up in the event store")?;
+        let mut forged = Vec::with_capacity(verified.forged.len());
+        for Forged {
+            claimed,
+            origin,
+            forgery,
+        } in verified.forged
+        {
+            tracing::warn!(
+                topic = %origin.topic(), partition = origin.partition(), offset = origin.offset(),
+                event_id = %claimed.event_id, stream_id = %claimed.stream_id,
+                event_type = %claimed.event_type, reason = %forgery,
+                "a message's event is not in the event store as claimed; ignored"
+            );
+            forged.push(forgery.kind());
+        }
         let mut placed = Vec::new();
         // The order ids in `placed`.
         let mut placing = HashSet::new();
         let mut reached = None;
-        for (event, causation, position) in batch.iter().flat_map(order_events) {
-            reached = reached.max(Some(position));
-            match (event, causation) {
+        for (stored, _) in verified.genuine {
+            reached = reached.max(Some(stored.position));
+            let Ok(event) = OrderEvent::decode(&stored.event_type, &stored.data) else {
+                continue;
+            };
+            let causation = stored.event_id.to_string();
+            match event {
                 // Once per batch: a redelivered placement is harmless later,
                 // but one statement may not touch a row twice.
-                (
-                    OrderEvent::OrderPlaced {
-                        order_id,
-                        customer_id,
-                        total_cents,
-                        ..
-                    },
-                    causation,
-                ) if placing.insert(order_id) => {
+                OrderEvent::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    total_cents,
+                    ..
+                } if placing.insert(order_id) => {
                     let started = vec![
                         SagaEvent::SagaStarted {
                             order_id,
@@ -134,7 +165,7 @@ impl Intake {
                     ];
                     placed.push((order_id, started, causation));
                 }
-                (OrderEvent::OrderCancellationRequested { order_id, reason }, causation) => {
+                OrderEvent::OrderCancellationRequested { order_id, reason } => {
                     // Placements before it first, so its saga exists.
                     self.start(&mut placed).await?;
                     placing.clear();
@@ -144,6 +175,9 @@ impl Intake {
             }
         }
         self.start(&mut placed).await?;
+        for kind in forged {
+            self.metrics.forged(kind);
+        }
         Ok(reached)
     }
 
@@ -218,13 +252,14 @@ impl Intake {
     }
 }
 
-/// The order events a message carries, each with the id of the event (the
-/// causation of what it leads to) and its position; other events are left
-/// out.
-fn order_events(message: &OwnedMessage) -> Vec<(OrderEvent, String, i64)> {
+/// The events a message claims to carry that the intake acts on (an order's
+/// placement or cancellation request), each tagged with the message, as
+/// decoded: only claims, to be looked up in the event store.
+fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMessage)> {
     // A message of one event is keyed by its stream (see
     // `event_store::relay`): most are of other streams and need no
-    // parsing. A batch message has no key.
+    // parsing. A batch message has no key. Skipping a message on its key
+    // is safe: ignoring a message never acts on it.
     if message.key().is_some_and(|key| !key.starts_with(b"order-")) {
         return Vec::new();
     }
@@ -232,13 +267,18 @@ fn order_events(message: &OwnedMessage) -> Vec<(OrderEvent, String, i64)> {
     let Some(Ok(events)) = message.payload().map(event_store::relay::decode) else {
         return Vec::new();
     };
+    // Other kinds of claims need no look-up: the stored event must have
+    // the claimed stream and type, so a claim of another is no placement.
     events
         .into_iter()
         .filter(|event| event.stream_id.starts_with("order-"))
-        .filter_map(|event| {
-            let order_event = OrderEvent::decode(&event.event_type, &event.data).ok()?;
-            Some((order_event, event.event_id.to_string(), event.position))
+        .filter(|event| {
+            matches!(
+                OrderEvent::decode(&event.event_type, &event.data),
+                Ok(OrderEvent::OrderPlaced { .. } | OrderEvent::OrderCancellationRequested { .. })
+            )
         })
+        .map(|event| (event, message))
         .collect()
 }
 

@@ -1,8 +1,16 @@
 //! The orchestrator's metrics.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// Why a message's event was not acted on (`event_store::Forgery::kind`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgeryLabel {
+    pub reason: &'static str,
+}
 
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -13,6 +21,7 @@ pub struct Metrics {
     pub step_attempts: Counter,
     pub step_failures: Counter,
     pub running: Gauge,
+    pub forged_events: Family<ForgeryLabel, Counter>,
 }
 
 impl Metrics {
@@ -54,10 +63,22 @@ impl Metrics {
             metrics.running.clone(),
         );
         registry.register(
+            "saga_intake_forged_events",
+            "Order events of messages that the event store does not bear out (an id it does \
+             not hold, or other content under a stored id), ignored; a redelivered one counts again",
+            metrics.forged_events.clone(),
+        );
+        registry.register(
             "saga_circuit_breaker_open",
             "1 while calls to the command-service are suspended",
             breaker_open,
         );
         metrics
+    }
+
+    pub fn forged(&self, reason: &'static str) {
+        self.forged_events
+            .get_or_create(&ForgeryLabel { reason })
+            .inc();
     }
 }

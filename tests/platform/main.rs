@@ -3,6 +3,7 @@
 //! `harness::TestEnv`; the containers are shared.
 
 mod broker;
+mod broker_trust;
 mod chaos;
 mod database_roles;
 mod event_store;
