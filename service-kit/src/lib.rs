@@ -1,6 +1,8 @@
 //! The plumbing every service binary shares, so that each service's own crate
 //! holds only its behaviour.
 //!
+//! - [`auth`]: bearer tokens verified against the trusted issuers' key
+//!   sets, roles, and the route table that admits each route's callers.
 //! - [`config`]: the settings common to all services (PostgreSQL, Kafka,
 //!   logging), parsed by clap from flags or environment variables.
 //! - [`consumer`]: the settings of the Kafka consumers and their batched
@@ -25,6 +27,7 @@
 //! request (JSON documents, rows, HTTP messages); under `bench-sagas`, glibc's
 //! malloc and free were about a quarter of the services' CPU time.
 
+pub mod auth;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -53,14 +53,19 @@ pub fn register_common_metrics(registry: &mut Registry, service: &'static str) -
     ready
 }
 
+/// The paths [`router`] serves (all `GET`, all public, as the contract
+/// says: probes and scrapers carry no token).
+pub const PATHS: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
+
 /// `/health/live`, `/health/ready` and `/metrics`, over the given
-/// dependencies, the process's watched workers and its metric registry.
-pub fn router(
+/// dependencies, the process's watched workers and its metric registry;
+/// for [`crate::auth::RouteTable::public`].
+pub fn router<S: Clone + Send + Sync + 'static>(
     service: &'static str,
     deps: Deps,
     watchdog: Watchdog,
     mut registry: Registry,
-) -> Router {
+) -> Router<S> {
     let ready = register_common_metrics(&mut registry, service);
     let state = OpsState {
         deps,
@@ -69,10 +74,11 @@ pub fn router(
         ready,
         last: Arc::default(),
     };
+    let [live_path, ready_path, metrics_path] = PATHS;
     Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(readiness))
-        .route("/metrics", get(metrics))
+        .route(live_path, get(live))
+        .route(ready_path, get(readiness))
+        .route(metrics_path, get(metrics))
         .with_state(state)
 }
 

@@ -1,0 +1,438 @@
+//! Who may call what: bearer tokens (JWT, RFC 7519) verified against the
+//! trusted issuers' key sets, roles from the token, and one route table per
+//! listener that says which roles each route admits.
+//!
+//! The route table is the only way a service declares a route: it builds
+//! the axum router and the access rule of every route together, so a route
+//! cannot exist without a rule, and the tests read the same table to try
+//! every route with every role. A request to a route that is not public is
+//! refused unless its token verifies (401) and carries a role the route
+//! admits (403); an unknown path is 404 with or without a token, because
+//! the rules run only for routes that matched.
+//!
+//! Verification is `jsonwebtoken`'s; this module only chooses what to
+//! trust: the issuer (each with its own key set), the key (by `kid`), the
+//! algorithm (pinned to the key's type, asymmetric only), the audience,
+//! `exp` (required) and `nbf`, with 60 s of leeway for clocks.
+
+pub mod jwks;
+pub mod keys;
+mod routes;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::http::Problem;
+pub use jwks::{KeySet, Source};
+pub use routes::{Access, RouteTable, Rule};
+
+/// The issuer and audience of the platform's own tokens (`make token`).
+pub const PLATFORM_ISSUER: &str = "orders-platform";
+pub const PLATFORM_AUDIENCE: &str = "orders-platform";
+
+/// How often an unknown `kid` may make a key set be read again.
+pub const REFETCH_FLOOR: Duration = Duration::from_secs(10);
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 60;
+
+/// Settings of token verification.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// The trusted issuers' key set as a JSON Web Key Set file; re-read
+    /// when it changes.
+    #[arg(long = "auth-jwks-file", env = "AUTH_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// The trusted issuers' key set at an identity provider's JWKS
+    /// endpoint (Keycloak: `<realm URL>/protocol/openid-connect/certs`).
+    #[arg(long = "auth-jwks-url", env = "AUTH_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Trusted token issuers (`iss`), comma-separated. An entry
+    /// `issuer=<URL or file>` gives that issuer a key set of its own;
+    /// the others use AUTH_JWKS_URL or AUTH_JWKS_FILE.
+    #[arg(
+        long = "auth-issuer",
+        env = "AUTH_ISSUER",
+        default_value = PLATFORM_ISSUER,
+        value_delimiter = ','
+    )]
+    pub issuers: Vec<String>,
+
+    /// The audience (`aud`) a token must name.
+    #[arg(long = "auth-audience", env = "AUTH_AUDIENCE", default_value = PLATFORM_AUDIENCE)]
+    pub audience: String,
+
+    /// Longest a key set is used before it is read again: seconds, or
+    /// with a unit (`90s`, `10m`, `1h`).
+    #[arg(
+        long = "auth-jwks-max-age",
+        env = "AUTH_JWKS_MAX_AGE",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub jwks_max_age: Duration,
+
+    /// The claim holding the token's roles, as a dotted path
+    /// (Keycloak: `realm_access.roles`).
+    #[arg(
+        long = "auth-roles-claim",
+        env = "AUTH_ROLES_CLAIM",
+        default_value = "roles"
+    )]
+    pub roles_claim: String,
+}
+
+impl AuthConfig {
+    /// The platform's own issuer with its key set in `jwks_file`.
+    pub fn platform(jwks_file: impl Into<PathBuf>) -> Self {
+        Self {
+            jwks_file: Some(jwks_file.into()),
+            jwks_url: None,
+            issuers: vec![PLATFORM_ISSUER.into()],
+            audience: PLATFORM_AUDIENCE.into(),
+            jwks_max_age: Duration::from_secs(600),
+            roles_claim: "roles".into(),
+        }
+    }
+}
+
+/// `600`, `600s`, `10m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 600, 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(value)),
+        "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("`{text}`: the unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// A role a token may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Customer,
+    Reader,
+    Writer,
+    Operator,
+    Admin,
+    Service,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Customer,
+        Role::Reader,
+        Role::Writer,
+        Role::Operator,
+        Role::Admin,
+        Role::Service,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Reader => "reader",
+            Self::Writer => "writer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Role> {
+        Self::ALL.into_iter().find(|role| role.as_str() == name)
+    }
+
+    /// The roles this one includes (the contract's table): a writer and an
+    /// operator may do all a reader may, an admin all of both.
+    pub fn includes(self) -> &'static [Role] {
+        match self {
+            Self::Customer => &[Role::Customer],
+            Self::Reader => &[Role::Reader],
+            Self::Writer => &[Role::Writer, Role::Reader],
+            Self::Operator => &[Role::Operator, Role::Reader],
+            Self::Admin => &[Role::Admin, Role::Writer, Role::Operator, Role::Reader],
+            Self::Service => &[Role::Service],
+        }
+    }
+}
+
+/// Who is calling, as their verified token says, and what the route they
+/// called lets them see.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's `sub`.
+    pub subject: String,
+    /// Its roles, with those they include.
+    pub roles: BTreeSet<Role>,
+    /// Set when the route admitted the caller only as a customer: the
+    /// customer (the token's `sub`) whose data alone it may touch.
+    pub customer: Option<Uuid>,
+}
+
+impl Caller {
+    /// True when the caller may see `customer_id`'s data through this
+    /// route: anyone the route admits beyond the customer role, or that
+    /// customer.
+    pub fn may_see(&self, customer_id: Uuid) -> bool {
+        self.customer.is_none_or(|own| own == customer_id)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The route table's guard puts it there for every route that is
+        // not public; a handler asking for it on a public route is a bug,
+        // and refusing is the safe way to fail.
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| unauthorized("this request needs a bearer token").into_response())
+    }
+}
+
+/// Why a token was refused (always a 401).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+/// A trusted issuer and where its keys are.
+struct Issuer {
+    name: String,
+    keys: Arc<KeySet>,
+}
+
+/// Verifies bearer tokens; cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuers: Vec<Issuer>,
+    audience: String,
+    roles_claim: Vec<String>,
+}
+
+impl Authenticator {
+    /// From the settings; an issuer without any key set is logged and
+    /// trusted with none (its tokens are refused).
+    pub fn new(config: &AuthConfig) -> Self {
+        Self::with_refetch_floor(config, REFETCH_FLOOR)
+    }
+
+    pub fn with_refetch_floor(config: &AuthConfig, refetch_floor: Duration) -> Self {
+        let default_source = config
+            .jwks_url
+            .as_deref()
+            .map(|url| Source::Url(url.to_owned()))
+            .or_else(|| config.jwks_file.clone().map(Source::File));
+        let mut shared: Option<Arc<KeySet>> = None;
+        let mut issuers = Vec::new();
+        for entry in config
+            .issuers
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+        {
+            let (name, source) = match entry.split_once('=') {
+                Some((name, source)) => (name.trim(), Some(Source::parse(source.trim()))),
+                None => (entry, None),
+            };
+            let keys = match source {
+                Some(source) => Arc::new(KeySet::new(source, config.jwks_max_age, refetch_floor)),
+                None => match (&shared, &default_source) {
+                    (Some(keys), _) => Arc::clone(keys),
+                    (None, Some(source)) => {
+                        let keys = Arc::new(KeySet::new(
+                            source.clone(),
+                            config.jwks_max_age,
+                            refetch_floor,
+                        ));
+                        shared = Some(Arc::clone(&keys));
+                        keys
+                    }
+                    (None, None) => {
+                        tracing::error!(
+                            issuer = name,
+                            "no key set for this issuer (set AUTH_JWKS_FILE or AUTH_JWKS_URL): \
+                             its tokens are refused"
+                        );
+                        continue;
+                    }
+                },
+            };
+            issuers.push(Issuer {
+                name: name.to_owned(),
+                keys,
+            });
+        }
+        if issuers.is_empty() {
+            tracing::error!("no trusted issuer has a key set: every token is refused");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                issuers,
+                audience: config.audience.clone(),
+                roles_claim: config.roles_claim.split('.').map(str::to_owned).collect(),
+            }),
+        }
+    }
+
+    /// Reads every key set once, so the first request does not wait for
+    /// it (a failure is logged; requests try again).
+    pub async fn warm_up(&self) {
+        for issuer in &self.inner.issuers {
+            let _ = issuer.keys.key(Some("")).await;
+        }
+    }
+
+    /// The subject and roles of a valid token.
+    pub async fn verify(&self, token: &str) -> Result<(String, BTreeSet<Role>), Refused> {
+        let refuse = |why: &str| Refused(why.to_owned());
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| refuse("the token is not a JWT signed with an asymmetric algorithm"))?;
+        if matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(refuse("symmetric algorithms are not accepted"));
+        }
+        // The issuer picks the key set; the signature check below is what
+        // makes the claim true.
+        let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| refuse("the token's claims are not JSON"))?;
+        let iss = unverified["iss"]
+            .as_str()
+            .ok_or_else(|| refuse("the token names no issuer"))?;
+        let issuer = self
+            .inner
+            .issuers
+            .iter()
+            .find(|i| i.name == iss)
+            .ok_or_else(|| refuse("the token's issuer is not trusted"))?;
+        let key = issuer
+            .keys
+            .key(header.kid.as_deref())
+            .await
+            .ok_or_else(|| refuse("no trusted key has the token's key id"))?;
+        if !key.algorithms.contains(&header.alg) {
+            return Err(refuse("the token's algorithm does not fit its key"));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_audience(&[&self.inner.audience]);
+        validation.set_issuer(&[iss]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
+            .map_err(|error| Refused(format!("the token is not valid: {error}")))?
+            .claims;
+        let subject = claims["sub"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refuse("the token has no subject"))?
+            .to_owned();
+        let mut roles = BTreeSet::new();
+        let mut at = &claims;
+        for part in &self.inner.roles_claim {
+            at = &at[part.as_str()];
+        }
+        for name in at
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if let Some(role) = Role::parse(name) {
+                roles.extend(role.includes());
+            }
+        }
+        Ok((subject, roles))
+    }
+}
+
+/// 401 `unauthorized`, with the challenge RFC 6750 asks for.
+pub fn unauthorized(detail: impl Into<String>) -> AuthProblem {
+    AuthProblem {
+        problem: Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        ),
+        challenge: "Bearer",
+    }
+}
+
+/// 403 `forbidden`.
+pub fn forbidden(detail: impl Into<String>) -> AuthProblem {
+    AuthProblem {
+        problem: Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail),
+        challenge: "Bearer error=\"insufficient_scope\"",
+    }
+}
+
+/// A 401 or 403 problem with its `WWW-Authenticate` header.
+#[derive(Debug)]
+pub struct AuthProblem {
+    pub problem: Problem,
+    challenge: &'static str,
+}
+
+impl IntoResponse for AuthProblem {
+    fn into_response(self) -> Response {
+        let mut response = self.problem.into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(self.challenge),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("600").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10d").is_err());
+    }
+
+    #[test]
+    fn an_admin_includes_every_role_but_customer_and_service() {
+        let included: BTreeSet<Role> = Role::Admin.includes().iter().copied().collect();
+        assert!(included.contains(&Role::Writer) && included.contains(&Role::Operator));
+        assert!(!included.contains(&Role::Service) && !included.contains(&Role::Customer));
+    }
+}
