@@ -20,12 +20,12 @@ use anyhow::Context;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use event_store::EventStore;
 use event_store::relay::{self, MessageFormat, RelayConfig, RelayMetrics};
 use prometheus_client::registry::Registry;
+use service_kit::auth::{Access, Authenticator, RouteTable};
 use service_kit::progress::{Progress, Watchdog};
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
@@ -111,57 +111,106 @@ pub struct AppState {
     pub warm: warm::Warm,
 }
 
-/// The public write API.
-pub fn api(state: AppState) -> Router {
-    let idempotency = state.idempotency.clone();
-    Router::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/v1/products", post(routes::products::create))
-        .route(
+/// The public write API's routes, each with who may call it (the
+/// contract's Security section). The operational endpoints are added by
+/// [`run`]; the tests read the rules.
+pub fn routes() -> RouteTable<AppState> {
+    use routes::*;
+    RouteTable::new()
+        .get("/openapi.json", Access::Public, openapi::document)
+        .post("/v1/products", Access::WRITE, products::create)
+        .post(
             "/v1/products/{sku}/restock",
-            post(routes::products::restock),
+            Access::WRITE,
+            products::restock,
         )
-        .route("/v1/customers", post(routes::customers::register))
-        .route(
+        .post("/v1/customers", Access::WRITE_OWN, customers::register)
+        .post(
             "/v1/customers/{id}/deposits",
-            post(routes::customers::deposit),
+            Access::WRITE_OWN,
+            customers::deposit,
         )
-        .route("/v1/orders", post(routes::orders::place))
-        .route("/v1/orders/{id}/cancel", post(routes::orders::cancel))
-        .route("/v1/orders/{id}/state", get(routes::orders::state))
-        .route(
+        .post("/v1/orders", Access::WRITE_OWN, orders::place)
+        .post("/v1/orders/{id}/cancel", Access::WRITE_OWN, orders::cancel)
+        .get("/v1/orders/{id}/state", Access::READ, orders::state)
+        .get(
             "/v1/streams/{stream_id}/events",
-            get(routes::streams::events),
+            Access::READ,
+            streams::events,
         )
+}
+
+/// The public write API: [`routes`] (with `extra`, the operational
+/// endpoints) behind their rules, with idempotency inside the guard so a
+/// stored response is replayed only to a caller checked again.
+pub fn api(state: AppState, auth: Authenticator, extra: RouteTable<AppState>) -> Router {
+    let idempotency = state.idempotency.clone();
+    routes()
+        .merge(extra)
+        .build_with(auth, |router| {
+            router.layer(axum::middleware::from_fn_with_state(
+                idempotency,
+                http::idempotency::middleware,
+            ))
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            idempotency,
-            http::idempotency::middleware,
-        ))
         .layer(axum::middleware::from_fn(http::context::correlation))
         .with_state(state)
 }
 
-/// The saga's internal step API (`routes::steps`), served on the internal
-/// listener only. No idempotency layer: each call counts at most once
-/// because it records its outcome in the saga's stream at the version it
-/// names.
-pub fn internal_api(state: AppState) -> Router {
+/// The saga's internal step API's routes (`routes::steps`), all for the
+/// `service` role only.
+pub fn internal_routes() -> RouteTable<AppState> {
     use routes::steps::*;
-    let steps = Router::new()
-        .route("/reserve-inventory", post(reserve_inventory))
-        .route("/release-inventory", post(release_inventory))
-        .route("/charge-payment", post(charge_payment))
-        .route("/refund-payment", post(refund_payment))
-        .route("/create-shipment", post(create_shipment))
-        .route("/cancel-shipment", post(cancel_shipment))
-        .route("/confirm", post(confirm))
-        .route("/reject", post(reject))
-        .route("/mark-cancelled", post(mark_cancelled));
-    Router::new()
-        .nest("/internal/v1/orders/{id}", steps)
+    let service = Access::SERVICE;
+    RouteTable::new()
+        .post(
+            "/internal/v1/orders/{id}/reserve-inventory",
+            service,
+            reserve_inventory,
+        )
+        .post(
+            "/internal/v1/orders/{id}/release-inventory",
+            service,
+            release_inventory,
+        )
+        .post(
+            "/internal/v1/orders/{id}/charge-payment",
+            service,
+            charge_payment,
+        )
+        .post(
+            "/internal/v1/orders/{id}/refund-payment",
+            service,
+            refund_payment,
+        )
+        .post(
+            "/internal/v1/orders/{id}/create-shipment",
+            service,
+            create_shipment,
+        )
+        .post(
+            "/internal/v1/orders/{id}/cancel-shipment",
+            service,
+            cancel_shipment,
+        )
+        .post("/internal/v1/orders/{id}/confirm", service, confirm)
+        .post("/internal/v1/orders/{id}/reject", service, reject)
+        .post(
+            "/internal/v1/orders/{id}/mark-cancelled",
+            service,
+            mark_cancelled,
+        )
+}
+
+/// The internal listener's router: [`internal_routes`] behind their rules.
+/// No idempotency layer: each call counts at most once because it records
+/// its outcome in the saga's stream at the version it names.
+pub fn internal_api(state: AppState, auth: Authenticator) -> Router {
+    internal_routes()
+        .build(auth)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
@@ -305,17 +354,25 @@ pub async fn run(
         catalogue: catalogue::Catalogue::default(),
         warm: warm::Warm::default(),
     };
-    let internal = internal_api(state.clone());
-    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
+    let auth = Authenticator::new(&config.common.auth);
+    auth.warm_up().await;
+    let limits = &config.common.limits;
+    let internal = internal_api(state.clone(), auth.clone());
+    let ops = RouteTable::new().public(
+        &service_kit::ops::PATHS,
+        service_kit::ops::router(SERVICE, deps, watchdog, registry),
+    );
+    let app = api(state, auth, ops);
     // Either server failing stops the other, and the workers.
     let (served, served_internal) = tokio::join!(
         async {
-            let served = service_kit::serve(listener, app, shutdown.clone()).await;
+            let served = service_kit::serve(listener, app, limits, shutdown.clone()).await;
             shutdown.cancel();
             served
         },
         async {
-            let served = service_kit::serve(internal_listener, internal, shutdown.clone()).await;
+            let served =
+                service_kit::serve(internal_listener, internal, limits, shutdown.clone()).await;
             shutdown.cancel();
             served
         },

@@ -6,9 +6,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use event_store::EventStore;
 use serde::Serialize;
+use service_kit::auth::{Access, Authenticator, RouteTable};
 use service_kit::http::{PathParam, Problem};
 use service_kit::progress::Watchdog;
 use sqlx::PgPool;
@@ -26,10 +26,18 @@ pub struct ApiState {
     pub watchdog: Watchdog,
 }
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/projections", get(list))
-        .route("/v1/projections/{name}/rebuild", post(rebuild))
+/// The projector's routes, each with who may call it.
+pub fn routes() -> RouteTable<ApiState> {
+    RouteTable::new()
+        .get("/v1/projections", Access::READ, list)
+        .post("/v1/projections/{name}/rebuild", Access::OPERATE, rebuild)
+}
+
+/// [`routes`] and `extra` (the operational endpoints) behind their rules.
+pub fn router(state: ApiState, auth: Authenticator, extra: RouteTable<ApiState>) -> Router {
+    routes()
+        .merge(extra)
+        .build(auth)
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .with_state(state)
 }

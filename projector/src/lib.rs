@@ -138,14 +138,20 @@ pub async fn run(
         config.common.events_topic(),
         shutdown.clone(),
     ));
-    let app = api::router(api::ApiState {
+    let auth = service_kit::auth::Authenticator::new(&config.common.auth);
+    auth.warm_up().await;
+    let state = api::ApiState {
         pool,
         store,
         metrics,
         watchdog: watchdog.clone(),
-    })
-    .merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
-    let served = service_kit::serve(listener, app, shutdown.clone()).await;
+    };
+    let ops = service_kit::auth::RouteTable::new().public(
+        &service_kit::ops::PATHS,
+        service_kit::ops::router(SERVICE, deps, watchdog, registry),
+    );
+    let app = api::router(state, auth, ops);
+    let served = service_kit::serve(listener, app, &config.common.limits, shutdown.clone()).await;
     shutdown.cancel();
     live.await?;
     lag.await?;

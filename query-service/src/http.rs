@@ -91,6 +91,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, sqlx::Error>>,
 {
+    // Versions are PostgreSQL bigints: anything above cannot be reached.
+    if min_version.is_some_and(|wanted| wanted > i64::MAX as u64) {
+        return Err(Problem::validation(
+            StatusCode::BAD_REQUEST,
+            "min_version",
+            format!("must be a version, 0 to {}", i64::MAX),
+        )
+        .into());
+    }
     let deadline = Instant::now() + timeout;
     loop {
         let row = read().await?;

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use prometheus_client::registry::Registry;
+use service_kit::auth::{Access, Authenticator, RouteTable};
 use service_kit::http::Problem;
 use service_kit::{CommonConfig, Deps};
 use sqlx::PgPool;
@@ -57,16 +57,27 @@ pub struct AppState {
     pub min_version_timeout: Duration,
 }
 
-/// The public read API.
-pub fn api(state: AppState) -> Router {
-    Router::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/v1/orders", get(routes::orders::list))
-        .route("/v1/orders/{id}", get(routes::orders::get))
-        .route("/v1/products/{sku}", get(routes::products::get))
-        .route("/v1/customers/{id}", get(routes::customers::get))
-        .route("/v1/sagas", get(routes::sagas::list))
-        .route("/v1/sagas/{order_id}", get(routes::sagas::get))
+/// The read API's routes, each with who may call it (the contract's
+/// Security section): a customer reads their own orders, account and
+/// sagas; the catalogue is public; the saga list is for readers.
+pub fn routes() -> RouteTable<AppState> {
+    use routes::*;
+    RouteTable::new()
+        .get("/openapi.json", Access::Public, openapi::document)
+        .get("/v1/orders", Access::READ_OWN, orders::list)
+        .get("/v1/orders/{id}", Access::READ_OWN, orders::get)
+        .get("/v1/products/{sku}", Access::Public, products::get)
+        .get("/v1/customers/{id}", Access::READ_OWN, customers::get)
+        .get("/v1/sagas", Access::READ, sagas::list)
+        .get("/v1/sagas/{order_id}", Access::READ_OWN, sagas::get)
+}
+
+/// The read API: [`routes`] and `extra` (the operational endpoints)
+/// behind their rules.
+pub fn api(state: AppState, auth: Authenticator, extra: RouteTable<AppState>) -> Router {
+    routes()
+        .merge(extra)
+        .build(auth)
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -125,6 +136,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A request may wait this long for the read model, so the listener's
+    // timeout must leave it room to answer 504 itself.
+    anyhow::ensure!(
+        config.common.limits.request_timeout_ms > config.min_version_timeout_ms,
+        "REQUEST_TIMEOUT_MS ({}) must be longer than MIN_VERSION_TIMEOUT_MS ({})",
+        config.common.limits.request_timeout_ms,
+        config.min_version_timeout_ms
+    );
     let deps = Deps::new(&config.common)?;
     let mut registry = Registry::default();
     // The query-service has no background workers to watch.
@@ -133,6 +152,12 @@ pub async fn run(
         pool: service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?,
         min_version_timeout: Duration::from_millis(config.min_version_timeout_ms),
     };
-    let app = api(state).merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
-    service_kit::serve(listener, app, shutdown).await
+    let auth = Authenticator::new(&config.common.auth);
+    auth.warm_up().await;
+    let ops = RouteTable::new().public(
+        &service_kit::ops::PATHS,
+        service_kit::ops::router(SERVICE, deps, watchdog, registry),
+    );
+    let app = api(state, auth, ops);
+    service_kit::serve(listener, app, &config.common.limits, shutdown).await
 }

@@ -8,10 +8,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use domain::saga::{SagaEvent, SagaStatus};
 use event_store::EventStore;
 use serde_json::json;
+use service_kit::auth::{Access, Authenticator, Caller, RouteTable};
 use service_kit::http::{PathParam, Problem};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -26,15 +26,26 @@ pub struct ApiState {
     pub wake: Arc<Notify>,
 }
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/sagas/{order_id}/retry", post(retry))
+/// The operator API's routes, each with who may call it.
+pub fn routes() -> RouteTable<ApiState> {
+    RouteTable::new().post("/v1/sagas/{order_id}/retry", Access::OPERATE, retry)
+}
+
+/// [`routes`] and `extra` (the operational endpoints) behind their rules.
+pub fn router(state: ApiState, auth: Authenticator, extra: RouteTable<ApiState>) -> Router {
+    routes()
+        .merge(extra)
+        .build(auth)
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .with_state(state)
 }
 
-async fn retry(State(state): State<ApiState>, PathParam(order_id): PathParam<Uuid>) -> Response {
-    match resume(&state, order_id).await {
+async fn retry(
+    State(state): State<ApiState>,
+    caller: Caller,
+    PathParam(order_id): PathParam<Uuid>,
+) -> Response {
+    match resume(&state, order_id, &caller.subject).await {
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%order_id, error = format!("{error:#}"), "retry failed");
@@ -49,7 +60,8 @@ async fn retry(State(state): State<ApiState>, PathParam(order_id): PathParam<Uui
     }
 }
 
-async fn resume(state: &ApiState, order_id: Uuid) -> anyhow::Result<Response> {
+/// Records the retry (with who asked) and makes the saga due.
+async fn resume(state: &ApiState, order_id: Uuid, actor: &str) -> anyhow::Result<Response> {
     loop {
         let loaded = record::load(&state.store, order_id).await?;
         if !loaded.state.exists {
@@ -63,7 +75,16 @@ async fn resume(state: &ApiState, order_id: Uuid) -> anyhow::Result<Response> {
             .into_response());
         }
         let retried = [SagaEvent::SagaRetryRequested {}];
-        if record::append(&state.store, order_id, loaded.version, &retried, "operator").await? {
+        if record::append_by(
+            &state.store,
+            order_id,
+            loaded.version,
+            &retried,
+            "operator",
+            Some(actor),
+        )
+        .await?
+        {
             break;
         }
     }

@@ -261,15 +261,18 @@ pub async fn run(
         progress: watchdog.watch("saga-intake"),
         watchdog: watchdog.clone(),
     };
-    let app = api::router(api::ApiState {
-        store,
-        pool: deps.pg.clone(),
-        wake,
-    })
-    .merge(service_kit::ops::router(SERVICE, deps, watchdog, registry));
+    let auth = service_kit::auth::Authenticator::new(&config.common.auth);
+    auth.warm_up().await;
+    let pool = deps.pg.clone();
+    let ops = service_kit::auth::RouteTable::new().public(
+        &service_kit::ops::PATHS,
+        service_kit::ops::router(SERVICE, deps, watchdog, registry),
+    );
+    let app = api::router(api::ApiState { store, pool, wake }, auth, ops);
     let (served, (), ()) = tokio::join!(
         async {
-            let served = service_kit::serve(listener, app, shutdown.clone()).await;
+            let served =
+                service_kit::serve(listener, app, &config.common.limits, shutdown.clone()).await;
             shutdown.cancel();
             served
         },

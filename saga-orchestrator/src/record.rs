@@ -121,8 +121,26 @@ pub async fn append(
     events: &[SagaEvent],
     causation_id: &str,
 ) -> anyhow::Result<bool> {
+    append_by(store, order_id, version, events, causation_id, None).await
+}
+
+/// [`append`], recording `actor` (who asked: a token's subject) in the
+/// events' metadata.
+pub async fn append_by(
+    store: &EventStore,
+    order_id: Uuid,
+    version: u64,
+    events: &[SagaEvent],
+    causation_id: &str,
+    actor: Option<&str>,
+) -> anyhow::Result<bool> {
     let expected = ExpectedVersion::at(version);
-    let metadata = metadata(order_id, causation_id);
+    let mut metadata = metadata(order_id, causation_id);
+    if let Some(actor) = actor {
+        metadata
+            .extra
+            .insert("actor".to_owned(), serde_json::Value::from(actor));
+    }
     let events = events
         .iter()
         .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))

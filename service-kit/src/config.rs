@@ -46,6 +46,14 @@ pub struct CommonConfig {
     /// a gauge say so, and its Kafka client is recreated), in milliseconds.
     #[arg(long, env = "STALL_AFTER_MS", default_value_t = 30_000)]
     pub stall_after_ms: u64,
+
+    /// Who may call: bearer-token verification (see `auth`).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
+
+    /// What every HTTP listener refuses (see `http::limits`).
+    #[command(flatten)]
+    pub limits: crate::http::Limits,
 }
 
 impl CommonConfig {
@@ -86,6 +94,8 @@ impl fmt::Debug for CommonConfig {
             .field("log_filter", &self.log_filter)
             .field("ready_timeout_ms", &self.ready_timeout_ms)
             .field("stall_after_ms", &self.stall_after_ms)
+            .field("auth", &self.auth)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -6,15 +6,18 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::Limits;
 use crate::{CommonConfig, shutdown, telemetry};
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish.
+/// Serves `router` behind `limits` on `listener` until `shutdown` is
+/// cancelled, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: &Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let router = limits.apply(router);
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;

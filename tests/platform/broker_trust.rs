@@ -53,7 +53,7 @@ impl Platform {
         .await;
         let platform = Self {
             env,
-            client: Client::new(),
+            client: harness::auth::admin(),
             command,
             query,
             projector,

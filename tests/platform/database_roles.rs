@@ -286,6 +286,7 @@ async fn the_query_service_reads_a_read_model_right_after_its_rebuild() {
 
     // The public catalogue, through the query-service as its own role.
     let query = services::query_service(&env).await;
+    // Anonymous: the catalogue is public.
     let client = reqwest::Client::new();
     let url = format!("{}/v1/products/lamp", query.url);
     let product: serde_json::Value = eventually(

@@ -42,7 +42,7 @@ impl ReadSide {
         let query = services::query_service_with(&env, adjust_query).await;
         let side = Self {
             env,
-            client: Client::new(),
+            client: harness::auth::admin(),
             command,
             projector,
             query,

@@ -75,7 +75,7 @@ impl Platform {
         let orchestrator = services::saga_orchestrator(&env, &proxy.url, adjust).await;
         let platform = Self {
             env,
-            client: Client::new(),
+            client: harness::auth::admin(),
             command,
             proxy,
             query,

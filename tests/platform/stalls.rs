@@ -15,13 +15,13 @@ const STALL_AFTER_MS: u64 = 2_000;
 const DEADLINE: Duration = Duration::from_secs(45);
 
 async fn get(url: &str) -> anyhow::Result<(u16, String)> {
-    let response = reqwest::get(url).await?;
+    let response = harness::auth::admin().get(url).send().await?;
     let status = response.status().as_u16();
     Ok((status, response.text().await?))
 }
 
 async fn post(url: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-    let response = reqwest::Client::new().post(url).json(&body).send().await?;
+    let response = harness::auth::admin().post(url).json(&body).send().await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     Ok((

@@ -129,12 +129,16 @@ impl Steps {
             .header("x-saga-attempt", 1)
     }
 
-    /// A step request without the saga's headers.
+    /// A step request without the saga's headers, with a `service`
+    /// token as the orchestrator's.
     fn internal(&self, order_id: &str, step: &str) -> RequestBuilder {
-        self.api.client.post(
-            self.api
-                .internal_url(&format!("/internal/v1/orders/{order_id}/{step}")),
-        )
+        self.api
+            .client
+            .post(
+                self.api
+                    .internal_url(&format!("/internal/v1/orders/{order_id}/{step}")),
+            )
+            .bearer_auth(harness::auth::token("service", "saga-orchestrator"))
     }
 
     async fn step(&self, order_id: &str, step: &str, saga_version: u64) -> Response {

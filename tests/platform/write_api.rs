@@ -18,7 +18,7 @@ impl Api {
         let env = TestEnv::new().await;
         let service = services::command_service(&env).await;
         let api = Self {
-            client: Client::new(),
+            client: harness::auth::admin(),
             service,
             env,
         };

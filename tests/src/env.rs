@@ -83,6 +83,8 @@ impl TestEnv {
             log_filter: "info".into(),
             ready_timeout_ms: 2000,
             stall_after_ms: 30_000,
+            auth: crate::auth::auth_config(),
+            limits: service_kit::http::Limits::default(),
         }
     }
 }

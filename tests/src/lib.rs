@@ -13,6 +13,7 @@
 //!
 //! Logs stay silent unless `TEST_LOG=1`.
 
+pub mod auth;
 pub mod bench;
 pub mod chaos;
 pub mod infra;

@@ -147,6 +147,7 @@ pub async fn saga_orchestrator(
         command_service_internal_url.to_owned(),
         env.common_config_as(service_kit::db::SAGA),
     );
+    config.service_token_file = Some(crate::auth::service_token_file());
     adjust(&mut config);
     start(saga_orchestrator::SERVICE, |listener, shutdown| {
         saga_orchestrator::run(config, listener, shutdown)

@@ -45,9 +45,16 @@ pub struct RequestContext {
     pub traceparent: Option<String>,
     /// The version `If-Match` requires, if the header was sent.
     pub if_match: Option<u64>,
-    /// The request's `Idempotency-Key`, when it carries one.
+    /// The request's `Idempotency-Key` scoped to its caller (see
+    /// `idempotency::scoped`), when it carries one.
     pub idempotency_key: Option<String>,
+    /// The subject of the caller's token, recorded as `actor` in the
+    /// metadata of every event this request appends.
+    pub actor: Option<String>,
 }
+
+/// The metadata field naming who asked for a write (the token's `sub`).
+pub const ACTOR: &str = "actor";
 
 /// Namespace of ids derived from idempotency keys (uuid v5).
 const KEYED: Uuid = Uuid::from_u128(0x2b8e_55c1_07f4_4a9d_b3e6_91c0_5d27_aa01);
@@ -79,7 +86,11 @@ impl RequestContext {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.command_id.to_string(),
             traceparent: self.traceparent.clone(),
-            ..Metadata::default()
+            extra: self
+                .actor
+                .iter()
+                .map(|actor| (ACTOR.to_owned(), serde_json::Value::from(actor.as_str())))
+                .collect(),
         }
     }
 }
@@ -100,10 +111,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             Some(key) => Uuid::new_v5(&KEYED, key.as_bytes()),
             None => Uuid::now_v7(),
         };
+        let actor = parts
+            .extensions
+            .get::<service_kit::auth::Caller>()
+            .map(|caller| caller.subject.clone());
         Ok(Self {
             correlation_id,
             command_id,
             idempotency_key,
+            actor,
             traceparent: traceparent(&parts.headers),
             if_match: if_match(&parts.headers)?,
         })

@@ -1,7 +1,11 @@
 //! `Idempotency-Key` on POST requests: the same key with the same request
 //! returns the first response (status and body) without running the
 //! command again; the same key with a different request is 422
-//! `idempotency-key-reused`. Keys are kept for `retention` (24 hours by
+//! `idempotency-key-reused`. A key belongs to its caller: it is stored and
+//! ids are derived from it together with the token's `sub` ([`scoped`]),
+//! so another caller's same key is a new request, and the middleware runs
+//! inside the route table's guard, so a replay reaches only a caller whose
+//! token and roles were checked again. Keys are kept for `retention` (24 hours by
 //! default) in PostgreSQL, so every replica and restart sees them.
 //!
 //! Concurrent requests with one key: the first inserts the key and runs;
@@ -43,7 +47,14 @@ pub struct Idempotency {
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub String);
 
-/// Middleware for POST routes.
+/// A key as stored: the caller's subject, a line break (which a header
+/// value cannot hold, so no (subject, key) pair can pass for another), and
+/// the key.
+pub fn scoped(subject: &str, key: &str) -> String {
+    format!("{subject}\n{key}")
+}
+
+/// Middleware for POST routes, inside the route table's guard.
 pub async fn middleware(State(keys): State<Idempotency>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
@@ -51,7 +62,16 @@ pub async fn middleware(State(keys): State<Idempotency>, request: Request, next:
     let Some(key) = request.headers().get(HEADER).cloned() else {
         return next.run(request).await;
     };
-    match handle(&keys, key, request, next).await {
+    // Every route that gets here has a rule that needs a token.
+    let Some(subject) = request
+        .extensions()
+        .get::<service_kit::auth::Caller>()
+        .map(|caller| caller.subject.clone())
+    else {
+        return service_kit::auth::unauthorized("this request needs a bearer token")
+            .into_response();
+    };
+    match handle(&keys, &subject, key, request, next).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -59,12 +79,13 @@ pub async fn middleware(State(keys): State<Idempotency>, request: Request, next:
 
 async fn handle(
     keys: &Idempotency,
+    subject: &str,
     key: HeaderValue,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
+        Ok(k) if !k.is_empty() && k.len() <= 255 => scoped(subject, k),
         _ => {
             return Err(Problem::validation(
                 StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::customer::{Customer, CustomerCommand};
 use serde::{Deserialize, Serialize};
+use service_kit::auth::Caller;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -51,10 +52,13 @@ fn respond(status: StatusCode, state: &Customer, version: u64) -> Response {
     responses((status = 201, body = CustomerView), (status = 422, description = "invalid field", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn register(
     State(app): State<AppState>,
+    caller: Caller,
     ctx: RequestContext,
     JsonBody(body): JsonBody<RegisterCustomer>,
 ) -> ApiResult<Response> {
-    let customer_id = ctx.new_id("customer");
+    // A customer registers themselves, once: their id is their token's
+    // subject (a second registration is the domain's 409).
+    let customer_id = caller.customer.unwrap_or_else(|| ctx.new_id("customer"));
     let executed = execute::<Customer, _>(&app, &stream_id(customer_id), &ctx, None, |_| {
         Ok(CustomerCommand::Register {
             customer_id,
@@ -76,10 +80,15 @@ pub async fn register(
     responses((status = 200, body = CustomerView), (status = 404, description = "unknown customer", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 412, description = "If-Match does not match", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "amount must be > 0", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn deposit(
     State(app): State<AppState>,
+    caller: Caller,
     PathParam(customer_id): PathParam<Uuid>,
     ctx: RequestContext,
     JsonBody(body): JsonBody<Deposit>,
 ) -> ApiResult<Response> {
+    // Another customer's account does not exist for a customer.
+    if !caller.may_see(customer_id) {
+        return Err(not_found(customer_id));
+    }
     let executed = execute::<Customer, _>(&app, &stream_id(customer_id), &ctx, None, |_| {
         Ok(CustomerCommand::Deposit {
             amount_cents: body.amount_cents,
@@ -87,4 +96,8 @@ pub async fn deposit(
     })
     .await?;
     Ok(respond(StatusCode::OK, &executed.state, executed.version))
+}
+
+fn not_found(customer_id: Uuid) -> crate::http::ApiError {
+    crate::http::Problem::not_found(format!("customer {customer_id} does not exist")).into()
 }

@@ -12,6 +12,7 @@ use domain::customer::Customer;
 use domain::order::{Order, OrderCommand, OrderLine, OrderStatus, ShippingAddress};
 use domain::product::{Product, valid_sku};
 use serde::{Deserialize, Serialize};
+use service_kit::auth::Caller;
 use uuid::Uuid;
 
 use crate::catalogue::PlacedOrder;
@@ -112,9 +113,17 @@ pub fn stream_id(order_id: Uuid) -> String {
     responses((status = 202, body = OrderPlacedView), (status = 422, description = "unknown customer or SKU, empty lines, quantity <= 0, bad country", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn place(
     State(app): State<AppState>,
+    caller: Caller,
     ctx: RequestContext,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> ApiResult<Response> {
+    if !caller.may_see(body.customer_id) {
+        return Err(service_kit::auth::forbidden(
+            "a customer may place orders only for themselves (customer_id must be the token's subject)",
+        )
+        .problem
+        .into());
+    }
     for (i, line) in body.lines.iter().enumerate() {
         if !valid_sku(&line.sku) {
             return Err(unprocessable(
@@ -210,11 +219,16 @@ async fn price(app: &AppState, sku: &str) -> ApiResult<Option<i64>> {
     responses((status = 202, body = OrderView), (status = 404, description = "unknown order", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "the order is rejected or cancelled", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(app): State<AppState>,
+    caller: Caller,
     PathParam(order_id): PathParam<Uuid>,
     ctx: RequestContext,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> ApiResult<Response> {
-    let executed = execute::<Order, _>(&app, &stream_id(order_id), &ctx, None, |_| {
+    let executed = execute::<Order, _>(&app, &stream_id(order_id), &ctx, None, |order| {
+        // Another customer's order does not exist for a customer.
+        if order.exists && !caller.may_see(order.customer_id) {
+            return Err(Problem::not_found(format!("order {order_id} does not exist")).into());
+        }
         Ok(OrderCommand::RequestCancellation {
             reason: body.reason.clone(),
         })

@@ -30,9 +30,16 @@ pub struct CustomerView {
         (status = 504, description = "the read model did not reach min_version in time", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: service_kit::auth::Caller,
     PathParam(id): PathParam<Uuid>,
     QueryParams(query): QueryParams<MinVersion>,
 ) -> ApiResult<Response> {
+    // Another customer does not exist for a customer.
+    if !caller.may_see(id) {
+        return Err(
+            service_kit::http::Problem::not_found(format!("customer {id} does not exist")).into(),
+        );
+    }
     let view = read_at_least(
         &format!("customer {id}"),
         query.min_version,

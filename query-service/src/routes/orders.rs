@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use domain::RejectionReason;
 use domain::order::{OrderLine, OrderStatus, ShippingAddress};
 use serde::{Deserialize, Serialize};
-use service_kit::http::{PathParam, QueryParams};
+use service_kit::auth::Caller;
+use service_kit::http::{PathParam, Problem, QueryParams};
 use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
@@ -81,6 +82,7 @@ const COLUMNS: &str = "order_id, customer_id, status, lines, total_cents, shippi
         (status = 504, description = "the read model did not reach min_version in time", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     PathParam(id): PathParam<Uuid>,
     QueryParams(query): QueryParams<MinVersion>,
 ) -> ApiResult<Response> {
@@ -98,6 +100,10 @@ pub async fn get(
         },
     )
     .await?;
+    // Another customer's order does not exist for a customer.
+    if !caller.may_see(row.customer_id) {
+        return Err(Problem::not_found(format!("order {id} does not exist")).into());
+    }
     let view = row.into_view().map_err(crate::http::ApiError::Internal)?;
     Ok(([(header::ETAG, etag(view.version))], Json(view)).into_response())
 }
@@ -128,8 +134,20 @@ pub struct OrderList {
         (status = 400, description = "bad filter, limit or cursor", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<OrderList>> {
+    // A customer sees only their own orders, whatever the filter says.
+    let customer_id = match caller.customer {
+        Some(own) if query.customer_id.is_some_and(|asked| asked != own) => {
+            return Ok(Json(OrderList {
+                items: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+        Some(own) => Some(own),
+        None => query.customer_id,
+    };
     let limit = limit(query.limit)?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
     let status = query.status.map(|s| match s {
@@ -149,7 +167,7 @@ pub async fn list(
          order by created_at desc, order_id desc
          limit $5"
     )))
-    .bind(query.customer_id)
+    .bind(customer_id)
     .bind(status)
     .bind(cursor.map(|c| c.at))
     .bind(cursor.map(|c| c.id))

@@ -128,8 +128,21 @@ pub async fn list(
         (status = 404, description = "no saga for this order", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: service_kit::auth::Caller,
     PathParam(order_id): PathParam<Uuid>,
 ) -> ApiResult<Response> {
+    // A customer sees the saga of their own order only: the order's
+    // owner is in the orders read model.
+    if let Some(own) = caller.customer {
+        let owner: Option<Uuid> =
+            sqlx::query_scalar("select customer_id from rm_orders where order_id = $1")
+                .bind(order_id)
+                .fetch_optional(&state.pool)
+                .await?;
+        if owner != Some(own) {
+            return Err(Problem::not_found(format!("no saga for order {order_id}")).into());
+        }
+    }
     let row: Option<(serde_json::Value, i64)> =
         sqlx::query_as("select detail, version from rm_sagas where order_id = $1")
             .bind(order_id)

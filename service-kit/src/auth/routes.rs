@@ -131,6 +131,13 @@ impl<S: Clone + Send + Sync + 'static> RouteTable<S> {
         self
     }
 
+    /// Both tables' routes and rules.
+    pub fn merge(mut self, other: RouteTable<S>) -> Self {
+        self.rules.extend(other.rules);
+        self.router = self.router.merge(other.router);
+        self
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }

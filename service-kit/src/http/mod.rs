@@ -3,7 +3,9 @@
 //! plain-text rejections.
 
 pub mod extract;
+pub mod limits;
 pub mod problem;
 
 pub use extract::{BODY_LIMIT, JsonBody, PathParam, QueryParams};
+pub use limits::Limits;
 pub use problem::{FieldError, Problem, ProblemBody};

@@ -102,7 +102,9 @@ async fn load(
         .connect(database_url)
         .await?;
 
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .default_headers(harness::auth::binary_headers())
+        .build()?;
     let order_body = prepare(&client, command_service).await?;
 
     let mut rows = Vec::new();
@@ -191,6 +193,8 @@ async fn start_command_service(database_url: &str, brokers: &str, args: &Args) -
             log_filter: "warn".into(),
             ready_timeout_ms: 2000,
             stall_after_ms: 30_000,
+            auth: harness::auth::auth_config(),
+            limits: service_kit::http::Limits::default(),
         },
     };
     services::start_with_internal(command_service::SERVICE, |listener, internal, stop| {

@@ -255,6 +255,8 @@ async fn lag(
         log_filter: "warn".into(),
         ready_timeout_ms: 2000,
         stall_after_ms: 30_000,
+        auth: harness::auth::auth_config(),
+        limits: service_kit::http::Limits::default(),
     };
     let relay_metrics = RelayMetrics::default();
     let relay = tokio::spawn(relay::run(

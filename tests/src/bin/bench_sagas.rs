@@ -124,6 +124,8 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         log_filter: "warn".into(),
         ready_timeout_ms: 2000,
         stall_after_ms: 30_000,
+        auth: harness::auth::auth_config(),
+        limits: service_kit::http::Limits::default(),
     };
     let (services, command_service) = start_platform(&common, args).await?;
     let rounds = offer_rates(&pg, &command_service, args).await;
@@ -168,6 +170,7 @@ async fn offer_rates(
     args: &Args,
 ) -> anyhow::Result<Vec<Round>> {
     let client = reqwest::Client::builder()
+        .default_headers(harness::auth::binary_headers())
         .pool_max_idle_per_host(512)
         .build()?;
     eprintln!(
@@ -233,6 +236,7 @@ async fn start_platform(
     let command_url = services.add(command);
 
     let mut config = saga_orchestrator::Config::new(localhost, steps_url, common.clone());
+    config.service_token_file = Some(harness::auth::service_token_file());
     config.concurrency = args.saga_concurrency;
     if let Some(ms) = args.saga_fetch_wait_ms {
         config.fetch_wait_ms = ms;

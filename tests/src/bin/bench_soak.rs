@@ -111,6 +111,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
+        .default_headers(harness::auth::binary_headers())
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)
         .build()?;

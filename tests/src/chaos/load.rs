@@ -207,6 +207,7 @@ impl Poster {
     pub fn new(budget: Duration) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
+                .default_headers(crate::auth::binary_headers())
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(10))
                 .build()?,

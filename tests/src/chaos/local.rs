@@ -161,6 +161,10 @@ impl LocalPlatform {
                     role_url(&pg_port, database_role(target)),
                 ),
                 ("DATABASE_MAX_CONNECTIONS".into(), "8".into()),
+                (
+                    "AUTH_JWKS_FILE".into(),
+                    crate::auth::jwks_file().display().to_string(),
+                ),
                 ("KAFKA_BROKERS".into(), kafka_brokers.clone()),
                 ("KAFKA_TOPIC_PREFIX".into(), TOPIC_PREFIX.into()),
                 ("LOG_FORMAT".into(), "pretty".into()),
@@ -174,10 +178,16 @@ impl LocalPlatform {
                     "INTERNAL_HTTP_ADDR".into(),
                     format!("127.0.0.1:{internal_port}"),
                 )),
-                Target::SagaOrchestrator => env.push((
-                    "COMMAND_SERVICE_INTERNAL_URL".into(),
-                    format!("http://127.0.0.1:{internal_port}"),
-                )),
+                Target::SagaOrchestrator => env.extend([
+                    (
+                        "COMMAND_SERVICE_INTERNAL_URL".into(),
+                        format!("http://127.0.0.1:{internal_port}"),
+                    ),
+                    (
+                        "SERVICE_TOKEN_FILE".into(),
+                        crate::auth::service_token_file().display().to_string(),
+                    ),
+                ]),
                 _ => {}
             }
             env.extend(

@@ -335,6 +335,7 @@ pub async fn run(
     // Settling: every saga ended, every projection at lag 0, the read
     // models equal to the store.
     let http = reqwest::Client::builder()
+        .default_headers(crate::auth::binary_headers())
         .timeout(Duration::from_secs(10))
         .build()?;
     let mut orders = poll_until(settings.settle_bound, "finding the run's orders", || {
