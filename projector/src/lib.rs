@@ -7,7 +7,7 @@
 //! store into shadow tables and swaps them in; `status` and `api` are the
 //! operator's view; `cli` is `projector rebuild` and `projector migrate`.
 
-mod api;
+pub mod api;
 pub mod cli;
 mod live;
 mod metrics;

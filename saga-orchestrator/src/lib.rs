@@ -7,7 +7,7 @@
 //! `executor` claims due sagas and drives them; `api` is the operator's
 //! retry.
 
-mod api;
+pub mod api;
 mod client;
 pub mod decide;
 mod executor;
