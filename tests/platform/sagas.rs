@@ -528,6 +528,64 @@ async fn a_command_service_unavailable_for_a_while_is_retried_until_it_is_back()
 }
 
 #[tokio::test]
+async fn a_refused_service_credential_is_retried_and_read_again_once_renewed() {
+    // The orchestrator's token file holds an expired service token: every
+    // step call is 401, which is the platform's set-up and not the
+    // business's answer, so the saga waits instead of compensating; once
+    // the file is renewed (renamed over, as a projected token is), the
+    // orchestrator reads it again after the next 401 and the saga goes on.
+    let dir = std::env::temp_dir().join(format!("orders-token-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("service.jwt");
+    let now = chrono::Utc::now().timestamp();
+    let expired = harness::auth::signing_key()
+        .mint_raw(&json!({
+            "iss": service_kit::auth::PLATFORM_ISSUER,
+            "aud": service_kit::auth::PLATFORM_AUDIENCE,
+            "sub": "saga-orchestrator",
+            "roles": ["service"],
+            "iat": now - 7_200,
+            "exp": now - 3_600,
+        }))
+        .unwrap();
+    std::fs::write(&token_file, expired).unwrap();
+    let file = token_file.clone();
+    let platform = Platform::start_with(move |config| {
+        fast_retries(config);
+        config.service_token_file = Some(file);
+    })
+    .await;
+    platform.product("stamp", 100, 10).await;
+    let customer = platform.customer(1_000).await;
+    let order = platform.place(&customer, "stamp", 2, "FR").await;
+    let waiting = platform
+        .saga_where(&order, "retrying the reservation", |saga| {
+            step(saga, "reserve_inventory")["attempts"].as_u64() >= Some(3)
+        })
+        .await;
+    assert_eq!(waiting["status"], "running", "{waiting}");
+    let error = step(&waiting, "reserve_inventory")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("401"), "{error}");
+    // Nothing was reserved meanwhile.
+    platform.stock_becomes("stamp", 10, 0).await;
+
+    let renewed = dir.join("service.jwt.new");
+    std::fs::write(
+        &renewed,
+        harness::auth::token("service", "saga-orchestrator"),
+    )
+    .unwrap();
+    std::fs::rename(&renewed, &token_file).unwrap();
+    platform.order_becomes(&order, "confirmed").await;
+    platform.saga_becomes(&order, "completed").await;
+    platform.balance_becomes(&customer, 800).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn a_step_past_its_deadline_is_failed_and_compensated() {
     let env_platform = Platform::start().await;
     // A second orchestrator is not wanted here: replace it with one whose
@@ -593,9 +651,28 @@ async fn a_compensation_that_keeps_failing_fails_the_saga_until_an_operator_retr
     )
     .await;
 
+    // A writer may not retry; nothing is recorded.
+    let writer = harness::auth::client("writer")
+        .post(format!("{url}/v1/sagas/{order}/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(writer, StatusCode::FORBIDDEN, "forbidden", None).await;
+
     platform.proxy.heal();
     let response = retry(format!("{url}/v1/sagas/{order}/retry")).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // The retry says who asked: the admin client's subject.
+    let store = platform.env.event_store().await;
+    let retries: Vec<_> = store
+        .read_stream(&format!("saga-{order}"), 1, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "SagaRetryRequested")
+        .collect();
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].metadata["actor"], "test-admin");
     let saga = platform.saga_becomes(&order, "compensated").await;
     assert!(saga["history"].as_array().unwrap().len() > history_len);
     let order_view = platform.order_becomes(&order, "rejected").await;
