@@ -161,7 +161,9 @@ impl<S: Clone + Send + Sync + 'static> RouteTable<S> {
             .map(|rule| ((rule.method.clone(), rule.path.to_owned()), rule.access))
             .collect();
         let guard = Arc::new(Guard { auth, rules });
-        inner(self.router).route_layer(axum::middleware::from_fn_with_state(guard, check))
+        inner(self.router)
+            .route_layer(axum::middleware::from_fn_with_state(guard, check))
+            .method_not_allowed_fallback(method_not_allowed)
     }
 }
 
@@ -227,6 +229,17 @@ async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: Next
         customer,
     });
     next.run(request).await
+}
+
+/// 405 as a problem document (axum's own has an empty body).
+async fn method_not_allowed() -> Response {
+    crate::http::Problem::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint does not take that method",
+    )
+    .into_response()
 }
 
 /// The token of `Authorization: Bearer <token>`.
