@@ -104,13 +104,22 @@ pub async fn start_all(
     Ok(started)
 }
 
+/// The metadata of the orchestrator's own appends: the saga's order as
+/// the correlation, and the orchestrator itself as the `actor` (an
+/// operator's retry names the operator instead: [`append_by`]).
 fn metadata(order_id: Uuid, causation_id: &str) -> Metadata {
     Metadata {
         correlation_id: order_id.to_string(),
         causation_id: causation_id.to_owned(),
-        ..Metadata::default()
+        traceparent: None,
+        extra: [(ACTOR.to_owned(), serde_json::Value::from(crate::SERVICE))]
+            .into_iter()
+            .collect(),
     }
 }
+
+/// The metadata field naming who asked for a write.
+const ACTOR: &str = "actor";
 
 /// Appends events if the saga is still at `version`; false when another
 /// writer got there first (reload and decide again).
@@ -139,7 +148,7 @@ pub async fn append_by(
     if let Some(actor) = actor {
         metadata
             .extra
-            .insert("actor".to_owned(), serde_json::Value::from(actor));
+            .insert(ACTOR.to_owned(), serde_json::Value::from(actor));
     }
     let events = events
         .iter()
