@@ -5,6 +5,7 @@
 mod broker;
 mod broker_trust;
 mod chaos;
+mod customers;
 mod database_roles;
 mod event_store;
 mod health;
