@@ -59,7 +59,7 @@ pub struct AppState {
 
 /// The read API's routes, each with who may call it (the contract's
 /// Security section): a customer reads their own orders, account and
-/// sagas; the catalogue is public; the saga list is for readers.
+/// sagas; the catalogue is public.
 pub fn routes() -> RouteTable<AppState> {
     use routes::*;
     RouteTable::new()
@@ -68,7 +68,7 @@ pub fn routes() -> RouteTable<AppState> {
         .get("/v1/orders/{id}", Access::READ_OWN, orders::get)
         .get("/v1/products/{sku}", Access::Public, products::get)
         .get("/v1/customers/{id}", Access::READ_OWN, customers::get)
-        .get("/v1/sagas", Access::READ, sagas::list)
+        .get("/v1/sagas", Access::READ_OWN, sagas::list)
         .get("/v1/sagas/{order_id}", Access::READ_OWN, sagas::get)
 }
 

@@ -83,6 +83,7 @@ pub struct SagaList {
         (status = 400, description = "bad filter, limit or cursor", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: service_kit::auth::Caller,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<SagaList>> {
     let limit = limit(query.limit)?;
@@ -94,6 +95,8 @@ pub async fn list(
          where ($1::text is null or status = $1)
            and ($2::text is null or current_step = $2)
            and ($3::timestamptz is null or (started_at, order_id) < ($3, $4))
+           and ($6::uuid is null
+                or order_id in (select order_id from rm_orders where customer_id = $6))
          order by started_at desc, order_id desc
          limit $5",
     )
@@ -102,6 +105,9 @@ pub async fn list(
     .bind(cursor.map(|c| c.at))
     .bind(cursor.map(|c| c.id))
     .bind(limit + 1)
+    // A customer lists the sagas of their own orders only (the owner of
+    // an order is in the orders read model).
+    .bind(caller.customer)
     .fetch_all(&state.pool)
     .await?;
     let mut items: Vec<SagaSummary> = rows.into_iter().map(SagaSummary::from).collect();
