@@ -6,6 +6,9 @@
 //!   again at once, but no more than once every `refetch_floor`, so a
 //!   stream of tokens with made-up key ids cannot turn into a stream of
 //!   requests to the identity provider.
+//! - After a failed read, with no set left in hand, the set is read again
+//!   no more than once every `refetch_floor` either, so an outage of the
+//!   provider does not become a request to it per token.
 //! - A file is read again as soon as it changes (its modification time or
 //!   size), which also covers a symbolic link swapped to a new file.
 //! - Only asymmetric signature keys are kept; each is pinned to the
@@ -100,6 +103,19 @@ impl KeySet {
             None => true,
             Some(at) => at.elapsed() >= self.max_age || self.file_changed(&cached),
         };
+        // With no set in hand because the last read failed, the set is
+        // read again no more than once every `refetch_floor` (a file as
+        // soon as it changes): an outage of the identity provider must
+        // not turn every request into a request to it, each waiting for
+        // its timeout while holding the lock.
+        let failed_recently = cached.read_at.is_none()
+            && cached
+                .last_attempt
+                .is_some_and(|at| at.elapsed() < self.refetch_floor)
+            && !self.file_changed(&cached);
+        if stale && failed_recently {
+            return None;
+        }
         if stale {
             self.refresh(&mut cached).await;
         }
@@ -296,6 +312,29 @@ mod tests {
         assert!(anonymous.is_empty());
         assert_eq!(by_kid.keys().collect::<Vec<_>>(), ["ed"]);
         assert_eq!(by_kid["ed"].algorithms, [Algorithm::EdDSA]);
+    }
+
+    #[tokio::test]
+    async fn a_key_file_that_appears_after_a_failed_read_is_read_at_once() {
+        let dir = std::env::temp_dir().join(format!("jwks-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        let keys = KeySet::new(
+            Source::File(path.clone()),
+            Duration::from_secs(600),
+            Duration::from_secs(600),
+        );
+        assert!(keys.key(Some("ed")).await.is_none(), "no file yet");
+        std::fs::write(
+            &path,
+            r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+        )
+        .unwrap();
+        assert!(
+            keys.key(Some("ed")).await.is_some(),
+            "the new file is read although the refetch floor has not passed"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
