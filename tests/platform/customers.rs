@@ -368,6 +368,13 @@ async fn a_customer_reaches_only_their_own_account_orders_and_sagas() {
     let placed = platform.place(&as_a, a, "widget", "GB").await;
     let order = placed["order_id"].as_str().unwrap().to_owned();
     let order_version = placed["version"].as_u64().unwrap();
+    // A third customer's order, which A and B must not see either.
+    let (c, as_c) = new_customer();
+    platform.register_and_deposit(&as_c, c, 5_000).await;
+    let others = platform.place(&as_c, c, "widget", "GB").await["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, seen) = send(
         as_a.get(platform.query_url(&format!("/v1/orders/{order}?min_version={order_version}"))),
     )
@@ -415,7 +422,16 @@ async fn a_customer_reaches_only_their_own_account_orders_and_sagas() {
         "{order_events:?}"
     );
 
-    // Lists: each customer sees only their own orders, whatever the filter.
+    // Lists: each customer sees only their own orders, whatever the filter
+    // (C's order is in the read model by now).
+    platform
+        .query_until(
+            &platform.admin,
+            &format!("/v1/orders/{others}"),
+            "C's order in the read model",
+            |_| true,
+        )
+        .await;
     let (status, mine) = send(as_a.get(platform.query_url("/v1/orders"))).await;
     assert_eq!(status, StatusCode::OK, "{mine}");
     assert_eq!(ids(&mine), [order.as_str()]);
@@ -454,7 +470,7 @@ async fn a_customer_reaches_only_their_own_account_orders_and_sagas() {
         .count();
     assert_eq!(placed_for_b, 0);
 
-    // Sagas: one's own order's saga, not another's, and no saga list.
+    // Sagas: one's own order's saga, not another's.
     let saga = platform
         .query_until(
             &as_a,
@@ -471,13 +487,21 @@ async fn a_customer_reaches_only_their_own_account_orders_and_sagas() {
         None,
     )
     .await;
-    assert_problem(
-        response(as_a.get(platform.query_url("/v1/sagas"))).await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        None,
-    )
-    .await;
+    // The saga list shows a customer the sagas of their own orders only.
+    platform.saga_becomes(&others, "completed").await;
+    let (status, all) = send(platform.admin.get(platform.query_url("/v1/sagas"))).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let mut every = ids(&all);
+    every.sort();
+    let mut both = [order.clone(), others.clone()];
+    both.sort();
+    assert_eq!(every, both);
+    let (status, mine) = send(as_a.get(platform.query_url("/v1/sagas"))).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(ids(&mine), [order.as_str()]);
+    let (status, theirs) = send(as_b.get(platform.query_url("/v1/sagas"))).await;
+    assert_eq!(status, StatusCode::OK, "{theirs}");
+    assert_eq!(ids(&theirs), Vec::<String>::new());
 
     // Event streams, time travel, operator actions: 403 to a customer, even
     // for their own data.
