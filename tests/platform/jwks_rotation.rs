@@ -125,6 +125,7 @@ fn config(url: &str) -> AuthConfig {
         audience: PLATFORM_AUDIENCE.into(),
         jwks_max_age: MAX_AGE,
         roles_claim: "roles".into(),
+        grants: Vec::new(),
     }
 }
 
@@ -281,6 +282,59 @@ async fn without_a_key_set_tokens_are_refused_once_the_max_age_has_passed() {
         "tokens are refused once the max age passed with the provider gone",
     )
     .await;
+}
+
+/// `AUTH_GRANTS` gives a role to one subject of one issuer whose tokens
+/// carry none (a Kubernetes service account's projected token): that
+/// subject gets it, another subject of the same issuer does not, and the
+/// same subject from another trusted issuer does not either.
+#[tokio::test]
+async fn a_grant_gives_roles_to_one_subject_of_one_issuer() {
+    const ACCOUNT: &str = "system:serviceaccount:orders:saga-orchestrator";
+    let cluster = SigningKey::generate(&format!("k8s-{}", Uuid::new_v4()));
+    let other = SigningKey::generate(&format!("other-{}", Uuid::new_v4()));
+    let cluster_idp = Idp::start(&[&cluster]).await;
+    let other_idp = Idp::start(&[&other]).await;
+    let auth = Authenticator::with_refetch_floor(
+        &AuthConfig {
+            jwks_url: None,
+            issuers: vec![
+                format!("k8s={}", cluster_idp.url),
+                format!("{ISSUER}={}", other_idp.url),
+            ],
+            grants: vec![
+                service_kit::auth::parse_grant(&format!("k8s {ACCOUNT} service")).unwrap(),
+            ],
+            ..config(&cluster_idp.url)
+        },
+        FLOOR,
+    );
+    let token = |key: &SigningKey, issuer: &str, subject: &str| {
+        key.mint(&Claims {
+            issuer: issuer.into(),
+            audience: PLATFORM_AUDIENCE.into(),
+            subject: subject.into(),
+            roles: Vec::new(),
+            ttl: Duration::from_secs(600),
+        })
+        .unwrap()
+    };
+    let (subject, roles) = auth.verify(&token(&cluster, "k8s", ACCOUNT)).await.unwrap();
+    assert_eq!(subject, ACCOUNT);
+    assert_eq!(roles.into_iter().collect::<Vec<_>>(), [Role::Service]);
+    let (_, roles) = auth
+        .verify(&token(
+            &cluster,
+            "k8s",
+            "system:serviceaccount:orders:other",
+        ))
+        .await
+        .unwrap();
+    assert!(roles.is_empty(), "{roles:?}");
+    let (_, roles) = auth.verify(&token(&other, ISSUER, ACCOUNT)).await.unwrap();
+    assert!(roles.is_empty(), "{roles:?}");
+    // A token naming the granted issuer but signed by another is refused.
+    assert!(auth.verify(&token(&other, "k8s", ACCOUNT)).await.is_err());
 }
 
 /// `AUTH_ROLES_CLAIM=realm_access.roles` reads Keycloak's nested realm

@@ -92,6 +92,42 @@ pub struct AuthConfig {
         default_value = "roles"
     )]
     pub roles_claim: String,
+
+    /// Roles granted to one subject of one trusted issuer whatever its
+    /// token's claims say, comma-separated entries `<issuer> <subject>
+    /// <role>[+<role>...]`: for credentials whose issuer puts no roles in
+    /// them, such as a Kubernetes service account's projected token
+    /// (`https://kubernetes.default.svc.cluster.local
+    /// system:serviceaccount:orders:saga-orchestrator service`).
+    #[arg(long = "auth-grants", env = "AUTH_GRANTS", value_delimiter = ',', value_parser = parse_grant)]
+    pub grants: Vec<Grant>,
+}
+
+/// Roles for one (issuer, subject), from `AUTH_GRANTS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub issuer: String,
+    pub subject: String,
+    pub roles: Vec<Role>,
+}
+
+/// `<issuer> <subject> <role>[+<role>...]`.
+pub fn parse_grant(text: &str) -> Result<Grant, String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [issuer, subject, roles] = parts[..] else {
+        return Err(format!(
+            "`{text}`: a grant is `<issuer> <subject> <role>[+<role>...]`"
+        ));
+    };
+    let roles = roles
+        .split('+')
+        .map(|name| Role::parse(name).ok_or_else(|| format!("`{name}` is not a role")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Grant {
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+        roles,
+    })
 }
 
 impl AuthConfig {
@@ -104,6 +140,7 @@ impl AuthConfig {
             audience: PLATFORM_AUDIENCE.into(),
             jwks_max_age: Duration::from_secs(600),
             roles_claim: "roles".into(),
+            grants: Vec::new(),
         }
     }
 }
@@ -235,6 +272,7 @@ struct Inner {
     issuers: Vec<Issuer>,
     audience: String,
     roles_claim: Vec<String>,
+    grants: Vec<Grant>,
 }
 
 impl Authenticator {
@@ -298,6 +336,7 @@ impl Authenticator {
                 issuers,
                 audience: config.audience.clone(),
                 roles_claim: config.roles_claim.split('.').map(str::to_owned).collect(),
+                grants: config.grants.clone(),
             }),
         }
     }
@@ -371,6 +410,12 @@ impl Authenticator {
                 roles.extend(role.includes());
             }
         }
+        // The issuer is the verified one here: a grant cannot be claimed.
+        for grant in &self.inner.grants {
+            if grant.issuer == iss && grant.subject == subject {
+                roles.extend(grant.roles.iter().flat_map(|role| role.includes()));
+            }
+        }
         Ok((subject, roles))
     }
 }
@@ -427,6 +472,24 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("10d").is_err());
+    }
+
+    #[test]
+    fn a_grant_names_an_issuer_a_subject_and_roles() {
+        assert_eq!(
+            parse_grant("https://k8s.local system:serviceaccount:orders:saga service").unwrap(),
+            Grant {
+                issuer: "https://k8s.local".into(),
+                subject: "system:serviceaccount:orders:saga".into(),
+                roles: vec![Role::Service],
+            }
+        );
+        assert_eq!(
+            parse_grant("iss sub reader+operator").unwrap().roles,
+            [Role::Reader, Role::Operator]
+        );
+        assert!(parse_grant("iss sub").is_err());
+        assert!(parse_grant("iss sub root").is_err());
     }
 
     #[test]
