@@ -316,6 +316,8 @@ async fn a_read_model_that_does_not_catch_up_in_time_is_a_504_and_unknown_ids_ar
         "/v1/orders/not-a-uuid",
         "/v1/products/bad%20sku",
         "/v1/products/lamp?min_version=-1",
+        // Beyond any version (a PostgreSQL bigint): refused, not awaited.
+        "/v1/products/lamp?min_version=9223372036854775808",
         "/v1/orders?status=shipped",
         "/v1/orders?limit=0",
         "/v1/orders?cursor=garbage",
