@@ -27,11 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{self, DeadLetter};
-use crate::views::customers::CustomerRow;
-use crate::views::orders::OrderRow;
-use crate::views::products::ProductRow;
-use crate::views::sagas::SagaRow;
-use crate::views::{Projection, View};
+use crate::views::Projection;
 
 /// How the live consumer reads.
 #[derive(Debug, Clone)]
@@ -149,7 +145,7 @@ pub async fn apply_batch(
             }
         };
         for event in events {
-            if Projection::for_stream(&event.stream_id).is_some() {
+            if Projection::taking(&event.stream_id).next().is_some() {
                 claimed.push((event, origin));
             } else if !known_unprojected(&event) {
                 dead.push(origin.dead_letter(format!(
@@ -185,12 +181,13 @@ pub async fn apply_batch(
     }
     let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
     for (event, origin) in verified.genuine {
-        // The stored stream is the claimed one, which has a projection.
-        if let Some(projection) = Projection::for_stream(&event.stream_id) {
+        // The stored stream is the claimed one, which has a projection;
+        // every read model taking the stream gets the event.
+        for projection in Projection::taking(&event.stream_id) {
             by_projection
                 .entry(projection)
                 .or_default()
-                .push((event, origin));
+                .push((event.clone(), origin));
         }
     }
 
@@ -202,12 +199,8 @@ pub async fn apply_batch(
     }
     let mut progress = Vec::new();
     for (projection, events) in by_projection {
-        let applied = match projection {
-            Projection::Orders => apply::<OrderRow>(&mut tx, store, events).await?,
-            Projection::Products => apply::<ProductRow>(&mut tx, store, events).await?,
-            Projection::Customers => apply::<CustomerRow>(&mut tx, store, events).await?,
-            Projection::Sagas => apply::<SagaRow>(&mut tx, store, events).await?,
-        };
+        let applied =
+            store::apply_projection(&mut tx, store, projection, projection.table(), events).await?;
         store::record_progress(&mut tx, projection, applied.events, applied.position).await?;
         progress.push((projection, applied.events));
         dead.extend(
@@ -255,14 +248,6 @@ fn one_letter_per_message(letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
         }
     }
     merged
-}
-
-async fn apply<'a, V: View>(
-    tx: &mut sqlx::PgConnection,
-    store: &EventStore,
-    events: Vec<(RecordedEvent, Origin<'a>)>,
-) -> anyhow::Result<store::Applied<Origin<'a>>> {
-    store::apply_events::<V, _>(tx, store, V::PROJECTION.table(), events).await
 }
 
 /// Events no projection folds but which are expected on the log

@@ -16,6 +16,8 @@
 //! during the rebuild is lost or applied twice.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -23,11 +25,7 @@ use event_store::{Checkpoint, EventStore, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::store::{self, DeadLetter};
-use crate::views::customers::CustomerRow;
-use crate::views::orders::OrderRow;
-use crate::views::products::ProductRow;
-use crate::views::sagas::SagaRow;
-use crate::views::{Projection, View};
+use crate::views::{Declaration, Projection, View, WithView};
 
 /// Advisory lock class of rebuilds: (class, projection) is held for the
 /// whole rebuild, on a connection of its own.
@@ -370,33 +368,20 @@ async fn catch_up(
     let count = page.len() as u64;
     let mut by_projection: HashMap<Projection, Vec<(RecordedEvent, i64)>> = HashMap::new();
     for event in page {
-        if let Some(projection) = Projection::for_stream(&event.stream_id)
-            && projections.contains(&projection)
-        {
-            let position = event.position;
-            by_projection
-                .entry(projection)
-                .or_default()
-                .push((event, position));
+        for projection in Projection::taking(&event.stream_id) {
+            if projections.contains(&projection) {
+                let position = event.position;
+                by_projection
+                    .entry(projection)
+                    .or_default()
+                    .push((event.clone(), position));
+            }
         }
     }
     let mut dead = Vec::new();
     for (projection, events) in by_projection {
         let shadow = format!("{}_shadow", projection.table());
-        let applied = match projection {
-            Projection::Orders => {
-                store::apply_events::<OrderRow, _>(conn, store, &shadow, events).await?
-            }
-            Projection::Products => {
-                store::apply_events::<ProductRow, _>(conn, store, &shadow, events).await?
-            }
-            Projection::Customers => {
-                store::apply_events::<CustomerRow, _>(conn, store, &shadow, events).await?
-            }
-            Projection::Sagas => {
-                store::apply_events::<SagaRow, _>(conn, store, &shadow, events).await?
-            }
-        };
+        let applied = store::apply_projection(conn, store, projection, &shadow, events).await?;
         report.add(projection, applied.events, applied.position);
         dead.extend(
             applied
@@ -448,6 +433,7 @@ impl Progressing {
 
 /// One projection folded in memory: its rows by stream id.
 struct Fold<V> {
+    projection: Projection,
     rows: HashMap<String, Option<V>>,
     events: u64,
     position: i64,
@@ -455,8 +441,9 @@ struct Fold<V> {
 }
 
 impl<V: View> Fold<V> {
-    fn new() -> Self {
+    fn new(projection: Projection) -> Self {
         Self {
+            projection,
             rows: HashMap::new(),
             events: 0,
             position: 0,
@@ -468,7 +455,7 @@ impl<V: View> Fold<V> {
         // Keyed by stream id; a stream's id is checked once, when first
         // seen (this is the hot loop of a rebuild).
         if !self.rows.contains_key(event.stream_id.as_str()) {
-            if let Err(reason) = store::key_of(V::PROJECTION, &event.stream_id) {
+            if let Err(reason) = store::key_of(&V::DECLARATION, &event.stream_id) {
                 self.refused
                     .push(stored_dead_letter(event.position, reason));
                 return;
@@ -506,7 +493,7 @@ impl<V: View> Fold<V> {
 
     /// Writes the folded rows into the projection's shadow table.
     async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
-        let projection = V::PROJECTION;
+        let projection = self.projection;
         let shadow = format!("{}_shadow", projection.table());
         let rows: Vec<V> = self.rows.into_values().flatten().collect();
         // A few connections write chunks side by side: encoding the rows
@@ -534,47 +521,66 @@ impl<V: View> Fold<V> {
     }
 }
 
-/// The folds of the projections being rebuilt.
-struct Folds {
-    orders: Option<Fold<OrderRow>>,
-    products: Option<Fold<ProductRow>>,
-    customers: Option<Fold<CustomerRow>>,
-    sagas: Option<Fold<SagaRow>>,
+/// A [`Fold`] of any view type.
+trait Folding: Send {
+    fn apply(&mut self, event: &RecordedEvent);
+
+    fn write<'a>(
+        self: Box<Self>,
+        pool: &'a PgPool,
+        report: &'a mut Progressing,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 }
+
+impl<V: View> Folding for Fold<V> {
+    fn apply(&mut self, event: &RecordedEvent) {
+        Fold::apply(self, event);
+    }
+
+    fn write<'a>(
+        self: Box<Self>,
+        pool: &'a PgPool,
+        report: &'a mut Progressing,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(Fold::write(*self, pool, report))
+    }
+}
+
+/// Makes an empty fold of a projection's view type.
+struct NewFold(Projection);
+
+impl WithView for NewFold {
+    type Output = Box<dyn Folding>;
+    fn with<V: View>(self) -> Box<dyn Folding> {
+        Box::new(Fold::<V>::new(self.0))
+    }
+}
+
+/// The folds of the projections being rebuilt, each with its declaration;
+/// an event goes to every fold whose read model takes its stream.
+struct Folds(Vec<(Declaration, Box<dyn Folding>)>);
 
 impl Folds {
     fn new(projections: &[Projection]) -> Self {
-        let has = |p| projections.contains(&p);
-        Self {
-            orders: has(Projection::Orders).then(Fold::new),
-            products: has(Projection::Products).then(Fold::new),
-            customers: has(Projection::Customers).then(Fold::new),
-            sagas: has(Projection::Sagas).then(Fold::new),
-        }
+        Self(
+            projections
+                .iter()
+                .map(|&p| (p.declaration(), p.with_view(NewFold(p))))
+                .collect(),
+        )
     }
 
     fn apply(&mut self, event: &RecordedEvent) {
-        match Projection::for_stream(&event.stream_id) {
-            Some(Projection::Orders) => self.orders.as_mut().map(|f| f.apply(event)),
-            Some(Projection::Products) => self.products.as_mut().map(|f| f.apply(event)),
-            Some(Projection::Customers) => self.customers.as_mut().map(|f| f.apply(event)),
-            Some(Projection::Sagas) => self.sagas.as_mut().map(|f| f.apply(event)),
-            None => None,
-        };
+        for (declaration, fold) in &mut self.0 {
+            if declaration.takes(&event.stream_id) {
+                fold.apply(event);
+            }
+        }
     }
 
     async fn write(self, pool: &PgPool) -> anyhow::Result<Progressing> {
         let mut report = Progressing::default();
-        if let Some(fold) = self.orders {
-            fold.write(pool, &mut report).await?;
-        }
-        if let Some(fold) = self.products {
-            fold.write(pool, &mut report).await?;
-        }
-        if let Some(fold) = self.customers {
-            fold.write(pool, &mut report).await?;
-        }
-        if let Some(fold) = self.sagas {
+        for (_, fold) in self.0 {
             fold.write(pool, &mut report).await?;
         }
         Ok(report)

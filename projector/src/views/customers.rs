@@ -6,7 +6,7 @@ use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerRow {
@@ -19,7 +19,13 @@ pub struct CustomerRow {
 }
 
 impl View for CustomerRow {
-    const PROJECTION: Projection = Projection::Customers;
+    const DECLARATION: Declaration = Declaration {
+        name: "customers",
+        table: "rm_customers",
+        stream_prefix: "customer-",
+        key: ("customer_id", "uuid"),
+        columns: "customer_id uuid, name text, email text, balance_cents bigint, version bigint",
+    };
 
     fn version(&self) -> u64 {
         self.version

@@ -8,7 +8,7 @@ use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRow {
@@ -27,7 +27,15 @@ pub struct OrderRow {
 }
 
 impl View for OrderRow {
-    const PROJECTION: Projection = Projection::Orders;
+    const DECLARATION: Declaration = Declaration {
+        name: "orders",
+        table: "rm_orders",
+        stream_prefix: "order-",
+        key: ("order_id", "uuid"),
+        columns: "order_id uuid, customer_id uuid, status text, lines jsonb, total_cents bigint, \
+                  shipping_address jsonb, rejection_reason text, tracking_number text, \
+                  created_at timestamptz, updated_at timestamptz, version bigint",
+    };
 
     fn version(&self) -> u64 {
         self.version

@@ -5,7 +5,7 @@ use domain::product::ProductEvent;
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductRow {
@@ -20,7 +20,14 @@ pub struct ProductRow {
 }
 
 impl View for ProductRow {
-    const PROJECTION: Projection = Projection::Products;
+    const DECLARATION: Declaration = Declaration {
+        name: "products",
+        table: "rm_products",
+        stream_prefix: "product-",
+        key: ("sku", "text"),
+        columns: "sku text, name text, price_cents bigint, on_hand bigint, reserved bigint, \
+                  available bigint, version bigint",
+    };
 
     fn version(&self) -> u64 {
         self.version

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRow {
@@ -50,7 +50,15 @@ pub struct HistoryEntry {
 }
 
 impl View for SagaRow {
-    const PROJECTION: Projection = Projection::Sagas;
+    const DECLARATION: Declaration = Declaration {
+        name: "sagas",
+        table: "rm_sagas",
+        stream_prefix: "saga-",
+        key: ("order_id", "uuid"),
+        columns: "order_id uuid, status text, current_step text, failure_reason text, \
+                  started_at timestamptz, updated_at timestamptz, finished_at timestamptz, \
+                  state jsonb, detail jsonb, version bigint",
+    };
 
     fn version(&self) -> u64 {
         self.version
