@@ -446,3 +446,25 @@ async fn the_daily_sales_report_is_for_readers_and_checks_its_filters() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn every_read_model_table_has_the_columns_its_declaration_names() {
+    // The declarations (`read-models`) are what the projector writes
+    // through and the query-service selects; the migrations make the
+    // tables. They must agree, column for column and in order.
+    let env = TestEnv::new().await;
+    for projection in projector::views::Projection::ALL {
+        let declaration = projection.declaration();
+        let columns: Vec<String> = sqlx::query_scalar(
+            "select column_name::text from information_schema.columns
+             where table_schema = 'public' and table_name = $1
+             order by ordinal_position",
+        )
+        .bind(declaration.table)
+        .fetch_all(&env.pg)
+        .await
+        .unwrap();
+        let declared: Vec<&str> = declaration.column_names().collect();
+        assert_eq!(columns, declared, "{}", declaration.table);
+    }
+}

@@ -19,13 +19,7 @@ pub struct CustomerRow {
 }
 
 impl View for CustomerRow {
-    const DECLARATION: Declaration = Declaration {
-        name: "customers",
-        table: "rm_customers",
-        stream_prefix: "customer-",
-        key: ("customer_id", "uuid"),
-        columns: "customer_id uuid, name text, email text, balance_cents bigint, version bigint",
-    };
+    const DECLARATION: Declaration = read_models::CUSTOMERS;
 
     fn version(&self) -> u64 {
         self.version

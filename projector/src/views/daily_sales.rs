@@ -112,13 +112,7 @@ fn by_sku(lines: &[OrderLine]) -> Vec<SkuSales> {
 
 impl View for OrderSales {
     // The same streams as `rm_orders`, folded into another table.
-    const DECLARATION: Declaration = Declaration {
-        name: "daily_sales",
-        table: "rm_daily_sales_orders",
-        stream_prefix: "order-",
-        key: ("order_id", "uuid"),
-        columns: "order_id uuid, lines jsonb, confirmed_on date, cancelled_on date, version bigint",
-    };
+    const DECLARATION: Declaration = read_models::DAILY_SALES;
 
     fn version(&self) -> u64 {
         self.version

@@ -38,41 +38,10 @@ impl ApplyError {
     }
 }
 
-/// What a read model declares about itself: everything live consumption,
-/// rebuilds, status and the operator's API need to know of it. Each view
-/// module holds its own (`View::DECLARATION`).
-#[derive(Debug, Clone, Copy)]
-pub struct Declaration {
-    /// The name operators use (`GET /v1/projections`, rebuilds, metrics).
-    pub name: &'static str,
-    /// The table the query-service reads.
-    pub table: &'static str,
-    /// The stream category whose events it takes. Several read models may
-    /// take one category: each gets every event of it.
-    pub stream_prefix: &'static str,
-    /// The key column and its SQL type. A row is one stream's fold, keyed
-    /// by the stream id after its prefix, and carries that stream's version:
-    /// a read model summing across streams keeps each stream's contribution
-    /// as its row and adds them up when it is read (see `daily_sales`).
-    pub key: (&'static str, &'static str),
-    /// Every column with its SQL type, in table order: the record type
-    /// rows are written through (`jsonb_to_recordset`).
-    pub columns: &'static str,
-}
-
-impl Declaration {
-    /// Whether this read model takes the events of `stream_id`.
-    pub fn takes(&self, stream_id: &str) -> bool {
-        stream_id.starts_with(self.stream_prefix)
-    }
-
-    /// The column names, in table order.
-    pub fn column_names(&self) -> impl Iterator<Item = &'static str> {
-        self.columns
-            .split(',')
-            .map(|definition| definition.split_whitespace().next().expect("a column name"))
-    }
-}
+/// What a read model declares about itself (its table, columns, stream
+/// category and key); each view holds its own (`View::DECLARATION`), from
+/// the `read-models` crate the query-service reads too.
+pub use read_models::Declaration;
 
 /// The registry of read models: each variant names one view type, and
 /// [`Projection::with_view`] is the only place that maps one to the other.

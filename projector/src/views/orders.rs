@@ -27,15 +27,7 @@ pub struct OrderRow {
 }
 
 impl View for OrderRow {
-    const DECLARATION: Declaration = Declaration {
-        name: "orders",
-        table: "rm_orders",
-        stream_prefix: "order-",
-        key: ("order_id", "uuid"),
-        columns: "order_id uuid, customer_id uuid, status text, lines jsonb, total_cents bigint, \
-                  shipping_address jsonb, rejection_reason text, tracking_number text, \
-                  created_at timestamptz, updated_at timestamptz, version bigint",
-    };
+    const DECLARATION: Declaration = read_models::ORDERS;
 
     fn version(&self) -> u64 {
         self.version

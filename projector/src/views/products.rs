@@ -20,14 +20,7 @@ pub struct ProductRow {
 }
 
 impl View for ProductRow {
-    const DECLARATION: Declaration = Declaration {
-        name: "products",
-        table: "rm_products",
-        stream_prefix: "product-",
-        key: ("sku", "text"),
-        columns: "sku text, name text, price_cents bigint, on_hand bigint, reserved bigint, \
-                  available bigint, version bigint",
-    };
+    const DECLARATION: Declaration = read_models::PRODUCTS;
 
     fn version(&self) -> u64 {
         self.version

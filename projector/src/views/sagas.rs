@@ -50,15 +50,7 @@ pub struct HistoryEntry {
 }
 
 impl View for SagaRow {
-    const DECLARATION: Declaration = Declaration {
-        name: "sagas",
-        table: "rm_sagas",
-        stream_prefix: "saga-",
-        key: ("order_id", "uuid"),
-        columns: "order_id uuid, status text, current_step text, failure_reason text, \
-                  started_at timestamptz, updated_at timestamptz, finished_at timestamptz, \
-                  state jsonb, detail jsonb, version bigint",
-    };
+    const DECLARATION: Declaration = read_models::SAGAS;
 
     fn version(&self) -> u64 {
         self.version

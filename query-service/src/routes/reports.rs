@@ -6,6 +6,8 @@
 //! one row per order, guarded by the order stream's version), and the
 //! report adds them up here, so an event delivered twice never counts twice.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +17,38 @@ use service_kit::http::{Problem, QueryParams};
 
 use crate::AppState;
 use crate::http::ApiResult;
+
+/// Each confirmed order adds its lines on the day it was confirmed and
+/// takes them away on the day it was cancelled (only set for confirmed
+/// orders); each order is one row, so the sum counts each order once.
+/// `$1`: SKU, `$2`, `$3`: the first and last day, each optional.
+static REPORT: LazyLock<String> = LazyLock::new(|| {
+    let table = read_models::DAILY_SALES.table;
+    format!(
+        "with contributions as (
+             select o.confirmed_on as day, l.sku, l.units, l.revenue_cents
+             from {table} o
+             cross join lateral jsonb_to_recordset(o.lines)
+               as l(sku text, units bigint, revenue_cents bigint)
+             where o.confirmed_on is not null
+               and ($2::date is null or o.confirmed_on >= $2)
+               and ($3::date is null or o.confirmed_on <= $3)
+             union all
+             select o.cancelled_on, l.sku, -l.units, -l.revenue_cents
+             from {table} o
+             cross join lateral jsonb_to_recordset(o.lines)
+               as l(sku text, units bigint, revenue_cents bigint)
+             where o.cancelled_on is not null and o.confirmed_on is not null
+               and ($2::date is null or o.cancelled_on >= $2)
+               and ($3::date is null or o.cancelled_on <= $3)
+         )
+         select day, sku, sum(units)::bigint as units, sum(revenue_cents)::bigint as revenue_cents
+         from contributions
+         where $1::text is null or sku = $1
+         group by day, sku
+         order by day desc, sku"
+    )
+});
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -55,38 +89,12 @@ pub async fn daily_sales(
     QueryParams(query): QueryParams<DailySalesQuery>,
 ) -> ApiResult<Json<DailySalesReport>> {
     check(&query)?;
-    // An order adds its lines on the day it was confirmed and takes them
-    // away on the day it was cancelled (only set for confirmed orders);
-    // each order is one row, so the sum counts each order once.
-    let items = sqlx::query_as::<_, DailySales>(
-        "with contributions as (
-             select o.confirmed_on as day, l.sku, l.units, l.revenue_cents
-             from rm_daily_sales_orders o
-             cross join lateral jsonb_to_recordset(o.lines)
-               as l(sku text, units bigint, revenue_cents bigint)
-             where o.confirmed_on is not null
-               and ($2::date is null or o.confirmed_on >= $2)
-               and ($3::date is null or o.confirmed_on <= $3)
-             union all
-             select o.cancelled_on, l.sku, -l.units, -l.revenue_cents
-             from rm_daily_sales_orders o
-             cross join lateral jsonb_to_recordset(o.lines)
-               as l(sku text, units bigint, revenue_cents bigint)
-             where o.cancelled_on is not null and o.confirmed_on is not null
-               and ($2::date is null or o.cancelled_on >= $2)
-               and ($3::date is null or o.cancelled_on <= $3)
-         )
-         select day, sku, sum(units)::bigint as units, sum(revenue_cents)::bigint as revenue_cents
-         from contributions
-         where $1::text is null or sku = $1
-         group by day, sku
-         order by day desc, sku",
-    )
-    .bind(query.sku.as_deref())
-    .bind(query.from)
-    .bind(query.to)
-    .fetch_all(&state.pool)
-    .await?;
+    let items = sqlx::query_as::<_, DailySales>(sqlx::AssertSqlSafe(REPORT.as_str()))
+        .bind(query.sku.as_deref())
+        .bind(query.from)
+        .bind(query.to)
+        .fetch_all(&state.pool)
+        .await?;
     Ok(Json(DailySalesReport { items }))
 }
 
