@@ -3,8 +3,9 @@
 //!
 //! 1. Take the projection's rebuild lock (one rebuild at a time, across
 //!    processes) and create an empty `<table>_shadow`.
-//! 2. Read the whole log in global order and fold it in memory, then write
-//!    the rows into the shadow in bulk.
+//! 2. Read the whole log in global order and fold it in memory (`fold`:
+//!    each event into every read model being rebuilt that takes its
+//!    stream), then write the rows into the shadow in bulk.
 //! 3. Catch the shadow up with what was appended meanwhile, row by row.
 //! 4. In one transaction: take the projection's exclusive lock (live writes
 //!    to the table hold it shared, so none is in flight), catch up the last
@@ -15,17 +16,18 @@
 //! table, whose rows carry their stream versions, so nothing that arrived
 //! during the rebuild is lost or applied twice.
 
+mod fold;
+
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use event_store::{Checkpoint, EventStore, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
+use self::fold::Folds;
 use crate::store::{self, DeadLetter};
-use crate::views::{Declaration, Projection, View, WithView};
+use crate::views::Projection;
 
 /// Advisory lock class of rebuilds: (class, projection) is held for the
 /// whole rebuild, on a connection of its own.
@@ -134,69 +136,8 @@ async fn run(
 ) -> anyhow::Result<Report> {
     let total = store.len().await.context("counting the log")?;
     progress.started(total);
-    for projection in projections {
-        let table = projection.table();
-        for statement in [
-            format!("drop table if exists {table}_shadow"),
-            // Without indexes: they are built once the rows are in, which
-            // is faster than maintaining them row by row.
-            format!(
-                "create table {table}_shadow (like {table} including defaults including constraints)"
-            ),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(pool)
-                .await
-                .with_context(|| format!("creating {table}_shadow"))?;
-        }
-        sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
-            .bind(projection.name())
-            .bind(total as i64)
-            .execute(pool)
-            .await
-            .context("recording rebuild progress")?;
-    }
-
-    let mut folds = Folds::new(projections);
-    let mut after = Checkpoint::START;
-    let mut read = 0u64;
-    let mut last_saved = Instant::now();
-    // Reading (PostgreSQL and JSON decoding) and folding overlap: a task
-    // reads the next pages while this one folds.
-    let (pages, mut reading) = tokio::sync::mpsc::channel(2);
-    let reader = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut after = Checkpoint::START;
-            loop {
-                let page = store.read_all_without_metadata(after, PAGE).await?;
-                let Some(last) = page.last() else {
-                    return anyhow::Ok(());
-                };
-                after = last.checkpoint();
-                if pages.send(page).await.is_err() {
-                    return Ok(());
-                }
-            }
-        })
-    };
-    while let Some(page) = reading.recv().await {
-        let Some(last) = page.last() else { break };
-        after = last.checkpoint();
-        read += page.len() as u64;
-        for event in &page {
-            folds.apply(event);
-        }
-        progress.advanced(read);
-        if last_saved.elapsed() > Duration::from_secs(1) {
-            save_progress(pool, projections, read).await?;
-            last_saved = Instant::now();
-        }
-    }
-    reader
-        .await
-        .context("the log reader panicked")?
-        .context("reading the log")?;
+    create_shadows(pool, projections, total).await?;
+    let (folds, mut after, mut read) = fold_log(pool, store, projections, progress).await?;
     let folded = started.elapsed();
     let mut report = folds.write(pool).await?;
     let mut indexes = Vec::new();
@@ -237,36 +178,8 @@ async fn run(
         }
     }
     for (projection, indexes) in projections.iter().zip(&indexes) {
-        let table = projection.table();
-        let renames = indexes
-            .iter()
-            .map(|name| format!("alter index {name}_shadow rename to {name}"));
-        for statement in [
-            format!("alter table {table} rename to {table}_old"),
-            format!("alter table {table}_shadow rename to {table}"),
-            format!("drop table {table}_old"),
-        ]
-        .into_iter()
-        .chain(renames)
-        {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("swapping {table}"))?;
-        }
         let (events, position) = report.totals(*projection);
-        sqlx::query(
-            "update projections
-             set events_applied = $2, position = $3, rebuild_read = null, rebuild_total = null,
-                 updated_at = now()
-             where name = $1",
-        )
-        .bind(projection.name())
-        .bind(events as i64)
-        .bind(position)
-        .execute(&mut *tx)
-        .await
-        .context("recording the rebuilt projection")?;
+        swap_in(&mut tx, *projection, indexes, events, position).await?;
     }
     tx.commit().await.context("committing the swap")?;
     progress.advanced(read);
@@ -274,6 +187,131 @@ async fn run(
     report.report.elapsed = started.elapsed();
     report.report.phases[2] = report.report.elapsed - written;
     Ok(report.report)
+}
+
+/// Makes an empty `<table>_shadow` for each projection and records that
+/// its rebuild has started.
+async fn create_shadows(
+    pool: &PgPool,
+    projections: &[Projection],
+    total: u64,
+) -> anyhow::Result<()> {
+    for projection in projections {
+        let table = projection.table();
+        for statement in [
+            format!("drop table if exists {table}_shadow"),
+            // Without indexes: they are built once the rows are in, which
+            // is faster than maintaining them row by row.
+            format!(
+                "create table {table}_shadow (like {table} including defaults including constraints)"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await
+                .with_context(|| format!("creating {table}_shadow"))?;
+        }
+        sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
+            .bind(projection.name())
+            .bind(total as i64)
+            .execute(pool)
+            .await
+            .context("recording rebuild progress")?;
+    }
+    Ok(())
+}
+
+/// Reads the whole log in global order and folds it in memory; returns the
+/// folds, the checkpoint of the last event read and how many were read.
+async fn fold_log(
+    pool: &PgPool,
+    store: &EventStore,
+    projections: &[Projection],
+    progress: &dyn Progress,
+) -> anyhow::Result<(Folds, Checkpoint, u64)> {
+    let mut folds = Folds::new(projections);
+    let mut after = Checkpoint::START;
+    let mut read = 0u64;
+    let mut last_saved = Instant::now();
+    // Reading (PostgreSQL and JSON decoding) and folding overlap: a task
+    // reads the next pages while this one folds.
+    let (pages, mut reading) = tokio::sync::mpsc::channel(2);
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut after = Checkpoint::START;
+            loop {
+                let page = store.read_all_without_metadata(after, PAGE).await?;
+                let Some(last) = page.last() else {
+                    return anyhow::Ok(());
+                };
+                after = last.checkpoint();
+                if pages.send(page).await.is_err() {
+                    return Ok(());
+                }
+            }
+        })
+    };
+    while let Some(page) = reading.recv().await {
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint();
+        read += page.len() as u64;
+        for event in &page {
+            folds.apply(event);
+        }
+        progress.advanced(read);
+        if last_saved.elapsed() > Duration::from_secs(1) {
+            save_progress(pool, projections, read).await?;
+            last_saved = Instant::now();
+        }
+    }
+    reader
+        .await
+        .context("the log reader panicked")?
+        .context("reading the log")?;
+    Ok((folds, after, read))
+}
+
+/// In the swap's transaction: renames the shadow table and its indexes
+/// into place, drops the old table and records the rebuilt projection's
+/// counts.
+async fn swap_in(
+    tx: &mut PgConnection,
+    projection: Projection,
+    indexes: &[String],
+    events: u64,
+    position: i64,
+) -> anyhow::Result<()> {
+    let table = projection.table();
+    let renames = indexes
+        .iter()
+        .map(|name| format!("alter index {name}_shadow rename to {name}"));
+    for statement in [
+        format!("alter table {table} rename to {table}_old"),
+        format!("alter table {table}_shadow rename to {table}"),
+        format!("drop table {table}_old"),
+    ]
+    .into_iter()
+    .chain(renames)
+    {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("swapping {table}"))?;
+    }
+    sqlx::query(
+        "update projections
+         set events_applied = $2, position = $3, rebuild_read = null, rebuild_total = null,
+             updated_at = now()
+         where name = $1",
+    )
+    .bind(projection.name())
+    .bind(events as i64)
+    .bind(position)
+    .execute(&mut *tx)
+    .await
+    .context("recording the rebuilt projection")?;
+    Ok(())
 }
 
 /// Builds on `<table>_shadow` the indexes `table` has (named
@@ -428,161 +466,5 @@ impl Progressing {
             self.report.applied.push((projection, totals.0));
         }
         totals
-    }
-}
-
-/// One projection folded in memory: its rows by stream id.
-struct Fold<V> {
-    projection: Projection,
-    rows: HashMap<String, Option<V>>,
-    events: u64,
-    position: i64,
-    refused: Vec<DeadLetter>,
-}
-
-impl<V: View> Fold<V> {
-    fn new(projection: Projection) -> Self {
-        Self {
-            projection,
-            rows: HashMap::new(),
-            events: 0,
-            position: 0,
-            refused: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, event: &RecordedEvent) {
-        // Keyed by stream id; a stream's id is checked once, when first
-        // seen (this is the hot loop of a rebuild).
-        if !self.rows.contains_key(event.stream_id.as_str()) {
-            if let Err(reason) = store::key_of(&V::DECLARATION, &event.stream_id) {
-                self.refused
-                    .push(stored_dead_letter(event.position, reason));
-                return;
-            }
-            self.rows.insert(event.stream_id.clone(), None);
-        }
-        let row = self
-            .rows
-            .get_mut(event.stream_id.as_str())
-            .expect("inserted above");
-        let current = row.as_ref().map_or(0, V::version);
-        // The global order keeps each stream's versions in order (a
-        // stream's next version is appended by a later transaction), so
-        // anything else is refused rather than guessed at.
-        if event.version != current + 1 {
-            self.refused.push(stored_dead_letter(
-                event.position,
-                format!(
-                    "{} version {} follows version {current}",
-                    event.stream_id, event.version
-                ),
-            ));
-            return;
-        }
-        match V::apply(row, event) {
-            Ok(()) => {
-                self.events += 1;
-                self.position = self.position.max(event.position);
-            }
-            Err(error) => self
-                .refused
-                .push(stored_dead_letter(event.position, error.to_string())),
-        }
-    }
-
-    /// Writes the folded rows into the projection's shadow table.
-    async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
-        let projection = self.projection;
-        let shadow = format!("{}_shadow", projection.table());
-        let rows: Vec<V> = self.rows.into_values().flatten().collect();
-        // A few connections write chunks side by side: encoding the rows
-        // here and parsing them there then use both sides' cores.
-        let mut writers = tokio::task::JoinSet::new();
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() || !writers.is_empty() {
-            while writers.len() < WRITERS && rows.peek().is_some() {
-                let chunk: Vec<V> = rows.by_ref().take(WRITE_CHUNK).collect();
-                let (pool, shadow) = (pool.clone(), shadow.clone());
-                writers.spawn(async move {
-                    let mut conn = pool.acquire().await.context("writing the shadow table")?;
-                    store::insert_new(&mut conn, &shadow, &chunk).await
-                });
-            }
-            if let Some(written) = writers.join_next().await {
-                written.context("a shadow writer panicked")??;
-            }
-        }
-        report.report.refused += self.refused.len() as u64;
-        let mut conn = pool.acquire().await.context("writing dead letters")?;
-        store::dead_letter(&mut conn, &self.refused).await?;
-        report.add(projection, self.events, self.position);
-        Ok(())
-    }
-}
-
-/// A [`Fold`] of any view type.
-trait Folding: Send {
-    fn apply(&mut self, event: &RecordedEvent);
-
-    fn write<'a>(
-        self: Box<Self>,
-        pool: &'a PgPool,
-        report: &'a mut Progressing,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
-}
-
-impl<V: View> Folding for Fold<V> {
-    fn apply(&mut self, event: &RecordedEvent) {
-        Fold::apply(self, event);
-    }
-
-    fn write<'a>(
-        self: Box<Self>,
-        pool: &'a PgPool,
-        report: &'a mut Progressing,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(Fold::write(*self, pool, report))
-    }
-}
-
-/// Makes an empty fold of a projection's view type.
-struct NewFold(Projection);
-
-impl WithView for NewFold {
-    type Output = Box<dyn Folding>;
-    fn with<V: View>(self) -> Box<dyn Folding> {
-        Box::new(Fold::<V>::new(self.0))
-    }
-}
-
-/// The folds of the projections being rebuilt, each with its declaration;
-/// an event goes to every fold whose read model takes its stream.
-struct Folds(Vec<(Declaration, Box<dyn Folding>)>);
-
-impl Folds {
-    fn new(projections: &[Projection]) -> Self {
-        Self(
-            projections
-                .iter()
-                .map(|&p| (p.declaration(), p.with_view(NewFold(p))))
-                .collect(),
-        )
-    }
-
-    fn apply(&mut self, event: &RecordedEvent) {
-        for (declaration, fold) in &mut self.0 {
-            if declaration.takes(&event.stream_id) {
-                fold.apply(event);
-            }
-        }
-    }
-
-    async fn write(self, pool: &PgPool) -> anyhow::Result<Progressing> {
-        let mut report = Progressing::default();
-        for (_, fold) in self.0 {
-            fold.write(pool, &mut report).await?;
-        }
-        Ok(report)
     }
 }
