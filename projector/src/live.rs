@@ -128,34 +128,7 @@ pub async fn apply_batch(
     metrics: &Metrics,
     batch: &[OwnedMessage],
 ) -> anyhow::Result<()> {
-    let mut dead = Vec::new();
-    let mut claimed = Vec::new();
-    for message in batch {
-        let origin = Origin(message);
-        // One event, or several from a relay that batches them.
-        let events = match message.payload().map(event_store::relay::decode) {
-            Some(Ok(events)) => events,
-            Some(Err(error)) => {
-                dead.push(origin.dead_letter(format!("not an event: {error}")));
-                continue;
-            }
-            None => {
-                dead.push(origin.dead_letter("empty message".into()));
-                continue;
-            }
-        };
-        for event in events {
-            if Projection::taking(&event.stream_id).next().is_some() {
-                claimed.push((event, origin));
-            } else if !known_unprojected(&event) {
-                dead.push(origin.dead_letter(format!(
-                    "unknown event type {} on stream {}",
-                    event.event_type, event.stream_id
-                )));
-            }
-        }
-    }
-
+    let (claimed, mut dead) = decode(batch);
     let verified = store
         .verify(claimed)
         .await
@@ -230,6 +203,40 @@ pub async fn apply_batch(
         }
     }
     Ok(())
+}
+
+/// The events a batch's messages claim that some read model takes, each
+/// with its message; and dead letters for messages that are not events and
+/// for events no read model takes that are not expected on the log either.
+fn decode(batch: &[OwnedMessage]) -> (Vec<(RecordedEvent, Origin<'_>)>, Vec<DeadLetter>) {
+    let mut dead = Vec::new();
+    let mut claimed = Vec::new();
+    for message in batch {
+        let origin = Origin(message);
+        // One event, or several from a relay that batches them.
+        let events = match message.payload().map(event_store::relay::decode) {
+            Some(Ok(events)) => events,
+            Some(Err(error)) => {
+                dead.push(origin.dead_letter(format!("not an event: {error}")));
+                continue;
+            }
+            None => {
+                dead.push(origin.dead_letter("empty message".into()));
+                continue;
+            }
+        };
+        for event in events {
+            if Projection::taking(&event.stream_id).next().is_some() {
+                claimed.push((event, origin));
+            } else if !known_unprojected(&event) {
+                dead.push(origin.dead_letter(format!(
+                    "unknown event type {} on stream {}",
+                    event.event_type, event.stream_id
+                )));
+            }
+        }
+    }
+    (claimed, dead)
 }
 
 /// A message is one dead letter (the table has one row per message): the
