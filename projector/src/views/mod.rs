@@ -45,8 +45,9 @@ pub use read_models::Declaration;
 
 /// The registry of read models: each variant names one view type, and
 /// [`Projection::with_view`] is the only place that maps one to the other.
-/// Adding a read model is a view module, a variant here and its line in
-/// `with_view` and `ALL`, and a migration making its table.
+/// Adding a read model is a view module, its declaration in `read-models`,
+/// a variant here (at the end: the order gives the advisory lock ids) with
+/// its line in `with_view` and `ALL`, and a migration making its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Projection {
     Orders,
