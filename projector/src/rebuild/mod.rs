@@ -33,6 +33,13 @@ use crate::views::Projection;
 /// whole rebuild, on a connection of its own.
 pub const REBUILD_LOCK_CLASS: i32 = 0x7265_6275; // "rebu"
 
+/// Rebuilds run one after another in a process. Each uses up to
+/// `WRITERS + 1` of the pool's connections at once, and the live consumer
+/// and the status reports need theirs: several rebuilds side by side (one
+/// per `POST /v1/projections/{name}/rebuild`) could leave a query waiting
+/// past the pool's acquire timeout, which fails its rebuild.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Events read per query.
 const PAGE: u32 = 5_000;
 /// Rows written per statement.
@@ -110,13 +117,16 @@ impl Rebuild {
         &self.projections
     }
 
-    /// Rebuilds from the event store and swaps the new tables in.
+    /// Rebuilds from the event store and swaps the new tables in. Rebuilds
+    /// of one process take turns (see [`ONE_AT_A_TIME`]); until its turn
+    /// comes, a rebuild holds its lock and shows as `rebuilding`.
     pub async fn run(
         self,
         pool: &PgPool,
         store: &EventStore,
         progress: &dyn Progress,
     ) -> anyhow::Result<Report> {
+        let _turn = ONE_AT_A_TIME.lock().await;
         let started = Instant::now();
         let result = run(pool, store, &self.projections, progress, started).await;
         if result.is_err() {
