@@ -32,8 +32,8 @@ pub enum Command {
     /// Rebuilds read models from the event store while the current ones keep
     /// serving, then swaps them in; a running projector carries on live.
     Rebuild {
-        /// One projection (orders, products, customers, sagas); all when
-        /// omitted.
+        /// One projection (orders, products, customers, sagas, daily_sales);
+        /// all when omitted.
         #[arg(long, value_parser = parse_projection)]
         projection: Option<Projection>,
     },
@@ -76,6 +76,7 @@ pub async fn rebuild(config: Config, projection: Option<Projection>) -> anyhow::
     if !crate::wait_until_migrated(&deps.pg, &pool, &service_kit::shutdown::on_signal()).await {
         return Ok(());
     }
+    crate::store::register(&pool).await?;
     let rebuild = match Rebuild::acquire(&pool, &projections).await {
         Ok(rebuild) => rebuild,
         Err(RebuildError::AlreadyRunning(name)) => {

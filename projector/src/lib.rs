@@ -113,6 +113,7 @@ pub async fn run(
     if !wait_until_migrated(&deps.pg, &pool, &shutdown).await {
         return Ok(());
     }
+    store::register(&pool).await?;
     let live = tokio::spawn(live::run(
         pool.clone(),
         store.clone(),

@@ -27,11 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{self, DeadLetter};
-use crate::views::customers::CustomerRow;
-use crate::views::orders::OrderRow;
-use crate::views::products::ProductRow;
-use crate::views::sagas::SagaRow;
-use crate::views::{Projection, View};
+use crate::views::Projection;
 
 /// How the live consumer reads.
 #[derive(Debug, Clone)]
@@ -132,34 +128,7 @@ pub async fn apply_batch(
     metrics: &Metrics,
     batch: &[OwnedMessage],
 ) -> anyhow::Result<()> {
-    let mut dead = Vec::new();
-    let mut claimed = Vec::new();
-    for message in batch {
-        let origin = Origin(message);
-        // One event, or several from a relay that batches them.
-        let events = match message.payload().map(event_store::relay::decode) {
-            Some(Ok(events)) => events,
-            Some(Err(error)) => {
-                dead.push(origin.dead_letter(format!("not an event: {error}")));
-                continue;
-            }
-            None => {
-                dead.push(origin.dead_letter("empty message".into()));
-                continue;
-            }
-        };
-        for event in events {
-            if Projection::for_stream(&event.stream_id).is_some() {
-                claimed.push((event, origin));
-            } else if !known_unprojected(&event) {
-                dead.push(origin.dead_letter(format!(
-                    "unknown event type {} on stream {}",
-                    event.event_type, event.stream_id
-                )));
-            }
-        }
-    }
-
+    let (claimed, mut dead) = decode(batch);
     let verified = store
         .verify(claimed)
         .await
@@ -185,12 +154,13 @@ pub async fn apply_batch(
     }
     let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
     for (event, origin) in verified.genuine {
-        // The stored stream is the claimed one, which has a projection.
-        if let Some(projection) = Projection::for_stream(&event.stream_id) {
+        // The stored stream is the claimed one, which has a projection;
+        // every read model taking the stream gets the event.
+        for projection in Projection::taking(&event.stream_id) {
             by_projection
                 .entry(projection)
                 .or_default()
-                .push((event, origin));
+                .push((event.clone(), origin));
         }
     }
 
@@ -202,12 +172,8 @@ pub async fn apply_batch(
     }
     let mut progress = Vec::new();
     for (projection, events) in by_projection {
-        let applied = match projection {
-            Projection::Orders => apply::<OrderRow>(&mut tx, store, events).await?,
-            Projection::Products => apply::<ProductRow>(&mut tx, store, events).await?,
-            Projection::Customers => apply::<CustomerRow>(&mut tx, store, events).await?,
-            Projection::Sagas => apply::<SagaRow>(&mut tx, store, events).await?,
-        };
+        let applied =
+            store::apply_projection(&mut tx, store, projection, projection.table(), events).await?;
         store::record_progress(&mut tx, projection, applied.events, applied.position).await?;
         progress.push((projection, applied.events));
         dead.extend(
@@ -239,6 +205,40 @@ pub async fn apply_batch(
     Ok(())
 }
 
+/// The events a batch's messages claim that some read model takes, each
+/// with its message; and dead letters for messages that are not events and
+/// for events no read model takes that are not expected on the log either.
+fn decode(batch: &[OwnedMessage]) -> (Vec<(RecordedEvent, Origin<'_>)>, Vec<DeadLetter>) {
+    let mut dead = Vec::new();
+    let mut claimed = Vec::new();
+    for message in batch {
+        let origin = Origin(message);
+        // One event, or several from a relay that batches them.
+        let events = match message.payload().map(event_store::relay::decode) {
+            Some(Ok(events)) => events,
+            Some(Err(error)) => {
+                dead.push(origin.dead_letter(format!("not an event: {error}")));
+                continue;
+            }
+            None => {
+                dead.push(origin.dead_letter("empty message".into()));
+                continue;
+            }
+        };
+        for event in events {
+            if Projection::taking(&event.stream_id).next().is_some() {
+                claimed.push((event, origin));
+            } else if !known_unprojected(&event) {
+                dead.push(origin.dead_letter(format!(
+                    "unknown event type {} on stream {}",
+                    event.event_type, event.stream_id
+                )));
+            }
+        }
+    }
+    (claimed, dead)
+}
+
 /// A message is one dead letter (the table has one row per message): the
 /// reasons of several refused events of a batch message are joined.
 fn one_letter_per_message(letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
@@ -255,14 +255,6 @@ fn one_letter_per_message(letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
         }
     }
     merged
-}
-
-async fn apply<'a, V: View>(
-    tx: &mut sqlx::PgConnection,
-    store: &EventStore,
-    events: Vec<(RecordedEvent, Origin<'a>)>,
-) -> anyhow::Result<store::Applied<Origin<'a>>> {
-    store::apply_events::<V, _>(tx, store, V::PROJECTION.table(), events).await
 }
 
 /// Events no projection folds but which are expected on the log

@@ -7,32 +7,26 @@
 //! (two instances during a rebalance, or a redelivery) cannot move it back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 
 use anyhow::Context;
 use event_store::{EventStore, RecordedEvent};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::views::{Projection, View};
+use crate::views::{Declaration, Projection, View, WithView};
 
-/// The column names of a projection, in table order.
-fn column_names(projection: Projection) -> Vec<&'static str> {
-    projection
-        .columns()
-        .split(',')
-        .map(|definition| definition.split_whitespace().next().expect("a column name"))
-        .collect()
-}
-
-/// The table key a stream id maps to, or why it cannot be one.
-pub fn key_of(projection: Projection, stream_id: &str) -> Result<String, String> {
+/// The table key a stream id maps to under a read model's declaration, or
+/// why it cannot be one.
+pub fn key_of(declaration: &Declaration, stream_id: &str) -> Result<String, String> {
     let key = stream_id
-        .strip_prefix(projection.stream_prefix())
-        .ok_or_else(|| format!("{stream_id} is not a {} stream", projection.name()))?;
-    match projection.key().1 {
+        .strip_prefix(declaration.stream_prefix)
+        .ok_or_else(|| format!("{stream_id} is not a {} stream", declaration.name))?;
+    match declaration.key.1 {
         "uuid" => Uuid::parse_str(key)
             .map(|id| id.to_string())
-            .map_err(|_| format!("{stream_id}: expected {}<uuid>", projection.stream_prefix())),
+            .map_err(|_| format!("{stream_id}: expected {}<uuid>", declaration.stream_prefix)),
         _ => Ok(key.to_owned()),
     }
 }
@@ -43,8 +37,8 @@ pub async fn load<V: View>(
     table: &str,
     keys: &[String],
 ) -> anyhow::Result<HashMap<String, V>> {
-    let (key, key_type) = V::PROJECTION.key();
-    // Table and column names come from `Projection`, never from input.
+    let (key, key_type) = V::DECLARATION.key;
+    // Table and column names come from the declaration, never from input.
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "select t.{key}::text, to_jsonb(t) from {table} t
          where t.{key} = any($1::text[]::{key_type}[])"
@@ -93,9 +87,9 @@ async fn write_rows<V: View>(
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
-    let projection = V::PROJECTION;
-    let (key, _) = projection.key();
-    let names = column_names(projection);
+    let declaration = V::DECLARATION;
+    let (key, _) = declaration.key;
+    let names: Vec<&str> = declaration.column_names().collect();
     let columns = names.join(", ");
     let updates = names
         .iter()
@@ -103,7 +97,7 @@ async fn write_rows<V: View>(
         .map(|name| format!("{name} = excluded.{name}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let definitions = projection.columns();
+    let definitions = declaration.columns;
     let conflict = if guarded {
         format!("on conflict ({key}) do update set {updates} where t.version < excluded.version")
     } else {
@@ -158,11 +152,11 @@ pub async fn apply_events<V: View, O>(
     table: &str,
     events: Vec<(RecordedEvent, O)>,
 ) -> anyhow::Result<Applied<O>> {
-    let projection = V::PROJECTION;
+    let declaration = V::DECLARATION;
     let mut applied = Applied::default();
     let mut by_stream: BTreeMap<String, (String, Vec<(RecordedEvent, O)>)> = BTreeMap::new();
     for (event, origin) in events {
-        match key_of(projection, &event.stream_id) {
+        match key_of(&declaration, &event.stream_id) {
             Ok(key) => {
                 by_stream
                     .entry(event.stream_id.clone())
@@ -244,6 +238,57 @@ pub async fn apply_events<V: View, O>(
         }
     }
     Ok(applied)
+}
+
+/// [`apply_events`] for the read model `projection` names, its view type
+/// chosen by the registry (`Projection::with_view`).
+pub async fn apply_projection<O: Send>(
+    conn: &mut PgConnection,
+    store: &EventStore,
+    projection: Projection,
+    table: &str,
+    events: Vec<(RecordedEvent, O)>,
+) -> anyhow::Result<Applied<O>> {
+    struct Apply<'a, O> {
+        conn: &'a mut PgConnection,
+        store: &'a EventStore,
+        table: &'a str,
+        events: Vec<(RecordedEvent, O)>,
+    }
+    impl<'a, O: Send + 'a> WithView for Apply<'a, O> {
+        type Output = Pin<Box<dyn Future<Output = anyhow::Result<Applied<O>>> + Send + 'a>>;
+        fn with<V: View>(self) -> Self::Output {
+            Box::pin(apply_events::<V, O>(
+                self.conn,
+                self.store,
+                self.table,
+                self.events,
+            ))
+        }
+    }
+    projection
+        .with_view(Apply {
+            conn,
+            store,
+            table,
+            events,
+        })
+        .await
+}
+
+/// Gives every read model of the registry its row in `projections` (what
+/// `GET /v1/projections` and the progress counters read); a read model
+/// added later gets its row here, not from a migration.
+pub async fn register(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let names: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
+    sqlx::query(
+        "insert into projections (name) select unnest($1::text[]) on conflict (name) do nothing",
+    )
+    .bind(&names)
+    .execute(pool)
+    .await
+    .context("registering the projections")?;
+    Ok(())
 }
 
 /// Records messages that could not be applied; a message already recorded

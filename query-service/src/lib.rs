@@ -59,7 +59,7 @@ pub struct AppState {
 
 /// The read API's routes, each with who may call it (the contract's
 /// Security section): a customer reads their own orders, account and
-/// sagas; the catalogue is public.
+/// sagas; the catalogue is public; reports are for readers.
 pub fn routes() -> RouteTable<AppState> {
     use routes::*;
     RouteTable::new()
@@ -70,6 +70,11 @@ pub fn routes() -> RouteTable<AppState> {
         .get("/v1/customers/{id}", Access::READ_OWN, customers::get)
         .get("/v1/sagas", Access::READ_OWN, sagas::list)
         .get("/v1/sagas/{order_id}", Access::READ_OWN, sagas::get)
+        .get(
+            "/v1/reports/daily-sales",
+            Access::READ,
+            reports::daily_sales,
+        )
 }
 
 /// The read API: [`routes`] and `extra` (the operational endpoints)

@@ -3,15 +3,16 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{customers, orders, products, sagas};
+use crate::routes::{customers, orders, products, reports, sagas};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "orders-platform query-service",
-        description = "The read side: orders, products, customers and sagas from the read models. \
-                       Single-aggregate reads take min_version=N to wait until the read model has \
-                       caught up (504 if it does not in time). Errors are application/problem+json."
+        description = "The read side: orders, products, customers, sagas and the daily sales \
+                       report from the read models. Single-aggregate reads take min_version=N to \
+                       wait until the read model has caught up (504 if it does not in time). \
+                       Errors are application/problem+json."
     ),
     paths(
         orders::get,
@@ -20,6 +21,7 @@ use crate::routes::{customers, orders, products, sagas};
         customers::get,
         sagas::list,
         sagas::get,
+        reports::daily_sales,
     )
 )]
 pub struct ApiDoc;

@@ -6,6 +6,7 @@ mod broker;
 mod broker_trust;
 mod chaos;
 mod customers;
+mod daily_sales;
 mod database_roles;
 mod event_store;
 mod health;

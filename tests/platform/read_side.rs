@@ -593,6 +593,7 @@ async fn read_models(env: &TestEnv, schema: &str) -> anyhow::Result<Value> {
         ("rm_products", "sku"),
         ("rm_customers", "customer_id"),
         ("rm_sagas", "order_id"),
+        ("rm_daily_sales_orders", "order_id"),
     ] {
         let rows: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "select coalesce(jsonb_agg(to_jsonb(t) order by t.{key}), '[]') from {schema}.{table} t"
@@ -663,7 +664,7 @@ async fn a_rebuild_under_load_ends_identical_to_a_projection_that_never_stopped(
             Ok(())
         })
         .await;
-        for name in ["orders", "products", "customers", "sagas"] {
+        for name in ["orders", "products", "customers", "sagas", "daily_sales"] {
             let response = side
                 .client
                 .post(format!(
@@ -676,13 +677,13 @@ async fn a_rebuild_under_load_ends_identical_to_a_projection_that_never_stopped(
             assert_eq!(response.status(), StatusCode::ACCEPTED);
         }
         let metrics_url = format!("{}/metrics", side.projector.url);
-        eventually(CATCH_UP, "all four rebuilds swapped in", || async {
+        eventually(CATCH_UP, "all five rebuilds swapped in", || async {
             let metrics = side.client.get(&metrics_url).send().await?.text().await?;
             let swapped = metrics
                 .lines()
                 .filter(|l| l.starts_with("projector_rebuilds_total{") && l.ends_with(" 1"))
                 .count();
-            anyhow::ensure!(swapped == 4, "{swapped} of 4 swapped");
+            anyhow::ensure!(swapped == 5, "{swapped} of 5 swapped");
             Ok(())
         })
         .await;
@@ -752,6 +753,7 @@ async fn two_projector_instances_together_build_what_one_builds() {
         ("products", "product-"),
         ("customers", "customer-"),
         ("sagas", "saga-"),
+        ("daily_sales", "order-"),
     ] {
         let stored: i64 =
             sqlx::query_scalar("select count(*) from events where stream_id like $1 || '%'")
@@ -792,7 +794,10 @@ async fn projections_report_their_status_and_the_rebuild_command_rebuilds() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["orders", "products", "customers", "sagas"]);
+    assert_eq!(
+        names,
+        ["orders", "products", "customers", "sagas", "daily_sales"]
+    );
     let products = projections
         .iter()
         .find(|p| p["name"] == "products")
@@ -844,6 +849,7 @@ async fn projections_report_their_status_and_the_rebuild_command_rebuilds() {
         "/v1/customers/{id}",
         "/v1/sagas",
         "/v1/sagas/{order_id}",
+        "/v1/reports/daily-sales",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} documented");
     }

@@ -240,6 +240,7 @@ fn contract() -> Vec<(&'static str, Method, &'static str, Option<Vec<Role>>)> {
             "/v1/sagas/{order_id}",
             customers_and_readers(),
         ),
+        (QUERY, Method::GET, "/v1/reports/daily-sales", readers()),
         (PROJECTOR, Method::GET, "/v1/projections", readers()),
         (
             PROJECTOR,
@@ -303,10 +304,13 @@ fn breaks_the_contract(listener: &str, rule: &Rule) -> Option<String> {
     if listener == COMMAND && rule.method == Method::POST && admits(Role::Operator) {
         return Some("operator: no write of command-service".into());
     }
-    let customer_forbidden =
-        matches!(listener, PROJECTOR | ORCHESTRATOR) || rule.path.starts_with("/v1/streams");
+    let customer_forbidden = matches!(listener, PROJECTOR | ORCHESTRATOR)
+        || rule.path.starts_with("/v1/streams")
+        || rule.path.starts_with("/v1/reports");
     if customer_forbidden && admits(Role::Customer) {
-        return Some("customer: event streams, projections and operator actions are 403".into());
+        return Some(
+            "customer: event streams, reports, projections and operator actions are 403".into(),
+        );
     }
     None
 }

@@ -6,7 +6,7 @@ use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerRow {
@@ -19,7 +19,7 @@ pub struct CustomerRow {
 }
 
 impl View for CustomerRow {
-    const PROJECTION: Projection = Projection::Customers;
+    const DECLARATION: Declaration = read_models::CUSTOMERS;
 
     fn version(&self) -> u64 {
         self.version

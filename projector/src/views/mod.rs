@@ -3,6 +3,7 @@
 //! loads and writes the rows, `live` and `rebuild` feed them events.
 
 pub mod customers;
+pub mod daily_sales;
 pub mod orders;
 pub mod products;
 pub mod sagas;
@@ -37,30 +38,67 @@ impl ApplyError {
     }
 }
 
-/// The projections, each owning one table and one stream category.
+/// What a read model declares about itself (its table, columns, stream
+/// category and key); each view holds its own (`View::DECLARATION`), from
+/// the `read-models` crate the query-service reads too.
+pub use read_models::Declaration;
+
+/// The registry of read models: each variant names one view type, and
+/// [`Projection::with_view`] is the only place that maps one to the other.
+/// Adding a read model is a view module, its declaration in `read-models`,
+/// a variant here (at the end: the order gives the advisory lock ids) with
+/// its line in `with_view` and `ALL`, and a migration making its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Projection {
     Orders,
     Products,
     Customers,
     Sagas,
+    DailySales,
+}
+
+/// Something done with a read model's view type (see
+/// [`Projection::with_view`]).
+pub trait WithView {
+    type Output;
+    fn with<V: View>(self) -> Self::Output;
+}
+
+struct Declared;
+
+impl WithView for Declared {
+    type Output = Declaration;
+    fn with<V: View>(self) -> Declaration {
+        V::DECLARATION
+    }
 }
 
 impl Projection {
-    pub const ALL: [Projection; 4] = [
+    pub const ALL: [Projection; 5] = [
         Projection::Orders,
         Projection::Products,
         Projection::Customers,
         Projection::Sagas,
+        Projection::DailySales,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// Runs `action` with this read model's view type.
+    pub fn with_view<W: WithView>(self, action: W) -> W::Output {
         match self {
-            Self::Orders => "orders",
-            Self::Products => "products",
-            Self::Customers => "customers",
-            Self::Sagas => "sagas",
+            Self::Orders => action.with::<orders::OrderRow>(),
+            Self::Products => action.with::<products::ProductRow>(),
+            Self::Customers => action.with::<customers::CustomerRow>(),
+            Self::Sagas => action.with::<sagas::SagaRow>(),
+            Self::DailySales => action.with::<daily_sales::OrderSales>(),
         }
+    }
+
+    pub fn declaration(self) -> Declaration {
+        self.with_view(Declared)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.declaration().name
     }
 
     pub fn parse(name: &str) -> Option<Projection> {
@@ -69,62 +107,20 @@ impl Projection {
 
     /// The table the query-service reads.
     pub fn table(self) -> &'static str {
-        match self {
-            Self::Orders => "rm_orders",
-            Self::Products => "rm_products",
-            Self::Customers => "rm_customers",
-            Self::Sagas => "rm_sagas",
-        }
+        self.declaration().table
     }
 
     /// The stream category this projection folds.
     pub fn stream_prefix(self) -> &'static str {
-        match self {
-            Self::Orders => "order-",
-            Self::Products => "product-",
-            Self::Customers => "customer-",
-            Self::Sagas => "saga-",
-        }
+        self.declaration().stream_prefix
     }
 
-    /// The projection that folds `stream_id`, if any (shipments have none).
-    pub fn for_stream(stream_id: &str) -> Option<Projection> {
+    /// Every projection that folds `stream_id` (none for shipments; one
+    /// stream may feed several).
+    pub fn taking(stream_id: &str) -> impl Iterator<Item = Projection> + '_ {
         Self::ALL
             .into_iter()
-            .find(|p| stream_id.starts_with(p.stream_prefix()))
-    }
-
-    /// The table's key column and its SQL type.
-    pub fn key(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Orders | Self::Sagas => ("order_id", "uuid"),
-            Self::Products => ("sku", "text"),
-            Self::Customers => ("customer_id", "uuid"),
-        }
-    }
-
-    /// Every column with its SQL type, in table order: the record type
-    /// rows are written through (`jsonb_to_recordset`).
-    pub fn columns(self) -> &'static str {
-        match self {
-            Self::Orders => {
-                "order_id uuid, customer_id uuid, status text, lines jsonb, total_cents bigint, \
-                 shipping_address jsonb, rejection_reason text, tracking_number text, \
-                 created_at timestamptz, updated_at timestamptz, version bigint"
-            }
-            Self::Products => {
-                "sku text, name text, price_cents bigint, on_hand bigint, reserved bigint, \
-                 available bigint, version bigint"
-            }
-            Self::Customers => {
-                "customer_id uuid, name text, email text, balance_cents bigint, version bigint"
-            }
-            Self::Sagas => {
-                "order_id uuid, status text, current_step text, failure_reason text, \
-                 started_at timestamptz, updated_at timestamptz, finished_at timestamptz, \
-                 state jsonb, detail jsonb, version bigint"
-            }
-        }
+            .filter(move |p| p.declaration().takes(stream_id))
     }
 
     /// A small number naming the projection in advisory locks.
@@ -135,7 +131,7 @@ impl Projection {
 
 /// One stream's row in a projection's table.
 pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    const PROJECTION: Projection;
+    const DECLARATION: Declaration;
 
     /// The stream version this row was built up to.
     fn version(&self) -> u64;
@@ -191,5 +187,59 @@ pub(crate) mod testing {
             V::apply(&mut row, event).unwrap();
         }
         row.expect("at least one event")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn an_order_stream_feeds_both_read_models_that_take_it() {
+        let taking: Vec<Projection> = Projection::taking("order-1").collect();
+        assert_eq!(taking, [Projection::Orders, Projection::DailySales]);
+        assert_eq!(
+            Projection::taking("saga-1").collect::<Vec<_>>(),
+            [Projection::Sagas]
+        );
+        assert_eq!(Projection::taking("shipment-1").count(), 0);
+    }
+
+    #[test]
+    fn names_tables_and_locks_name_one_read_model_each() {
+        let all = Projection::ALL;
+        let distinct = |values: Vec<String>| values.iter().collect::<HashSet<_>>().len();
+        assert_eq!(
+            distinct(all.map(|p| p.name().to_owned()).to_vec()),
+            all.len()
+        );
+        assert_eq!(
+            distinct(all.map(|p| p.table().to_owned()).to_vec()),
+            all.len()
+        );
+        assert_eq!(
+            distinct(all.map(|p| p.lock_id().to_string()).to_vec()),
+            all.len()
+        );
+        for projection in all {
+            assert_eq!(Projection::parse(projection.name()), Some(projection));
+        }
+    }
+
+    #[test]
+    fn every_declaration_has_its_key_and_version_among_its_columns() {
+        for projection in Projection::ALL {
+            let declaration = projection.declaration();
+            let columns: Vec<&str> = declaration.column_names().collect();
+            assert_eq!(
+                columns.first(),
+                Some(&declaration.key.0),
+                "{}",
+                declaration.name
+            );
+            assert!(columns.contains(&"version"), "{}", declaration.name);
+        }
     }
 }

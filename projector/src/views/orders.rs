@@ -8,7 +8,7 @@ use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRow {
@@ -27,7 +27,7 @@ pub struct OrderRow {
 }
 
 impl View for OrderRow {
-    const PROJECTION: Projection = Projection::Orders;
+    const DECLARATION: Declaration = read_models::ORDERS;
 
     fn version(&self) -> u64 {
         self.version

@@ -5,7 +5,7 @@ use domain::product::ProductEvent;
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductRow {
@@ -20,7 +20,7 @@ pub struct ProductRow {
 }
 
 impl View for ProductRow {
-    const PROJECTION: Projection = Projection::Products;
+    const DECLARATION: Declaration = read_models::PRODUCTS;
 
     fn version(&self) -> u64 {
         self.version

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, View};
+use super::{ApplyError, Declaration, View};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRow {
@@ -50,7 +50,7 @@ pub struct HistoryEntry {
 }
 
 impl View for SagaRow {
-    const PROJECTION: Projection = Projection::Sagas;
+    const DECLARATION: Declaration = read_models::SAGAS;
 
     fn version(&self) -> u64 {
         self.version

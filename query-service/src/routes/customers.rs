@@ -1,5 +1,7 @@
 //! `GET /v1/customers/{id}`.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -10,6 +12,16 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::http::{ApiResult, MinVersion, etag, read_at_least};
+
+/// A customer by id, its columns as the projector declares them.
+static SELECT: LazyLock<String> = LazyLock::new(|| {
+    let customers = read_models::CUSTOMERS;
+    format!(
+        "select {} from {} where customer_id = $1",
+        customers.select_list(),
+        customers.table
+    )
+});
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CustomerView {
@@ -46,12 +58,9 @@ pub async fn get(
         state.min_version_timeout,
         |row: &CustomerView| row.version as u64,
         || {
-            sqlx::query_as::<_, CustomerView>(
-                "select customer_id, name, email, balance_cents, version
-                 from rm_customers where customer_id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&state.pool)
+            sqlx::query_as::<_, CustomerView>(sqlx::AssertSqlSafe(SELECT.as_str()))
+                .bind(id)
+                .fetch_optional(&state.pool)
         },
     )
     .await?;

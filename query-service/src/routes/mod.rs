@@ -1,4 +1,5 @@
 pub mod customers;
 pub mod orders;
 pub mod products;
+pub mod reports;
 pub mod sagas;

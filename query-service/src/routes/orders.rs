@@ -1,6 +1,8 @@
 //! `GET /v1/orders/{id}` and `GET /v1/orders` (by customer and status,
 //! newest first).
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -70,8 +72,12 @@ impl OrderRow {
     }
 }
 
-const COLUMNS: &str = "order_id, customer_id, status, lines, total_cents, shipping_address, \
-                       rejection_reason, tracking_number, created_at, updated_at, version";
+/// `select * from rm_orders` with its columns named, as the projector
+/// declares them.
+static SELECT: LazyLock<String> = LazyLock::new(|| {
+    let orders = read_models::ORDERS;
+    format!("select {} from {}", orders.select_list(), orders.table)
+});
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "the order id"), MinVersion),
@@ -93,7 +99,8 @@ pub async fn get(
         |row: &OrderRow| row.version as u64,
         || {
             sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
-                "select {COLUMNS} from rm_orders where order_id = $1"
+                "{} where order_id = $1",
+                *SELECT
             )))
             .bind(id)
             .fetch_optional(&state.pool)
@@ -160,12 +167,13 @@ pub async fn list(
     // client pages sorts before its cursor, so pages neither repeat nor
     // skip anything.
     let rows = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from rm_orders
+        "{}
          where ($1::uuid is null or customer_id = $1)
            and ($2::text is null or status = $2)
            and ($3::timestamptz is null or (created_at, order_id) < ($3, $4))
          order by created_at desc, order_id desc
-         limit $5"
+         limit $5",
+        *SELECT
     )))
     .bind(customer_id)
     .bind(status)

@@ -1,5 +1,7 @@
 //! `GET /v1/products/{sku}`.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -9,6 +11,16 @@ use service_kit::http::{PathParam, Problem, QueryParams};
 
 use crate::AppState;
 use crate::http::{ApiResult, MinVersion, etag, read_at_least};
+
+/// A product by SKU, its columns as the projector declares them.
+static SELECT: LazyLock<String> = LazyLock::new(|| {
+    let products = read_models::PRODUCTS;
+    format!(
+        "select {} from {} where sku = $1",
+        products.select_list(),
+        products.table
+    )
+});
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ProductView {
@@ -47,12 +59,9 @@ pub async fn get(
         state.min_version_timeout,
         |row: &ProductView| row.version as u64,
         || {
-            sqlx::query_as::<_, ProductView>(
-                "select sku, name, price_cents, on_hand, reserved, available, version
-                 from rm_products where sku = $1",
-            )
-            .bind(&sku)
-            .fetch_optional(&state.pool)
+            sqlx::query_as::<_, ProductView>(sqlx::AssertSqlSafe(SELECT.as_str()))
+                .bind(&sku)
+                .fetch_optional(&state.pool)
         },
     )
     .await?;

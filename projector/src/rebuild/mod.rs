@@ -3,8 +3,9 @@
 //!
 //! 1. Take the projection's rebuild lock (one rebuild at a time, across
 //!    processes) and create an empty `<table>_shadow`.
-//! 2. Read the whole log in global order and fold it in memory, then write
-//!    the rows into the shadow in bulk.
+//! 2. Read the whole log in global order and fold it in memory (`fold`:
+//!    each event into every read model being rebuilt that takes its
+//!    stream), then write the rows into the shadow in bulk.
 //! 3. Catch the shadow up with what was appended meanwhile, row by row.
 //! 4. In one transaction: take the projection's exclusive lock (live writes
 //!    to the table hold it shared, so none is in flight), catch up the last
@@ -15,6 +16,8 @@
 //! table, whose rows carry their stream versions, so nothing that arrived
 //! during the rebuild is lost or applied twice.
 
+mod fold;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -22,16 +25,20 @@ use anyhow::Context;
 use event_store::{Checkpoint, EventStore, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
+use self::fold::Folds;
 use crate::store::{self, DeadLetter};
-use crate::views::customers::CustomerRow;
-use crate::views::orders::OrderRow;
-use crate::views::products::ProductRow;
-use crate::views::sagas::SagaRow;
-use crate::views::{Projection, View};
+use crate::views::Projection;
 
 /// Advisory lock class of rebuilds: (class, projection) is held for the
 /// whole rebuild, on a connection of its own.
 pub const REBUILD_LOCK_CLASS: i32 = 0x7265_6275; // "rebu"
+
+/// Rebuilds run one after another in a process. Each uses up to
+/// `WRITERS + 1` of the pool's connections at once, and the live consumer
+/// and the status reports need theirs: several rebuilds side by side (one
+/// per `POST /v1/projections/{name}/rebuild`) could leave a query waiting
+/// past the pool's acquire timeout, which fails its rebuild.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Events read per query.
 const PAGE: u32 = 5_000;
@@ -110,13 +117,16 @@ impl Rebuild {
         &self.projections
     }
 
-    /// Rebuilds from the event store and swaps the new tables in.
+    /// Rebuilds from the event store and swaps the new tables in. Rebuilds
+    /// of one process take turns (see [`ONE_AT_A_TIME`]); until its turn
+    /// comes, a rebuild holds its lock and shows as `rebuilding`.
     pub async fn run(
         self,
         pool: &PgPool,
         store: &EventStore,
         progress: &dyn Progress,
     ) -> anyhow::Result<Report> {
+        let _turn = ONE_AT_A_TIME.lock().await;
         let started = Instant::now();
         let result = run(pool, store, &self.projections, progress, started).await;
         if result.is_err() {
@@ -136,69 +146,8 @@ async fn run(
 ) -> anyhow::Result<Report> {
     let total = store.len().await.context("counting the log")?;
     progress.started(total);
-    for projection in projections {
-        let table = projection.table();
-        for statement in [
-            format!("drop table if exists {table}_shadow"),
-            // Without indexes: they are built once the rows are in, which
-            // is faster than maintaining them row by row.
-            format!(
-                "create table {table}_shadow (like {table} including defaults including constraints)"
-            ),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(pool)
-                .await
-                .with_context(|| format!("creating {table}_shadow"))?;
-        }
-        sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
-            .bind(projection.name())
-            .bind(total as i64)
-            .execute(pool)
-            .await
-            .context("recording rebuild progress")?;
-    }
-
-    let mut folds = Folds::new(projections);
-    let mut after = Checkpoint::START;
-    let mut read = 0u64;
-    let mut last_saved = Instant::now();
-    // Reading (PostgreSQL and JSON decoding) and folding overlap: a task
-    // reads the next pages while this one folds.
-    let (pages, mut reading) = tokio::sync::mpsc::channel(2);
-    let reader = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut after = Checkpoint::START;
-            loop {
-                let page = store.read_all_without_metadata(after, PAGE).await?;
-                let Some(last) = page.last() else {
-                    return anyhow::Ok(());
-                };
-                after = last.checkpoint();
-                if pages.send(page).await.is_err() {
-                    return Ok(());
-                }
-            }
-        })
-    };
-    while let Some(page) = reading.recv().await {
-        let Some(last) = page.last() else { break };
-        after = last.checkpoint();
-        read += page.len() as u64;
-        for event in &page {
-            folds.apply(event);
-        }
-        progress.advanced(read);
-        if last_saved.elapsed() > Duration::from_secs(1) {
-            save_progress(pool, projections, read).await?;
-            last_saved = Instant::now();
-        }
-    }
-    reader
-        .await
-        .context("the log reader panicked")?
-        .context("reading the log")?;
+    create_shadows(pool, projections, total).await?;
+    let (folds, mut after, mut read) = fold_log(pool, store, projections, progress).await?;
     let folded = started.elapsed();
     let mut report = folds.write(pool).await?;
     let mut indexes = Vec::new();
@@ -239,36 +188,8 @@ async fn run(
         }
     }
     for (projection, indexes) in projections.iter().zip(&indexes) {
-        let table = projection.table();
-        let renames = indexes
-            .iter()
-            .map(|name| format!("alter index {name}_shadow rename to {name}"));
-        for statement in [
-            format!("alter table {table} rename to {table}_old"),
-            format!("alter table {table}_shadow rename to {table}"),
-            format!("drop table {table}_old"),
-        ]
-        .into_iter()
-        .chain(renames)
-        {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("swapping {table}"))?;
-        }
         let (events, position) = report.totals(*projection);
-        sqlx::query(
-            "update projections
-             set events_applied = $2, position = $3, rebuild_read = null, rebuild_total = null,
-                 updated_at = now()
-             where name = $1",
-        )
-        .bind(projection.name())
-        .bind(events as i64)
-        .bind(position)
-        .execute(&mut *tx)
-        .await
-        .context("recording the rebuilt projection")?;
+        swap_in(&mut tx, *projection, indexes, events, position).await?;
     }
     tx.commit().await.context("committing the swap")?;
     progress.advanced(read);
@@ -276,6 +197,131 @@ async fn run(
     report.report.elapsed = started.elapsed();
     report.report.phases[2] = report.report.elapsed - written;
     Ok(report.report)
+}
+
+/// Makes an empty `<table>_shadow` for each projection and records that
+/// its rebuild has started.
+async fn create_shadows(
+    pool: &PgPool,
+    projections: &[Projection],
+    total: u64,
+) -> anyhow::Result<()> {
+    for projection in projections {
+        let table = projection.table();
+        for statement in [
+            format!("drop table if exists {table}_shadow"),
+            // Without indexes: they are built once the rows are in, which
+            // is faster than maintaining them row by row.
+            format!(
+                "create table {table}_shadow (like {table} including defaults including constraints)"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await
+                .with_context(|| format!("creating {table}_shadow"))?;
+        }
+        sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
+            .bind(projection.name())
+            .bind(total as i64)
+            .execute(pool)
+            .await
+            .context("recording rebuild progress")?;
+    }
+    Ok(())
+}
+
+/// Reads the whole log in global order and folds it in memory; returns the
+/// folds, the checkpoint of the last event read and how many were read.
+async fn fold_log(
+    pool: &PgPool,
+    store: &EventStore,
+    projections: &[Projection],
+    progress: &dyn Progress,
+) -> anyhow::Result<(Folds, Checkpoint, u64)> {
+    let mut folds = Folds::new(projections);
+    let mut after = Checkpoint::START;
+    let mut read = 0u64;
+    let mut last_saved = Instant::now();
+    // Reading (PostgreSQL and JSON decoding) and folding overlap: a task
+    // reads the next pages while this one folds.
+    let (pages, mut reading) = tokio::sync::mpsc::channel(2);
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut after = Checkpoint::START;
+            loop {
+                let page = store.read_all_without_metadata(after, PAGE).await?;
+                let Some(last) = page.last() else {
+                    return anyhow::Ok(());
+                };
+                after = last.checkpoint();
+                if pages.send(page).await.is_err() {
+                    return Ok(());
+                }
+            }
+        })
+    };
+    while let Some(page) = reading.recv().await {
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint();
+        read += page.len() as u64;
+        for event in &page {
+            folds.apply(event);
+        }
+        progress.advanced(read);
+        if last_saved.elapsed() > Duration::from_secs(1) {
+            save_progress(pool, projections, read).await?;
+            last_saved = Instant::now();
+        }
+    }
+    reader
+        .await
+        .context("the log reader panicked")?
+        .context("reading the log")?;
+    Ok((folds, after, read))
+}
+
+/// In the swap's transaction: renames the shadow table and its indexes
+/// into place, drops the old table and records the rebuilt projection's
+/// counts.
+async fn swap_in(
+    tx: &mut PgConnection,
+    projection: Projection,
+    indexes: &[String],
+    events: u64,
+    position: i64,
+) -> anyhow::Result<()> {
+    let table = projection.table();
+    let renames = indexes
+        .iter()
+        .map(|name| format!("alter index {name}_shadow rename to {name}"));
+    for statement in [
+        format!("alter table {table} rename to {table}_old"),
+        format!("alter table {table}_shadow rename to {table}"),
+        format!("drop table {table}_old"),
+    ]
+    .into_iter()
+    .chain(renames)
+    {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("swapping {table}"))?;
+    }
+    sqlx::query(
+        "update projections
+         set events_applied = $2, position = $3, rebuild_read = null, rebuild_total = null,
+             updated_at = now()
+         where name = $1",
+    )
+    .bind(projection.name())
+    .bind(events as i64)
+    .bind(position)
+    .execute(&mut *tx)
+    .await
+    .context("recording the rebuilt projection")?;
+    Ok(())
 }
 
 /// Builds on `<table>_shadow` the indexes `table` has (named
@@ -370,33 +416,20 @@ async fn catch_up(
     let count = page.len() as u64;
     let mut by_projection: HashMap<Projection, Vec<(RecordedEvent, i64)>> = HashMap::new();
     for event in page {
-        if let Some(projection) = Projection::for_stream(&event.stream_id)
-            && projections.contains(&projection)
-        {
-            let position = event.position;
-            by_projection
-                .entry(projection)
-                .or_default()
-                .push((event, position));
+        for projection in Projection::taking(&event.stream_id) {
+            if projections.contains(&projection) {
+                let position = event.position;
+                by_projection
+                    .entry(projection)
+                    .or_default()
+                    .push((event.clone(), position));
+            }
         }
     }
     let mut dead = Vec::new();
     for (projection, events) in by_projection {
         let shadow = format!("{}_shadow", projection.table());
-        let applied = match projection {
-            Projection::Orders => {
-                store::apply_events::<OrderRow, _>(conn, store, &shadow, events).await?
-            }
-            Projection::Products => {
-                store::apply_events::<ProductRow, _>(conn, store, &shadow, events).await?
-            }
-            Projection::Customers => {
-                store::apply_events::<CustomerRow, _>(conn, store, &shadow, events).await?
-            }
-            Projection::Sagas => {
-                store::apply_events::<SagaRow, _>(conn, store, &shadow, events).await?
-            }
-        };
+        let applied = store::apply_projection(conn, store, projection, &shadow, events).await?;
         report.add(projection, applied.events, applied.position);
         dead.extend(
             applied
@@ -443,140 +476,5 @@ impl Progressing {
             self.report.applied.push((projection, totals.0));
         }
         totals
-    }
-}
-
-/// One projection folded in memory: its rows by stream id.
-struct Fold<V> {
-    rows: HashMap<String, Option<V>>,
-    events: u64,
-    position: i64,
-    refused: Vec<DeadLetter>,
-}
-
-impl<V: View> Fold<V> {
-    fn new() -> Self {
-        Self {
-            rows: HashMap::new(),
-            events: 0,
-            position: 0,
-            refused: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, event: &RecordedEvent) {
-        // Keyed by stream id; a stream's id is checked once, when first
-        // seen (this is the hot loop of a rebuild).
-        if !self.rows.contains_key(event.stream_id.as_str()) {
-            if let Err(reason) = store::key_of(V::PROJECTION, &event.stream_id) {
-                self.refused
-                    .push(stored_dead_letter(event.position, reason));
-                return;
-            }
-            self.rows.insert(event.stream_id.clone(), None);
-        }
-        let row = self
-            .rows
-            .get_mut(event.stream_id.as_str())
-            .expect("inserted above");
-        let current = row.as_ref().map_or(0, V::version);
-        // The global order keeps each stream's versions in order (a
-        // stream's next version is appended by a later transaction), so
-        // anything else is refused rather than guessed at.
-        if event.version != current + 1 {
-            self.refused.push(stored_dead_letter(
-                event.position,
-                format!(
-                    "{} version {} follows version {current}",
-                    event.stream_id, event.version
-                ),
-            ));
-            return;
-        }
-        match V::apply(row, event) {
-            Ok(()) => {
-                self.events += 1;
-                self.position = self.position.max(event.position);
-            }
-            Err(error) => self
-                .refused
-                .push(stored_dead_letter(event.position, error.to_string())),
-        }
-    }
-
-    /// Writes the folded rows into the projection's shadow table.
-    async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
-        let projection = V::PROJECTION;
-        let shadow = format!("{}_shadow", projection.table());
-        let rows: Vec<V> = self.rows.into_values().flatten().collect();
-        // A few connections write chunks side by side: encoding the rows
-        // here and parsing them there then use both sides' cores.
-        let mut writers = tokio::task::JoinSet::new();
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() || !writers.is_empty() {
-            while writers.len() < WRITERS && rows.peek().is_some() {
-                let chunk: Vec<V> = rows.by_ref().take(WRITE_CHUNK).collect();
-                let (pool, shadow) = (pool.clone(), shadow.clone());
-                writers.spawn(async move {
-                    let mut conn = pool.acquire().await.context("writing the shadow table")?;
-                    store::insert_new(&mut conn, &shadow, &chunk).await
-                });
-            }
-            if let Some(written) = writers.join_next().await {
-                written.context("a shadow writer panicked")??;
-            }
-        }
-        report.report.refused += self.refused.len() as u64;
-        let mut conn = pool.acquire().await.context("writing dead letters")?;
-        store::dead_letter(&mut conn, &self.refused).await?;
-        report.add(projection, self.events, self.position);
-        Ok(())
-    }
-}
-
-/// The folds of the projections being rebuilt.
-struct Folds {
-    orders: Option<Fold<OrderRow>>,
-    products: Option<Fold<ProductRow>>,
-    customers: Option<Fold<CustomerRow>>,
-    sagas: Option<Fold<SagaRow>>,
-}
-
-impl Folds {
-    fn new(projections: &[Projection]) -> Self {
-        let has = |p| projections.contains(&p);
-        Self {
-            orders: has(Projection::Orders).then(Fold::new),
-            products: has(Projection::Products).then(Fold::new),
-            customers: has(Projection::Customers).then(Fold::new),
-            sagas: has(Projection::Sagas).then(Fold::new),
-        }
-    }
-
-    fn apply(&mut self, event: &RecordedEvent) {
-        match Projection::for_stream(&event.stream_id) {
-            Some(Projection::Orders) => self.orders.as_mut().map(|f| f.apply(event)),
-            Some(Projection::Products) => self.products.as_mut().map(|f| f.apply(event)),
-            Some(Projection::Customers) => self.customers.as_mut().map(|f| f.apply(event)),
-            Some(Projection::Sagas) => self.sagas.as_mut().map(|f| f.apply(event)),
-            None => None,
-        };
-    }
-
-    async fn write(self, pool: &PgPool) -> anyhow::Result<Progressing> {
-        let mut report = Progressing::default();
-        if let Some(fold) = self.orders {
-            fold.write(pool, &mut report).await?;
-        }
-        if let Some(fold) = self.products {
-            fold.write(pool, &mut report).await?;
-        }
-        if let Some(fold) = self.customers {
-            fold.write(pool, &mut report).await?;
-        }
-        if let Some(fold) = self.sagas {
-            fold.write(pool, &mut report).await?;
-        }
-        Ok(report)
     }
 }

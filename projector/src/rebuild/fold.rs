@@ -1,0 +1,171 @@
+//! The in-memory fold of a rebuild: each read model being rebuilt folds
+//! the whole log into its rows, which are then written into its shadow
+//! table in bulk.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::Context;
+use event_store::RecordedEvent;
+use sqlx::PgPool;
+
+use super::{Progressing, WRITE_CHUNK, WRITERS, stored_dead_letter};
+use crate::store::{self, DeadLetter};
+use crate::views::{Declaration, Projection, View, WithView};
+
+/// One projection folded in memory: its rows by stream id.
+struct Fold<V> {
+    projection: Projection,
+    rows: HashMap<String, Option<V>>,
+    events: u64,
+    position: i64,
+    refused: Vec<DeadLetter>,
+}
+
+impl<V: View> Fold<V> {
+    fn new(projection: Projection) -> Self {
+        Self {
+            projection,
+            rows: HashMap::new(),
+            events: 0,
+            position: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        // Keyed by stream id; a stream's id is checked once, when first
+        // seen (this is the hot loop of a rebuild).
+        if !self.rows.contains_key(event.stream_id.as_str()) {
+            if let Err(reason) = store::key_of(&V::DECLARATION, &event.stream_id) {
+                self.refused
+                    .push(stored_dead_letter(event.position, reason));
+                return;
+            }
+            self.rows.insert(event.stream_id.clone(), None);
+        }
+        let row = self
+            .rows
+            .get_mut(event.stream_id.as_str())
+            .expect("inserted above");
+        let current = row.as_ref().map_or(0, V::version);
+        // The global order keeps each stream's versions in order (a
+        // stream's next version is appended by a later transaction), so
+        // anything else is refused rather than guessed at.
+        if event.version != current + 1 {
+            self.refused.push(stored_dead_letter(
+                event.position,
+                format!(
+                    "{} version {} follows version {current}",
+                    event.stream_id, event.version
+                ),
+            ));
+            return;
+        }
+        match V::apply(row, event) {
+            Ok(()) => {
+                self.events += 1;
+                self.position = self.position.max(event.position);
+            }
+            Err(error) => self
+                .refused
+                .push(stored_dead_letter(event.position, error.to_string())),
+        }
+    }
+
+    /// Writes the folded rows into the projection's shadow table.
+    async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
+        let projection = self.projection;
+        let shadow = format!("{}_shadow", projection.table());
+        let rows: Vec<V> = self.rows.into_values().flatten().collect();
+        // A few connections write chunks side by side: encoding the rows
+        // here and parsing them there then use both sides' cores.
+        let mut writers = tokio::task::JoinSet::new();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() || !writers.is_empty() {
+            while writers.len() < WRITERS && rows.peek().is_some() {
+                let chunk: Vec<V> = rows.by_ref().take(WRITE_CHUNK).collect();
+                let (pool, shadow) = (pool.clone(), shadow.clone());
+                writers.spawn(async move {
+                    let mut conn = pool.acquire().await.context("writing the shadow table")?;
+                    store::insert_new(&mut conn, &shadow, &chunk).await
+                });
+            }
+            if let Some(written) = writers.join_next().await {
+                written.context("a shadow writer panicked")??;
+            }
+        }
+        report.report.refused += self.refused.len() as u64;
+        let mut conn = pool.acquire().await.context("writing dead letters")?;
+        store::dead_letter(&mut conn, &self.refused).await?;
+        report.add(projection, self.events, self.position);
+        Ok(())
+    }
+}
+
+/// A [`Fold`] of any view type.
+trait Folding: Send {
+    fn apply(&mut self, event: &RecordedEvent);
+
+    fn write<'a>(
+        self: Box<Self>,
+        pool: &'a PgPool,
+        report: &'a mut Progressing,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+impl<V: View> Folding for Fold<V> {
+    fn apply(&mut self, event: &RecordedEvent) {
+        Fold::apply(self, event);
+    }
+
+    fn write<'a>(
+        self: Box<Self>,
+        pool: &'a PgPool,
+        report: &'a mut Progressing,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(Fold::write(*self, pool, report))
+    }
+}
+
+/// Makes an empty fold of a projection's view type.
+struct NewFold(Projection);
+
+impl WithView for NewFold {
+    type Output = Box<dyn Folding>;
+    fn with<V: View>(self) -> Box<dyn Folding> {
+        Box::new(Fold::<V>::new(self.0))
+    }
+}
+
+/// The folds of the projections being rebuilt, each with its declaration;
+/// an event goes to every fold whose read model takes its stream.
+pub(super) struct Folds(Vec<(Declaration, Box<dyn Folding>)>);
+
+impl Folds {
+    pub(super) fn new(projections: &[Projection]) -> Self {
+        Self(
+            projections
+                .iter()
+                .map(|&p| (p.declaration(), p.with_view(NewFold(p))))
+                .collect(),
+        )
+    }
+
+    pub(super) fn apply(&mut self, event: &RecordedEvent) {
+        for (declaration, fold) in &mut self.0 {
+            if declaration.takes(&event.stream_id) {
+                fold.apply(event);
+            }
+        }
+    }
+
+    pub(super) async fn write(self, pool: &PgPool) -> anyhow::Result<Progressing> {
+        let mut report = Progressing::default();
+        for (_, fold) in self.0 {
+            fold.write(pool, &mut report).await?;
+        }
+        Ok(report)
+    }
+}
