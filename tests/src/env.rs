@@ -76,7 +76,9 @@ impl TestEnv {
     pub fn common_config(&self) -> service_kit::CommonConfig {
         service_kit::CommonConfig {
             database_url: self.database_url.clone(),
-            database_max_connections: 8,
+            // As the services default to: a rebuild under load holds several
+            // at once (its lock, its folds, the live consumer beside it).
+            database_max_connections: 16,
             kafka_brokers: self.kafka_brokers.clone(),
             kafka_topic_prefix: self.topic_prefix.clone(),
             log_format: "pretty".into(),
