@@ -252,9 +252,8 @@ impl Intake {
     }
 }
 
-/// The events a message claims to carry that the intake acts on (an order's
-/// placement or cancellation request), each tagged with the message, as
-/// decoded: only claims, to be looked up in the event store.
+/// The order events a message claims to carry, each tagged with the
+/// message, as decoded: only claims, to be looked up in the event store.
 fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMessage)> {
     // A message of one event is keyed by its stream (see
     // `event_store::relay`): most are of other streams and need no
@@ -267,17 +266,13 @@ fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMes
     let Some(Ok(events)) = message.payload().map(event_store::relay::decode) else {
         return Vec::new();
     };
-    // Other kinds of claims need no look-up: the stored event must have
-    // the claimed stream and type, so a claim of another is no placement.
+    // Every order event is looked up, not only those acted on: the
+    // intake's progress is the highest stored position among them, and
+    // an order event it does not act on (a confirmation, say) is progress
+    // too, or the intake would look behind after every order's end.
     events
         .into_iter()
         .filter(|event| event.stream_id.starts_with("order-"))
-        .filter(|event| {
-            matches!(
-                OrderEvent::decode(&event.event_type, &event.data),
-                Ok(OrderEvent::OrderPlaced { .. } | OrderEvent::OrderCancellationRequested { .. })
-            )
-        })
         .map(|event| (event, message))
         .collect()
 }

@@ -196,3 +196,82 @@ async fn a_relay_whose_broker_hangs_is_reported_stalled_and_recovers_with_a_new_
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_orchestrator_whose_sagas_ended_is_caught_up_and_ready() {
+    // The intake acts only on placements and cancellation requests, but
+    // every order event it receives is progress: after an order's
+    // confirmation (which it does not act on) it is not behind, so it is
+    // never reported stalled for an order that simply ended.
+    let env = TestEnv::new().await;
+    let command = services::command_service(&env).await;
+    let steps = command.internal_url.clone().expect("the step API");
+    let orchestrator = services::saga_orchestrator(&env, &steps, |config| {
+        config.common.stall_after_ms = STALL_AFTER_MS;
+        config.poll_ms = 50;
+    })
+    .await;
+    register_customer(&command.url).await;
+    let (status, body) = post(
+        &format!("{}/v1/products", command.url),
+        json!({"sku": "kite", "name": "Kite", "price_cents": 100, "initial_stock": 5}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, customer) = post(
+        &format!("{}/v1/customers", command.url),
+        json!({"name": "Bo", "email": "bo@example.com"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{customer}");
+    let customer_id = customer["customer_id"].as_str().unwrap();
+    let (status, body) = post(
+        &format!("{}/v1/customers/{customer_id}/deposits", command.url),
+        json!({"amount_cents": 1_000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, order) = post(
+        &format!("{}/v1/orders", command.url),
+        json!({"customer_id": customer_id, "lines": [{"sku": "kite", "quantity": 1}],
+               "shipping_address": crate::write_api::address("GB")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{order}");
+    let state_url = format!(
+        "{}/v1/orders/{}/state",
+        command.url,
+        order["order_id"].as_str().unwrap()
+    );
+    eventually(DEADLINE, "the order is confirmed", || async {
+        let (status, body) = get(&state_url).await?;
+        anyhow::ensure!(status == 200 && body.contains("\"confirmed\""), "{body}");
+        Ok(())
+    })
+    .await;
+
+    let metrics_url = format!("{}/metrics", orchestrator.url);
+    let ready_url = format!("{}/health/ready", orchestrator.url);
+    eventually(DEADLINE, "the intake is caught up and ready", || async {
+        let (_, metrics) = get(&metrics_url).await?;
+        anyhow::ensure!(
+            metrics
+                .lines()
+                .any(|line| line == "worker_behind{worker=\"saga-intake\"} 0"),
+            "{}",
+            metrics
+                .lines()
+                .filter(|line| line.starts_with("worker_"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let (status, body) = get(&ready_url).await?;
+        anyhow::ensure!(status == 200, "{status}: {body}");
+        Ok(())
+    })
+    .await;
+}
