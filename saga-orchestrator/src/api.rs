@@ -49,13 +49,7 @@ async fn retry(
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%order_id, error = format!("{error:#}"), "retry failed");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                "the request could not be completed; it was logged",
-            )
-            .into_response()
+            Problem::internal().into_response()
         }
     }
 }

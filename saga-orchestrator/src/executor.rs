@@ -30,8 +30,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use domain::saga::{self, Ending, SagaEvent, SagaStatus, SagaStep};
 use event_store::EventStore;
-use rand::Rng;
 use serde_json::json;
+use service_kit::backoff::{Backoff, Jitter};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -711,12 +711,9 @@ impl Executor {
     /// When to try again after `attempt` failed: exponential, capped, with
     /// full jitter in [delay/2, delay].
     fn backoff(&self, attempt: u32) -> (DateTime<Utc>, Duration) {
-        let exponential = self
-            .settings
-            .retry_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let capped = exponential.min(self.settings.retry_max);
-        let delay = capped.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let delay = Backoff::new(self.settings.retry_base, self.settings.retry_max)
+            .with_jitter(Jitter::Half)
+            .delay(attempt);
         (Utc::now() + to_chrono(delay), delay)
     }
 }

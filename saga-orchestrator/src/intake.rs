@@ -75,10 +75,10 @@ impl Intake {
     }
 
     async fn consume(&self) -> anyhow::Result<()> {
-        event_store::relay::ensure_topic(
+        event_relay::ensure_topic(
             &self.kafka,
             &self.topic,
-            event_store::relay::EVENTS_TOPIC_PARTITIONS,
+            event_relay::EVENTS_TOPIC_PARTITIONS,
         )
         .await?;
         let consumer: StreamConsumer =
@@ -264,7 +264,7 @@ fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMes
         return Vec::new();
     }
     // Not an event: the projector keeps it as a dead letter.
-    let Some(Ok(events)) = message.payload().map(event_store::relay::decode) else {
+    let Some(Ok(events)) = message.payload().map(event_relay::decode) else {
         return Vec::new();
     };
     // Other kinds of claims need no look-up: the stored event must have
@@ -296,11 +296,7 @@ async fn watch_progress(
     // The position last read from or written to the table; `None` until
     // it has been read.
     let mut stored: Option<Option<i64>> = None;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
-        }
+    while service_kit::progress::tick(shutdown).await {
         let measured = async {
             let kept = match stored {
                 Some(kept) => kept,

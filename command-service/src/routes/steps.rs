@@ -52,15 +52,16 @@ use domain::shipment::{Shipment, ShipmentCommand};
 use domain::{Event, RejectionReason};
 use event_store::{EventStore, ExpectedVersion, StreamAppend};
 use serde::{Deserialize, Serialize};
+use service_kit::backoff::Backoff;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::catalogue::PlacedOrder;
 use crate::commands::{
-    append_recording, decide_fresh_unless_appending, execute, execute_new, jitter, keep_warm, load,
+    append_recording, decide_fresh_unless_appending, execute, execute_new, keep_warm, load,
     saga_moved, to_new_event,
 };
-use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
+use crate::http::{ApiError, ApiResult, JsonBody, OrProblem, PathParam, Problem, RequestContext};
 use crate::routes::{customers, orders, products};
 
 /// The saga's stream version a call was decided on.
@@ -179,7 +180,10 @@ async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, 
     let mut state = SagaState::default();
     let mut version = 0;
     loop {
-        let page = store.read_stream(&stream, version + 1, SAGA_PAGE).await?;
+        let page = store
+            .read_stream(&stream, version + 1, SAGA_PAGE)
+            .await
+            .or_problem()?;
         for recorded in &page {
             let event =
                 SagaEvent::decode(&recorded.event_type, &recorded.data).map_err(|error| {
@@ -314,11 +318,11 @@ async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Arc<PlacedO
     Ok(placed)
 }
 
-/// How many times a step on every product of an order is decided again
-/// after losing a race. More than a single-stream command gets
-/// (`commands::MAX_ATTEMPTS`): it races on several popular streams at once,
-/// and a release or reservation given up on costs the saga a whole retry.
-const PRODUCT_STEP_ATTEMPTS: u32 = 32;
+/// How a step on every product of an order retries a lost race: as any
+/// command, but decided more often (32 times): it races on several popular
+/// streams at once, and a release or reservation given up on costs the saga
+/// a whole retry.
+const PRODUCT_STEP_RETRIES: Backoff = Backoff::CONTENTION.with_attempts(32);
 
 /// Decides `command(line)` on each product of the order and appends all of
 /// it in one transaction; starts over when another writer got in between.
@@ -330,7 +334,7 @@ async fn on_every_product(
     command: impl Fn(i64) -> ProductCommand,
 ) -> ApiResult<usize> {
     let order = existing_order(app, order_id).await?;
-    for attempt in 1..=PRODUCT_STEP_ATTEMPTS {
+    for attempt in PRODUCT_STEP_RETRIES.attempts() {
         let mut appends = Vec::new();
         // Each product's state once the append is in, to keep warm.
         let mut after = Vec::new();
@@ -371,7 +375,7 @@ async fn on_every_product(
             return Ok(count);
         }
         tracing::debug!(%order_id, attempt, "a product changed meanwhile; deciding again");
-        tokio::time::sleep(jitter(attempt)).await;
+        PRODUCT_STEP_RETRIES.sleep(attempt).await;
     }
     Err(Problem::busy("the products kept changing; try again").into())
 }
