@@ -8,6 +8,8 @@
 //! (a repeated reservation for the same order, say) decide no events, which
 //! is what makes the saga's steps safe to retry.
 //!
+//! `stream` makes every stream id (`order-<uuid>`, `product-<sku>`, ...).
+//!
 //! `saga` is the order fulfilment saga's record: its events (stream
 //! `saga-<order uuid>`) and the state they fold into, shared by the
 //! orchestrator, which writes them, and the projector, which shows them.
@@ -20,6 +22,7 @@ pub mod order;
 pub mod product;
 pub mod saga;
 pub mod shipment;
+pub mod stream;
 mod wire;
 
 #[cfg(test)]

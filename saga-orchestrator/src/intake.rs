@@ -260,7 +260,10 @@ fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMes
     // `event_store::relay`): most are of other streams and need no
     // parsing. A batch message has no key. Skipping a message on its key
     // is safe: ignoring a message never acts on it.
-    if message.key().is_some_and(|key| !key.starts_with(b"order-")) {
+    if message
+        .key()
+        .is_some_and(|key| !key.starts_with(domain::stream::ORDER.as_bytes()))
+    {
         return Vec::new();
     }
     // Not an event: the projector keeps it as a dead letter.
@@ -271,7 +274,7 @@ fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMes
     // the claimed stream and type, so a claim of another is no placement.
     events
         .into_iter()
-        .filter(|event| event.stream_id.starts_with("order-"))
+        .filter(|event| event.stream_id.starts_with(domain::stream::ORDER))
         .filter(|event| {
             matches!(
                 OrderEvent::decode(&event.event_type, &event.data),
@@ -315,7 +318,9 @@ async fn watch_progress(
                 stored = Some(position);
             }
             let position = position.unwrap_or(0);
-            let (behind, oldest) = store.category_after("order-", position).await?;
+            let (behind, oldest) = store
+                .category_after(domain::stream::ORDER, position)
+                .await?;
             anyhow::Ok((position, behind, oldest))
         };
         match measured.await {

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::Event;
-use domain::saga::{SagaEvent, SagaState, stream_id};
+use domain::saga::{SagaEvent, SagaState};
+use domain::stream::saga as stream_id;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use uuid::Uuid;
 

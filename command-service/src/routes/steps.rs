@@ -49,6 +49,7 @@ use domain::order::{Order, OrderCommand};
 use domain::product::{Product, ProductCommand};
 use domain::saga::{self, SagaAction, SagaEvent, SagaState, SagaStep};
 use domain::shipment::{Shipment, ShipmentCommand};
+use domain::stream;
 use domain::{Event, RejectionReason};
 use event_store::{EventStore, ExpectedVersion, StreamAppend};
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,6 @@ use crate::commands::{
     saga_moved, to_new_event,
 };
 use crate::http::{ApiError, ApiResult, JsonBody, OrProblem, PathParam, Problem, RequestContext};
-use crate::routes::{customers, orders, products};
 
 /// The saga's stream version a call was decided on.
 pub const SAGA_VERSION: &str = "x-saga-version";
@@ -176,7 +176,7 @@ const SAGA_PAGE: u32 = 500;
 /// The saga of `order_id` as its stream says now, and the stream's version
 /// (0: no saga).
 async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, u64)> {
-    let stream = saga::stream_id(order_id);
+    let stream = stream::saga(order_id);
     let mut state = SagaState::default();
     let mut version = 0;
     loop {
@@ -229,7 +229,7 @@ impl SagaCall {
                 );
             }
         }
-        let stream = saga::stream_id(order_id);
+        let stream = stream::saga(order_id);
         let (state, version) = load_saga(&app.store, order_id).await?;
         if version != self.version {
             return Err(saga_moved(&stream).into());
@@ -309,7 +309,7 @@ async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Arc<PlacedO
     if let Some(placed) = app.catalogue.order(order_id) {
         return Ok(placed);
     }
-    let order = load::<Order>(&app.store, &orders::stream_id(order_id)).await?;
+    let order = load::<Order>(&app.store, &stream::order(order_id)).await?;
     if !order.state.exists {
         return Err(Problem::not_found(format!("no order {order_id}")).into());
     }
@@ -339,7 +339,7 @@ async fn on_every_product(
         // Each product's state once the append is in, to keep warm.
         let mut after = Vec::new();
         for line in &order.lines {
-            let stream = products::stream_id(&line.sku);
+            let stream = stream::product(&line.sku);
             let kept = app.warm.take::<Product>(&stream);
             let line_command = |_: &Product| Ok(command(line.quantity));
             let (product, events) =
@@ -450,7 +450,7 @@ pub async fn charge_payment(
     });
     let executed = execute::<Customer, _>(
         &app,
-        &customers::stream_id(order.customer_id),
+        &stream::customer(order.customer_id),
         &ctx,
         Some(&record),
         |_| {
@@ -488,7 +488,7 @@ pub async fn refund_payment(
     });
     let executed = execute::<Customer, _>(
         &app,
-        &customers::stream_id(order.customer_id),
+        &stream::customer(order.customer_id),
         &ctx,
         Some(&record),
         |_| Ok(CustomerCommand::Refund { order_id }),
@@ -499,10 +499,6 @@ pub async fn refund_payment(
         "refund_payment",
         effects(&executed.appended, &record),
     ))
-}
-
-pub fn shipment_stream_id(order_id: Uuid) -> String {
-    format!("shipment-{order_id}")
 }
 
 /// A tracking number that is the same however often the step runs.
@@ -540,7 +536,7 @@ pub async fn create_shipment(
     // reading it first (an existing one is read and decided on after all).
     let executed = execute_new::<Shipment, _>(
         &app,
-        &shipment_stream_id(order_id),
+        &stream::shipment(order_id),
         &ctx,
         Some(&record),
         |_| {
@@ -582,7 +578,7 @@ pub async fn cancel_shipment(
     });
     let executed = execute::<Shipment, _>(
         &app,
-        &shipment_stream_id(order_id),
+        &stream::shipment(order_id),
         &ctx,
         Some(&record),
         |_| Ok(ShipmentCommand::Cancel),
@@ -606,7 +602,7 @@ pub async fn confirm(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Confirm).await?;
-    let shipment = load::<Shipment>(&app.store, &shipment_stream_id(order_id)).await?;
+    let shipment = load::<Shipment>(&app.store, &stream::shipment(order_id)).await?;
     if !shipment.state.exists || shipment.state.cancelled {
         return Err(Problem::conflict("an order is confirmed only with a shipment").into());
     }
@@ -614,17 +610,11 @@ pub async fn confirm(
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompleted {
         tracking_number: Some(tracking_number.clone()),
     });
-    let executed = execute::<Order, _>(
-        &app,
-        &orders::stream_id(order_id),
-        &ctx,
-        Some(&record),
-        |_| {
-            Ok(OrderCommand::Confirm {
-                tracking_number: tracking_number.clone(),
-            })
-        },
-    )
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, Some(&record), |_| {
+        Ok(OrderCommand::Confirm {
+            tracking_number: tracking_number.clone(),
+        })
+    })
     .await?;
     let mut outcome = done(order_id, "confirm", effects(&executed.appended, &record));
     outcome.tracking_number = Some(tracking_number);
@@ -659,17 +649,11 @@ pub async fn reject(
         .clone()
         .unwrap_or_else(|| saga::code(body.reason).to_owned());
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated { reason });
-    let executed = execute::<Order, _>(
-        &app,
-        &orders::stream_id(order_id),
-        &ctx,
-        Some(&record),
-        |_| {
-            Ok(OrderCommand::Reject {
-                reason: body.reason,
-            })
-        },
-    )
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, Some(&record), |_| {
+        Ok(OrderCommand::Reject {
+            reason: body.reason,
+        })
+    })
     .await?;
     Ok(done(
         order_id,
@@ -693,13 +677,9 @@ pub async fn mark_cancelled(
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated {
         reason: saga::CANCELLED.to_owned(),
     });
-    let executed = execute::<Order, _>(
-        &app,
-        &orders::stream_id(order_id),
-        &ctx,
-        Some(&record),
-        |_| Ok(OrderCommand::MarkCancelled),
-    )
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, Some(&record), |_| {
+        Ok(OrderCommand::MarkCancelled)
+    })
     .await?;
     Ok(done(
         order_id,

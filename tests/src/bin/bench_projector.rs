@@ -323,7 +323,7 @@ async fn offer_lag(
         );
         store
             .append(&[StreamAppend::new(
-                format!("product-{sku}"),
+                domain::stream::product(&sku),
                 ExpectedVersion::NoStream,
                 vec![created],
             )])
@@ -394,7 +394,7 @@ async fn offer_lag(
             );
             let appended = store
                 .append(&[StreamAppend::new(
-                    format!("product-{sku}"),
+                    domain::stream::product(&sku),
                     ExpectedVersion::Any,
                     vec![event],
                 )])
