@@ -101,10 +101,9 @@ where
     A: Aggregate,
     A::State: Serialize + DeserializeOwned,
 {
-    let state_type = std::any::type_name::<A::State>();
     // The snapshot and the first page of events after it, in one query.
     let FromSnapshot { snapshot, events } = store
-        .read_stream_from_snapshot(stream_id, state_type, SNAPSHOT_SCHEMA, PAGE)
+        .read_stream_from_snapshot(stream_id, A::SNAPSHOT_TYPE, SNAPSHOT_SCHEMA, PAGE)
         .await
         .or_problem()?;
     let start = match snapshot {
@@ -162,7 +161,7 @@ where
             let snapshot = Snapshot {
                 stream_id: stream_id.to_owned(),
                 version: loaded.version,
-                state_type: std::any::type_name::<A::State>().to_owned(),
+                state_type: A::SNAPSHOT_TYPE.to_owned(),
                 schema_version: SNAPSHOT_SCHEMA,
                 state,
             };

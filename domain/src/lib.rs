@@ -39,6 +39,12 @@ pub const MAX_CENTS: i64 = 1_000_000_000_000;
 
 /// One aggregate's types and its two pure functions.
 pub trait Aggregate {
+    /// Names the state in stored snapshots. It is part of what is stored:
+    /// unlike a Rust type name it does not change when code is renamed or
+    /// built by another compiler. A snapshot under any other name is
+    /// ignored and the state folded from the events again.
+    const SNAPSHOT_TYPE: &'static str;
+
     type State: Default;
     type Command;
     type Event: Event;

@@ -113,6 +113,7 @@ pub struct Order {
 }
 
 impl Aggregate for Order {
+    const SNAPSHOT_TYPE: &'static str = "order";
     type State = Order;
     type Command = OrderCommand;
     type Event = OrderEvent;

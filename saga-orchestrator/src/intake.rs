@@ -207,7 +207,7 @@ impl Intake {
             if leased.contains(order_id)
                 && let Some(place) = places.next()
             {
-                let loaded = record::Loaded::of(events, recorded_at);
+                let loaded = record::SagaRecord::of(events, recorded_at);
                 self.handoff.hand_over(*order_id, loaded, leased_at, place);
             } else {
                 due.push(*order_id);
