@@ -28,6 +28,7 @@ use event_store::{EventStore, Forged, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
+use service_kit::backoff::Backoff;
 use service_kit::consumer::Offsets;
 use service_kit::progress::{Progress, Watchdog};
 use sqlx::PgPool;
@@ -222,7 +223,12 @@ impl Intake {
     }
 
     async fn cancel(&self, order_id: Uuid, reason: String, causation: &str) -> anyhow::Result<()> {
-        loop {
+        // Until it is recorded: a lost race waits as any other (the saga's
+        // own appends are what it races with).
+        for attempt in 1.. {
+            if attempt > 1 {
+                Backoff::CONTENTION.sleep(attempt - 1).await;
+            }
             let loaded = record::load(&self.store, order_id).await?;
             if !loaded.state.exists {
                 tracing::warn!(%order_id, "cancellation of an order without a saga; ignored");
