@@ -235,6 +235,19 @@ pub struct Executed<A: Aggregate> {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+impl<A: Aggregate> Executed<A> {
+    /// A command that changed nothing: the state as loaded.
+    fn unchanged(loaded: Loaded<A>) -> Self {
+        Self {
+            state: loaded.state,
+            version: loaded.version,
+            appended: Vec::new(),
+            created_at: loaded.created_at,
+            updated_at: loaded.updated_at,
+        }
+    }
+}
+
 /// Decides `command` against the current state of `stream_id` and appends
 /// what it decides. `command` may look at the state (or refuse).
 ///
@@ -301,25 +314,7 @@ where
     let store = &app.store;
     for attempt in Backoff::CONTENTION.attempts() {
         let assumed = std::mem::take(&mut assume_new);
-        let (loaded, events) = if assumed {
-            let loaded = Loaded::<A>::new();
-            let events = decide::<A>(&loaded.state, &command)?;
-            (loaded, events)
-        } else {
-            // `If-Match` is checked against the stored version.
-            let kept = match ctx.if_match {
-                None => app.warm.take::<A>(stream_id),
-                Some(_) => None,
-            };
-            let (loaded, events) =
-                decide_fresh_unless_appending(store, stream_id, kept, &command).await?;
-            if let Some(required) = ctx.if_match
-                && required != loaded.version
-            {
-                return Err(stale(required, loaded.version));
-            }
-            (loaded, events?)
-        };
+        let (loaded, events) = decide_attempt(app, stream_id, ctx, &command, assumed).await?;
         if events.is_empty() {
             if assumed {
                 // Nothing to create: answer from what is stored.
@@ -329,13 +324,7 @@ where
             if record.is_some() {
                 append_recording(store, record, Vec::new()).await?;
             }
-            return Ok(Executed {
-                state: loaded.state,
-                version: loaded.version,
-                appended: Vec::new(),
-                created_at: loaded.created_at,
-                updated_at: loaded.updated_at,
-            });
+            return Ok(Executed::unchanged(loaded));
         }
         let expected = ExpectedVersion::at(loaded.version);
         let new_events = events
@@ -381,6 +370,41 @@ where
         Backoff::CONTENTION.attempts
     ))
     .into())
+}
+
+/// One attempt's decision: on a stream assumed new, on its empty state;
+/// otherwise on the state kept warm or a fresh load (see
+/// [`decide_fresh_unless_appending`]), checked against `If-Match`.
+async fn decide_attempt<A, F>(
+    app: &AppState,
+    stream_id: &str,
+    ctx: &RequestContext,
+    command: &F,
+    assume_new: bool,
+) -> ApiResult<(Loaded<A>, Vec<A::Event>)>
+where
+    A: Aggregate + 'static,
+    A::State: Serialize + DeserializeOwned + Clone + Send,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    if assume_new {
+        let loaded = Loaded::<A>::new();
+        let events = decide::<A>(&loaded.state, command)?;
+        return Ok((loaded, events));
+    }
+    // `If-Match` is checked against the stored version.
+    let kept = match ctx.if_match {
+        None => app.warm.take::<A>(stream_id),
+        Some(_) => None,
+    };
+    let (loaded, events) =
+        decide_fresh_unless_appending(&app.store, stream_id, kept, command).await?;
+    if let Some(required) = ctx.if_match
+        && required != loaded.version
+    {
+        return Err(stale(required, loaded.version));
+    }
+    Ok((loaded, events?))
 }
 
 /// Keeps `loaded`, the state a command just appended, warm for the next
