@@ -26,8 +26,8 @@
 //! It also sets the global allocator of every program that links it (the
 //! services and the benchmarks): mimalloc instead of the system's malloc.
 //! The services allocate and free many small, short-lived buffers per
-//! request (JSON documents, rows, HTTP messages); under `bench-sagas`, glibc's
-//! malloc and free were about a quarter of the services' CPU time.
+//! request (JSON documents, rows, HTTP messages), which glibc's malloc
+//! serves slowly enough to show in their CPU time (BENCHMARKS.md).
 
 pub mod auth;
 pub mod backoff;
