@@ -11,8 +11,6 @@
 //! stream (a popular product gets an event per reservation) costs one
 //! snapshot and fewer than [`SNAPSHOT_EVERY`] events, however long it grows.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::{Aggregate, Event};
@@ -22,13 +20,11 @@ use event_store::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use service_kit::backoff::Backoff;
 
 use crate::AppState;
-use crate::http::{ApiError, ApiResult, Problem, RequestContext};
-
-/// How many times a command is decided again after losing a race.
-pub const MAX_ATTEMPTS: u32 = 8;
+use crate::http::problem::store_error;
+use crate::http::{ApiError, ApiResult, OrProblem, Problem, RequestContext};
 
 const PAGE: u32 = 1000;
 
@@ -105,11 +101,11 @@ where
     A: Aggregate,
     A::State: Serialize + DeserializeOwned,
 {
-    let state_type = std::any::type_name::<A::State>();
     // The snapshot and the first page of events after it, in one query.
     let FromSnapshot { snapshot, events } = store
-        .read_stream_from_snapshot(stream_id, state_type, SNAPSHOT_SCHEMA, PAGE)
-        .await?;
+        .read_stream_from_snapshot(stream_id, A::SNAPSHOT_TYPE, SNAPSHOT_SCHEMA, PAGE)
+        .await
+        .or_problem()?;
     let start = match snapshot {
         None => Some(Loaded::new()),
         Some(snapshot) => match serde_json::from_value::<Snapshotted<A::State>>(snapshot.state) {
@@ -165,7 +161,7 @@ where
             let snapshot = Snapshot {
                 stream_id: stream_id.to_owned(),
                 version: loaded.version,
-                state_type: std::any::type_name::<A::State>().to_owned(),
+                state_type: A::SNAPSHOT_TYPE.to_owned(),
                 schema_version: SNAPSHOT_SCHEMA,
                 state,
             };
@@ -200,7 +196,8 @@ async fn fold_until<A: Aggregate>(
     loop {
         let page = store
             .read_stream(stream_id, loaded.version + 1, PAGE)
-            .await?;
+            .await
+            .or_problem()?;
         let full = page.len() == PAGE as usize;
         for recorded in page.iter().take_while(|e| e.version <= version) {
             loaded = loaded.apply(recorded)?;
@@ -218,7 +215,11 @@ pub async fn load_as_of<A: Aggregate>(
     as_of: DateTime<Utc>,
 ) -> ApiResult<Loaded<A>> {
     let mut loaded = Loaded::<A>::new();
-    for recorded in store.read_stream_until(stream_id, as_of).await? {
+    for recorded in store
+        .read_stream_until(stream_id, as_of)
+        .await
+        .or_problem()?
+    {
         loaded = loaded.apply(&recorded)?;
     }
     Ok(loaded)
@@ -232,6 +233,19 @@ pub struct Executed<A: Aggregate> {
     pub appended: Vec<Appended>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl<A: Aggregate> Executed<A> {
+    /// A command that changed nothing: the state as loaded.
+    fn unchanged(loaded: Loaded<A>) -> Self {
+        Self {
+            state: loaded.state,
+            version: loaded.version,
+            appended: Vec::new(),
+            created_at: loaded.created_at,
+            updated_at: loaded.updated_at,
+        }
+    }
 }
 
 /// Decides `command` against the current state of `stream_id` and appends
@@ -298,27 +312,9 @@ where
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
     let store = &app.store;
-    for attempt in 1..=MAX_ATTEMPTS {
+    for attempt in Backoff::CONTENTION.attempts() {
         let assumed = std::mem::take(&mut assume_new);
-        let (loaded, events) = if assumed {
-            let loaded = Loaded::<A>::new();
-            let events = decide::<A>(&loaded.state, &command)?;
-            (loaded, events)
-        } else {
-            // `If-Match` is checked against the stored version.
-            let kept = match ctx.if_match {
-                None => app.warm.take::<A>(stream_id),
-                Some(_) => None,
-            };
-            let (loaded, events) =
-                decide_fresh_unless_appending(store, stream_id, kept, &command).await?;
-            if let Some(required) = ctx.if_match
-                && required != loaded.version
-            {
-                return Err(stale(required, loaded.version));
-            }
-            (loaded, events?)
-        };
+        let (loaded, events) = decide_attempt(app, stream_id, ctx, &command, assumed).await?;
         if events.is_empty() {
             if assumed {
                 // Nothing to create: answer from what is stored.
@@ -328,13 +324,7 @@ where
             if record.is_some() {
                 append_recording(store, record, Vec::new()).await?;
             }
-            return Ok(Executed {
-                state: loaded.state,
-                version: loaded.version,
-                appended: Vec::new(),
-                created_at: loaded.created_at,
-                updated_at: loaded.updated_at,
-            });
+            return Ok(Executed::unchanged(loaded));
         }
         let expected = ExpectedVersion::at(loaded.version);
         let new_events = events
@@ -370,15 +360,51 @@ where
                 // it at once.
                 if !assumed {
                     tracing::debug!(stream_id, attempt, "lost a race; deciding again");
-                    tokio::time::sleep(jitter(attempt)).await;
+                    Backoff::CONTENTION.sleep(attempt).await;
                 }
             }
         }
     }
     Err(Problem::busy(format!(
-        "{stream_id} kept changing; gave up after {MAX_ATTEMPTS} attempts, try again"
+        "{stream_id} kept changing; gave up after {} attempts, try again",
+        Backoff::CONTENTION.attempts
     ))
     .into())
+}
+
+/// One attempt's decision: on a stream assumed new, on its empty state;
+/// otherwise on the state kept warm or a fresh load (see
+/// [`decide_fresh_unless_appending`]), checked against `If-Match`.
+async fn decide_attempt<A, F>(
+    app: &AppState,
+    stream_id: &str,
+    ctx: &RequestContext,
+    command: &F,
+    assume_new: bool,
+) -> ApiResult<(Loaded<A>, Vec<A::Event>)>
+where
+    A: Aggregate + 'static,
+    A::State: Serialize + DeserializeOwned + Clone + Send,
+    F: Fn(&A::State) -> ApiResult<A::Command>,
+{
+    if assume_new {
+        let loaded = Loaded::<A>::new();
+        let events = decide::<A>(&loaded.state, command)?;
+        return Ok((loaded, events));
+    }
+    // `If-Match` is checked against the stored version.
+    let kept = match ctx.if_match {
+        None => app.warm.take::<A>(stream_id),
+        Some(_) => None,
+    };
+    let (loaded, events) =
+        decide_fresh_unless_appending(&app.store, stream_id, kept, command).await?;
+    if let Some(required) = ctx.if_match
+        && required != loaded.version
+    {
+        return Err(stale(required, loaded.version));
+    }
+    Ok((loaded, events?))
 }
 
 /// Keeps `loaded`, the state a command just appended, warm for the next
@@ -398,7 +424,7 @@ fn decide<A: Aggregate>(
     state: &A::State,
     command: &impl Fn(&A::State) -> ApiResult<A::Command>,
 ) -> ApiResult<Vec<A::Event>> {
-    Ok(A::decide(state, command(state)?)?)
+    A::decide(state, command(state)?).or_problem()
 }
 
 /// Decides `command` on `kept` (a state taken from [`Warm`]) if there is
@@ -447,7 +473,7 @@ pub async fn append_recording(
             Err(saga_moved(&stream_id).into())
         }
         Err(error) if error.is_concurrency_conflict() => Ok(None),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(store_error(error)),
     }
 }
 
@@ -484,12 +510,4 @@ fn stale(required: u64, actual: u64) -> ApiError {
         "If-Match requires version {required}, but the aggregate is at version {actual}"
     ))
     .into()
-}
-
-/// A random pause that grows with the attempt: up to 2, 4, 8 ... ms, at
-/// most 50 ms, so racing writers spread out.
-pub fn jitter(attempt: u32) -> Duration {
-    let ceiling_ms = (1u64 << attempt.min(6)).min(50);
-    let random = Uuid::new_v4().as_u128() as u64;
-    Duration::from_micros(random % (ceiling_ms * 1000))
 }

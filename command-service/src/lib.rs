@@ -22,8 +22,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
+use event_relay::{self as relay, MessageFormat, RelayConfig, RelayMetrics};
 use event_store::EventStore;
-use event_store::relay::{self, MessageFormat, RelayConfig, RelayMetrics};
 use prometheus_client::registry::Registry;
 use service_kit::auth::{Access, Authenticator, RouteTable};
 use service_kit::progress::{Progress, Watchdog};
@@ -85,7 +85,7 @@ pub struct Config {
     /// the broker (tansu) queries per partition, so a longer wait sends
     /// fewer, larger requests and delays every event by about as much
     /// (BENCHMARKS.md: 25 ms against 5 ms).
-    #[arg(long, env = "RELAY_LINGER_MS", default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
+    #[arg(long, env = "RELAY_LINGER_MS", default_value_t = event_relay::DEFAULT_LINGER_MS)]
     pub relay_linger_ms: u32,
 
     #[command(flatten)]
@@ -243,11 +243,10 @@ where
 {
     let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
     if let Some(Command::Migrate) = command {
-        service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
-        let pool = service_kit::db::connect_for_migrations(&config.common).await?;
-        migrate(&pool).await?;
-        tracing::info!(service = SERVICE, "migrated");
-        return Ok(());
+        return service_kit::db::migrate_command(SERVICE, &config.common, |pool| async move {
+            migrate(&pool).await
+        })
+        .await;
     }
     let common = config.common.clone();
     service_kit::service_main(
@@ -394,11 +393,7 @@ async fn watch_relay(
     shutdown: CancellationToken,
 ) {
     let mut published = metrics.published.get();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
-        }
+    while service_kit::progress::tick(&shutdown).await {
         let now = metrics.published.get();
         if now > published {
             progress.advanced();
@@ -432,20 +427,16 @@ async fn watch_relay(
 /// `command-service migrate`: the event store's migrations, then this
 /// service's own, on `pool`, which must be the owner's.
 pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    event_store::migrator()
-        .run(pool)
-        .await
-        .context("migrating the event store")?;
-    own_migrator()
-        .run(pool)
-        .await
-        .context("migrating command-service's tables")?;
-    Ok(())
+    service_kit::db::migrate(
+        pool,
+        &[
+            ("the event store", event_store::migrator()),
+            ("command-service's tables", own_migrator()),
+        ],
+    )
+    .await
 }
 
 fn own_migrator() -> sqlx::migrate::Migrator {
-    let mut own = sqlx::migrate!("./migrations");
-    // The event store's migrations share the table; leave them be.
-    own.set_ignore_missing(true);
-    own
+    service_kit::db::own_migrator(sqlx::migrate!("./migrations"))
 }

@@ -78,6 +78,7 @@ pub struct Customer {
 }
 
 impl Aggregate for Customer {
+    const SNAPSHOT_TYPE: &'static str = "customer";
     type State = Customer;
     type Command = CustomerCommand;
     type Event = CustomerEvent;

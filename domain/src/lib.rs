@@ -8,6 +8,8 @@
 //! (a repeated reservation for the same order, say) decide no events, which
 //! is what makes the saga's steps safe to retry.
 //!
+//! `stream` makes every stream id (`order-<uuid>`, `product-<sku>`, ...).
+//!
 //! `saga` is the order fulfilment saga's record: its events (stream
 //! `saga-<order uuid>`) and the state they fold into, shared by the
 //! orchestrator, which writes them, and the projector, which shows them.
@@ -20,6 +22,7 @@ pub mod order;
 pub mod product;
 pub mod saga;
 pub mod shipment;
+pub mod stream;
 mod wire;
 
 #[cfg(test)]
@@ -36,6 +39,12 @@ pub const MAX_CENTS: i64 = 1_000_000_000_000;
 
 /// One aggregate's types and its two pure functions.
 pub trait Aggregate {
+    /// Names the state in stored snapshots. It is part of what is stored:
+    /// unlike a Rust type name it does not change when code is renamed or
+    /// built by another compiler. A snapshot under any other name is
+    /// ignored and the state folded from the events again.
+    const SNAPSHOT_TYPE: &'static str;
+
     type State: Default;
     type Command;
     type Event: Event;

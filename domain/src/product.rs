@@ -83,6 +83,7 @@ impl Product {
 }
 
 impl Aggregate for Product {
+    const SNAPSHOT_TYPE: &'static str = "product";
     type State = Product;
     type Command = ProductCommand;
     type Event = ProductEvent;

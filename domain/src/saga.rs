@@ -640,10 +640,8 @@ impl SagaState {
     }
 }
 
-/// The saga's stream id: `saga-<order uuid>`.
-pub fn stream_id(order_id: Uuid) -> String {
-    format!("saga-{order_id}")
-}
+/// The saga's stream id: `saga-<order uuid>` (see [`crate::stream`]).
+pub use crate::stream::saga as stream_id;
 
 #[cfg(test)]
 mod tests {

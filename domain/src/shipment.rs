@@ -48,6 +48,7 @@ pub struct Shipment {
 }
 
 impl Aggregate for Shipment {
+    const SNAPSHOT_TYPE: &'static str = "shipment";
     type State = Shipment;
     type Command = ShipmentCommand;
     type Event = ShipmentEvent;

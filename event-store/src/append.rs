@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::group::{self, Joined};
 use crate::notify::Notifier;
 use crate::{Appended, Error, EventStore, ExpectedVersion, Result, StreamAppend};
 
@@ -24,53 +23,6 @@ pub struct AppendOutcome {
 }
 
 impl EventStore {
-    /// Appends events to one or more streams, all or nothing, and returns
-    /// each event's version and position in the order given.
-    ///
-    /// Fails with [`Error::ConcurrencyConflict`] when a stream is not at its
-    /// expected version. When every event id is already stored with the same
-    /// stream, type and data, returns the original result and writes nothing.
-    ///
-    /// Appends that arrive while others are being written are written
-    /// together with them (group commit, see `group`); each is still judged
-    /// on its own.
-    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
-        validate(appends)?;
-        match self.group.submit(appends.to_vec()).await {
-            Joined::Written(result) => result,
-            Joined::Alone => append_alone(&self.pool, &self.notifier, appends).await,
-        }
-    }
-
-    /// Several independent appends at once. Each is all or nothing and
-    /// succeeds or fails on its own, as if appended one after the other
-    /// with [`EventStore::append`]; those that can are written together in
-    /// one statement. Results come in the order given.
-    pub async fn append_each(&self, appends: &[Vec<StreamAppend>]) -> Vec<Result<Vec<Appended>>> {
-        let mut results: Vec<Option<Result<Vec<Appended>>>> = appends
-            .iter()
-            .map(|appends| validate(appends).err().map(Err))
-            .collect();
-        let valid: Vec<(usize, &[StreamAppend])> = appends
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| results[*i].is_none())
-            .map(|(i, appends)| (i, appends.as_slice()))
-            .collect();
-        let slices: Vec<&[StreamAppend]> = valid.iter().map(|(_, appends)| *appends).collect();
-        let written = group::write_together(&self.pool, &self.notifier, &slices).await;
-        for ((i, appends), written) in valid.into_iter().zip(written) {
-            results[i] = Some(match written {
-                Some(events) => Ok(events),
-                None => append_alone(&self.pool, &self.notifier, appends).await,
-            });
-        }
-        results
-            .into_iter()
-            .map(|result| result.expect("every append has a result"))
-            .collect()
-    }
-
     /// Appends on a connection the caller owns, typically inside its own
     /// transaction so other writes (an idempotency record, say) commit or
     /// roll back with the events. After committing, call
@@ -408,7 +360,7 @@ async fn explain_refusal(
     Err(AppendError::Lost)
 }
 
-fn validate(appends: &[StreamAppend]) -> Result<()> {
+pub(crate) fn validate(appends: &[StreamAppend]) -> Result<()> {
     if appends.iter().all(|a| a.events.is_empty()) {
         return Err(Error::EmptyAppend);
     }

@@ -25,11 +25,6 @@ pub enum Error {
         from: i32,
         reason: String,
     },
-    #[error("snapshot state of {stream_id} cannot be used: {source}")]
-    Snapshot {
-        stream_id: String,
-        source: serde_json::Error,
-    },
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }

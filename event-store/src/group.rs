@@ -15,6 +15,9 @@
 //! Under load this turns many small transactions into a few larger ones:
 //! PostgreSQL's cost per statement and per commit (planning, executor
 //! start-up, the commit record and its flush) is paid once per group.
+//!
+//! [`EventStore::append`] and [`EventStore::append_each`] enter here; the
+//! statements themselves are `append`'s, which knows nothing of groups.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,13 +28,61 @@ use uuid::Uuid;
 
 use crate::append::{self, AppendError, Columns};
 use crate::notify::Notifier;
-use crate::{Appended, ExpectedVersion, Result, StreamAppend};
+use crate::{Appended, EventStore, ExpectedVersion, Result, StreamAppend};
+
+impl EventStore {
+    /// Appends events to one or more streams, all or nothing, and returns
+    /// each event's version and position in the order given.
+    ///
+    /// Fails with [`Error::ConcurrencyConflict`] when a stream is not at its
+    /// expected version. When every event id is already stored with the same
+    /// stream, type and data, returns the original result and writes nothing.
+    ///
+    /// Appends that arrive while others are being written are written
+    /// together with them (group commit, see `group`); each is still judged
+    /// on its own.
+    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
+        append::validate(appends)?;
+        match self.group.submit(appends.to_vec()).await {
+            Joined::Written(result) => result,
+            Joined::Alone => append::append_alone(&self.pool, &self.notifier, appends).await,
+        }
+    }
+
+    /// Several independent appends at once. Each is all or nothing and
+    /// succeeds or fails on its own, as if appended one after the other
+    /// with [`EventStore::append`]; those that can are written together in
+    /// one statement. Results come in the order given.
+    pub async fn append_each(&self, appends: &[Vec<StreamAppend>]) -> Vec<Result<Vec<Appended>>> {
+        let mut results: Vec<Option<Result<Vec<Appended>>>> = appends
+            .iter()
+            .map(|appends| append::validate(appends).err().map(Err))
+            .collect();
+        let valid: Vec<(usize, &[StreamAppend])> = appends
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| results[*i].is_none())
+            .map(|(i, appends)| (i, appends.as_slice()))
+            .collect();
+        let slices: Vec<&[StreamAppend]> = valid.iter().map(|(_, appends)| *appends).collect();
+        let written = write_together(&self.pool, &self.notifier, &slices).await;
+        for ((i, appends), written) in valid.into_iter().zip(written) {
+            results[i] = Some(match written {
+                Some(events) => Ok(events),
+                None => append::append_alone(&self.pool, &self.notifier, appends).await,
+            });
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every append has a result"))
+            .collect()
+    }
+}
 
 /// Writer tasks: two groups in flight, one being written while the next
 /// queues up. More writers make smaller groups and more transactions
-/// competing for the same cores; in bench-orders at 16 connections, 1, 2,
-/// 4, 8 and 16 writers gave about 76-116%, 92-109%, 76-83%, 64% and 50% of
-/// the floor's throughput (BENCHMARKS.md).
+/// competing for the same cores, and more writers measured slower, not
+/// faster (BENCHMARKS.md).
 const WRITERS: usize = 2;
 /// At most this many appends, or about this many events, in one group.
 const MAX_APPENDS: usize = 64;

@@ -1,14 +1,14 @@
 //! An ordered event log on PostgreSQL: appends with optimistic concurrency,
 //! reads of one stream or of the whole log in global order without gaps,
-//! snapshots, upcasting of old event shapes, and the relay that publishes the
-//! log to Kafka.
+//! snapshots and upcasting of old event shapes. Publishing the log to Kafka
+//! is the `event-relay` crate's job.
 //!
 //! Layout: [`model`] holds the values the store takes and returns; `append`,
 //! `read`, `subscription`, `snapshot` each add their part of [`EventStore`];
 //! `verify` checks the events a broker's message claims against the store;
-//! [`upcast`] turns old schema versions into current ones on read; [`relay`]
-//! publishes the log. The store is generic over event types: it stores JSON
-//! with a type name and schema version, and the caller owns the meaning.
+//! [`upcast`] turns old schema versions into current ones on read. The
+//! store is generic over event types: it stores JSON with a type name and
+//! schema version, and the caller owns the meaning.
 //!
 //! Only this crate knows the `events` table.
 
@@ -18,7 +18,6 @@ mod group;
 pub mod model;
 mod notify;
 mod read;
-pub mod relay;
 mod snapshot;
 mod subscription;
 pub mod upcast;
@@ -32,7 +31,7 @@ pub use model::{
     Appended, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
 };
 pub use read::HeldBack;
-pub use snapshot::{Aggregate, FromSnapshot, Loaded, Snapshot};
+pub use snapshot::{FromSnapshot, Snapshot};
 pub use subscription::{Subscription, SubscriptionOptions};
 pub use upcast::Upcasters;
 pub use verify::{Forged, Forgery, Verified};
@@ -100,10 +99,9 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 /// while `events` was small (a new database, right after a few appends),
 /// the append statement's check for stored event ids becomes a hash join
 /// over a scan of the whole table, and it stays one as the table grows,
-/// until the next `ANALYZE` happens to replan it. Measured in
-/// `bench-sagas` before this: 771 scans of `events` reading 16.2 million
-/// rows in 25 seconds. The store's connections come on top of the
-/// caller's pool: up to twice its size in all.
+/// until the next `ANALYZE` happens to replan it, and every append then
+/// reads the whole table (BENCHMARKS.md). The store's connections come on
+/// top of the caller's pool: up to twice its size in all.
 fn own_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
     let options = (*pool.connect_options())
         .clone()

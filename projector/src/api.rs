@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use event_store::EventStore;
 use serde::Serialize;
 use service_kit::auth::{Access, Authenticator, RouteTable};
-use service_kit::http::{PathParam, Problem};
+use service_kit::http::{ApiError, PathParam, Problem};
 use service_kit::progress::Watchdog;
 use sqlx::PgPool;
 
@@ -110,12 +110,5 @@ async fn rebuild(State(state): State<ApiState>, PathParam(name): PathParam<Strin
 }
 
 fn internal(error: anyhow::Error) -> Response {
-    tracing::error!(error = format!("{error:#}"), "request failed");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-        "the request could not be completed; it was logged",
-    )
-    .into_response()
+    ApiError::Internal(error).into_response()
 }

@@ -79,14 +79,15 @@ where
             cli::rebuild(config, projection).await
         }
         Some(Command::Migrate) => {
-            service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
-            let default_pool = service_kit::db::connect_for_migrations(&config.common).await?;
-            let pool =
-                service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
-            let store = EventStore::new(default_pool.clone());
-            migrate(&default_pool, &pool, &store, &config.read_model_schema).await?;
-            tracing::info!(service = SERVICE, schema = %config.read_model_schema, "migrated");
-            Ok(())
+            let (common, schema) = (&config.common, &config.read_model_schema);
+            service_kit::db::migrate_command(SERVICE, common, |default_pool| async move {
+                let pool = service_kit::deps::read_model_pool(common, schema)?;
+                let store = EventStore::new(default_pool.clone());
+                migrate(&default_pool, &pool, &store, schema).await?;
+                tracing::info!(schema = %schema, "read models migrated");
+                Ok(())
+            })
+            .await
         }
         None => {
             let common = config.common.clone();
@@ -178,17 +179,11 @@ pub async fn migrate(
     .await
     .context("creating the read model schema")?;
     store.migrate().await.context("migrating the event store")?;
-    own_migrator()
-        .run(pool)
-        .await
-        .context("migrating the read models")?;
-    Ok(())
+    service_kit::db::migrate(pool, &[("the read models", own_migrator())]).await
 }
 
 fn own_migrator() -> sqlx::migrate::Migrator {
-    let mut own = sqlx::migrate!("./migrations");
-    own.set_ignore_missing(true);
-    own
+    service_kit::db::own_migrator(sqlx::migrate!("./migrations"))
 }
 
 /// Waits until `projector migrate` has been run for this schema (the read

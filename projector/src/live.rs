@@ -65,12 +65,7 @@ async fn consume(
     config: &LiveConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    event_store::relay::ensure_topic(
-        kafka,
-        &config.topic,
-        event_store::relay::EVENTS_TOPIC_PARTITIONS,
-    )
-    .await?;
+    event_relay::ensure_topic(kafka, &config.topic, event_relay::EVENTS_TOPIC_PARTITIONS).await?;
     let consumer: StreamConsumer =
         service_kit::consumer::config(kafka, &config.group, config.fetch_wait_ms)
             .create()
@@ -214,7 +209,7 @@ fn decode(batch: &[OwnedMessage]) -> (Vec<(RecordedEvent, Origin<'_>)>, Vec<Dead
     for message in batch {
         let origin = Origin(message);
         // One event, or several from a relay that batches them.
-        let events = match message.payload().map(event_store::relay::decode) {
+        let events = match message.payload().map(event_relay::decode) {
             Some(Ok(events)) => events,
             Some(Err(error)) => {
                 dead.push(origin.dead_letter(format!("not an event: {error}")));

@@ -5,65 +5,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use service_kit::http::Problem;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// A problem for the client, or an internal failure logged once and shown
-/// as a bare 500.
-#[derive(Debug)]
-pub enum ApiError {
-    Problem(Problem),
-    Internal(anyhow::Error),
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
-
-impl From<Problem> for ApiError {
-    fn from(problem: Problem) -> Self {
-        Self::Problem(problem)
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        // 42P01: the read models' tables do not exist yet (the projector
-        // has not migrated).
-        if let sqlx::Error::Database(db) = &error
-            && db.code().as_deref() == Some("42P01")
-        {
-            return Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Read models not ready",
-                "the projector has not created the read models yet",
-            )
-            .into();
-        }
-        Self::Internal(error.into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Problem(problem) => problem.into_response(),
-            Self::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "request failed");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "the request could not be completed; it was logged",
-                )
-                .into_response()
-            }
-        }
-    }
-}
+pub use service_kit::http::{ApiError, ApiResult};
 
 /// `?min_version=N` on single-aggregate reads.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -12,6 +12,7 @@ use domain::saga::{SagaEvent, SagaStatus};
 use event_store::EventStore;
 use serde_json::json;
 use service_kit::auth::{Access, Authenticator, Caller, RouteTable};
+use service_kit::backoff::Backoff;
 use service_kit::http::{PathParam, Problem};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -49,20 +50,17 @@ async fn retry(
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%order_id, error = format!("{error:#}"), "retry failed");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                "the request could not be completed; it was logged",
-            )
-            .into_response()
+            Problem::internal().into_response()
         }
     }
 }
 
 /// Records the retry (with who asked) and makes the saga due.
 async fn resume(state: &ApiState, order_id: Uuid, actor: &str) -> anyhow::Result<Response> {
-    loop {
+    for attempt in 1.. {
+        if attempt > 1 {
+            Backoff::CONTENTION.sleep(attempt - 1).await;
+        }
         let loaded = record::load(&state.store, order_id).await?;
         if !loaded.state.exists {
             return Ok(Problem::not_found(format!("no saga for order {order_id}")).into_response());

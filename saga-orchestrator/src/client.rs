@@ -29,9 +29,9 @@ use serde_json::Value;
 use service_kit::progress::Progress;
 use uuid::Uuid;
 
-/// How a call ended.
+/// What the step API answered a call, sorted by what the executor does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Reply {
     /// Done; for a shipment, its tracking number.
     Succeeded { tracking_number: Option<String> },
     /// The business said no (insufficient stock, payment declined, shipping
@@ -173,7 +173,7 @@ impl StepClient {
         path: &str,
         body: Option<Value>,
         recorded: Recorded,
-    ) -> Outcome {
+    ) -> Reply {
         let url = format!("{}/internal/v1/orders/{order_id}/{path}", self.base);
         let mut request = self.http.post(&url);
         if let Some(body) = body {
@@ -198,8 +198,8 @@ impl StepClient {
             request = request.bearer_auth(token);
         }
         let outcome = match request.send().await {
-            Err(error) if error.is_timeout() => Outcome::Transient(format!("{path}: timed out")),
-            Err(error) => Outcome::Transient(format!("{path}: unreachable: {error}")),
+            Err(error) if error.is_timeout() => Reply::Transient(format!("{path}: timed out")),
+            Err(error) => Reply::Transient(format!("{path}: unreachable: {error}")),
             Ok(response) => {
                 let status = response.status();
                 if status == StatusCode::UNAUTHORIZED
@@ -217,7 +217,7 @@ impl StepClient {
             }
         };
         match &outcome {
-            Outcome::Transient(error) => self.record(Some(error)),
+            Reply::Transient(error) => self.record(Some(error)),
             _ => self.record(None),
         }
         outcome
@@ -255,10 +255,10 @@ impl StepClient {
 }
 
 /// What an answer of command-service means for the saga.
-fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> Outcome {
+fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> Reply {
     let detail = || body["detail"].as_str().unwrap_or("").to_owned();
     if status.is_success() {
-        return Outcome::Succeeded {
+        return Reply::Succeeded {
             tracking_number: body["tracking_number"].as_str().map(str::to_owned),
         };
     }
@@ -266,10 +266,10 @@ fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> 
         // "Not now": the same step is still being handled (its idempotency
         // key is held), or its streams kept changing under it. A 409
         // without `Retry-After` is a refusal.
-        return Outcome::Busy(format!("{path}: {status}: {}", detail()));
+        return Reply::Busy(format!("{path}: {status}: {}", detail()));
     }
     if status.is_server_error() {
-        return Outcome::Transient(format!("{path}: {status}"));
+        return Reply::Transient(format!("{path}: {status}"));
     }
     if matches!(
         status,
@@ -277,18 +277,16 @@ fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> 
     ) {
         // This process's credential or address, never the business: see
         // the module's documentation.
-        return Outcome::Transient(format!("{path}: {status}: {}", detail()));
+        return Reply::Transient(format!("{path}: {status}: {}", detail()));
     }
     match body["type"].as_str() {
-        Some("/problems/saga-moved") => Outcome::Moved,
-        Some("/problems/insufficient-stock") => {
-            Outcome::Refused(RejectionReason::InsufficientStock)
-        }
-        Some("/problems/payment-declined") => Outcome::Refused(RejectionReason::PaymentDeclined),
+        Some("/problems/saga-moved") => Reply::Moved,
+        Some("/problems/insufficient-stock") => Reply::Refused(RejectionReason::InsufficientStock),
+        Some("/problems/payment-declined") => Reply::Refused(RejectionReason::PaymentDeclined),
         Some("/problems/shipping-unavailable") => {
-            Outcome::Refused(RejectionReason::ShippingUnavailable)
+            Reply::Refused(RejectionReason::ShippingUnavailable)
         }
-        _ => Outcome::Rejected {
+        _ => Reply::Rejected {
             status: status.as_u16(),
             detail: detail(),
         },
@@ -377,21 +375,21 @@ mod tests {
                 false,
                 &serde_json::json!({"tracking_number": "TRK-1"})
             ),
-            Outcome::Succeeded {
+            Reply::Succeeded {
                 tracking_number: Some("TRK-1".into())
             }
         );
         assert_eq!(
             classify(StatusCode::CONFLICT, false, &problem("saga-moved")),
-            Outcome::Moved
+            Reply::Moved
         );
         assert_eq!(
             classify(StatusCode::CONFLICT, true, &problem("conflict")),
-            Outcome::Busy("step: 409 Conflict: d".into())
+            Reply::Busy("step: 409 Conflict: d".into())
         );
         assert_eq!(
             classify(StatusCode::CONFLICT, false, &problem("conflict")),
-            Outcome::Rejected {
+            Reply::Rejected {
                 status: 409,
                 detail: "d".into()
             }
@@ -402,11 +400,11 @@ mod tests {
                 false,
                 &problem("payment-declined")
             ),
-            Outcome::Refused(RejectionReason::PaymentDeclined)
+            Reply::Refused(RejectionReason::PaymentDeclined)
         );
         assert_eq!(
             classify(StatusCode::SERVICE_UNAVAILABLE, false, &Value::Null),
-            Outcome::Transient("step: 503 Service Unavailable".into())
+            Reply::Transient("step: 503 Service Unavailable".into())
         );
         // Missing or insufficient credentials, and a wrong address, are
         // for an operator to fix, never a reason to compensate.
@@ -417,7 +415,7 @@ mod tests {
         ] {
             assert_eq!(
                 classify(status, false, &problem(slug)),
-                Outcome::Transient(format!("step: {status}: d"))
+                Reply::Transient(format!("step: {status}: d"))
             );
         }
     }

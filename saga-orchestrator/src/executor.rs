@@ -30,15 +30,15 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use domain::saga::{self, Ending, SagaEvent, SagaStatus, SagaStep};
 use event_store::EventStore;
-use rand::Rng;
 use serde_json::json;
+use service_kit::backoff::{Backoff, Jitter};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::client::{Outcome, Recorded, StepClient};
+use crate::client::{Recorded, Reply, StepClient};
 use crate::decide::{self, Action};
 use crate::metrics::Metrics;
 use crate::record;
@@ -78,7 +78,7 @@ pub struct Executor {
 /// first step's start is recorded and the step not yet called.
 pub struct Adopted {
     order_id: Uuid,
-    loaded: record::Loaded,
+    loaded: record::SagaRecord,
     /// When the lease was asked for.
     leased_at: Instant,
     slot: OwnedSemaphorePermit,
@@ -119,7 +119,7 @@ impl Handoff {
     pub fn hand_over(
         &self,
         order_id: Uuid,
-        loaded: record::Loaded,
+        loaded: record::SagaRecord,
         leased_at: Instant,
         slot: OwnedSemaphorePermit,
     ) {
@@ -152,7 +152,7 @@ struct Release {
 /// A saga being driven: its state as recorded.
 struct Saga {
     order_id: Uuid,
-    loaded: record::Loaded,
+    loaded: record::SagaRecord,
     causation: String,
     /// A step's attempt whose start was recorded for this executor (by the
     /// previous step's call, or by the intake for the first step) and that
@@ -189,7 +189,7 @@ struct Run {
     nudges: i64,
     leased_at: Instant,
     /// Its stream, when handed over by the intake.
-    loaded: Option<record::Loaded>,
+    loaded: Option<record::SagaRecord>,
     slot: OwnedSemaphorePermit,
 }
 
@@ -384,7 +384,7 @@ impl Executor {
     async fn drive(
         &self,
         order_id: Uuid,
-        adopted: Option<record::Loaded>,
+        adopted: Option<record::SagaRecord>,
         leased_at: Instant,
     ) -> anyhow::Result<Next> {
         let (loaded, started) = match adopted {
@@ -484,7 +484,7 @@ impl Executor {
                     };
                     match outcome {
                         // The call recorded its success with its effect.
-                        Outcome::Succeeded { tracking_number } => {
+                        Reply::Succeeded { tracking_number } => {
                             let mut events = vec![SagaEvent::StepSucceeded {
                                 step,
                                 attempt,
@@ -499,18 +499,18 @@ impl Executor {
                             }
                             saga.recorded(&events);
                         }
-                        Outcome::Moved => self.reload(saga).await?,
-                        Outcome::Refused(reason) => {
+                        Reply::Moved => self.reload(saga).await?,
+                        Reply::Refused(reason) => {
                             self.metrics.step_failures.inc();
                             let error = saga::code(reason).to_owned();
                             self.record(saga, vec![failed(error, false)]).await?;
                         }
-                        Outcome::Rejected { status, detail } => {
+                        Reply::Rejected { status, detail } => {
                             self.metrics.step_failures.inc();
                             let error = format!("{status}: {detail}");
                             self.record(saga, vec![failed(error, false)]).await?;
                         }
-                        Outcome::Transient(error) | Outcome::Busy(error) => {
+                        Reply::Transient(error) | Reply::Busy(error) => {
                             self.metrics.step_failures.inc();
                             let (retry_at, delay) = self.backoff(attempt);
                             let events = vec![
@@ -560,20 +560,20 @@ impl Executor {
                         )
                         .await;
                     let (error, busy) = match outcome {
-                        Outcome::Succeeded { .. } => {
+                        Reply::Succeeded { .. } => {
                             saga.recorded(&[SagaEvent::StepCompensated { step, attempt }]);
                             continue;
                         }
-                        Outcome::Moved => {
+                        Reply::Moved => {
                             self.reload(saga).await?;
                             continue;
                         }
-                        Outcome::Refused(reason) => (saga::code(reason).to_owned(), false),
-                        Outcome::Rejected { status, detail } => {
+                        Reply::Refused(reason) => (saga::code(reason).to_owned(), false),
+                        Reply::Rejected { status, detail } => {
                             (format!("{status}: {detail}"), false)
                         }
-                        Outcome::Transient(error) => (error, false),
-                        Outcome::Busy(error) => (error, true),
+                        Reply::Transient(error) => (error, false),
+                        Reply::Busy(error) => (error, true),
                     };
                     self.metrics.step_failures.inc();
                     if attempt >= self.settings.compensation_attempts && !busy {
@@ -626,11 +626,11 @@ impl Executor {
                         .await;
                     match confirm {
                         // The call recorded the saga's completion.
-                        Outcome::Succeeded { tracking_number } => {
+                        Reply::Succeeded { tracking_number } => {
                             saga.recorded(&[SagaEvent::SagaCompleted { tracking_number }]);
                             self.metrics.completed.inc();
                         }
-                        Outcome::Moved => self.reload(saga).await?,
+                        Reply::Moved => self.reload(saga).await?,
                         // A cancellation on its way (the order refuses to be
                         // confirmed once one was requested), or the service
                         // is away: look again shortly.
@@ -656,11 +656,11 @@ impl Executor {
                         .call(order_id, path, body, saga.recording(1, None))
                         .await;
                     match finished {
-                        Outcome::Succeeded { .. } => {
+                        Reply::Succeeded { .. } => {
                             saga.recorded(&[SagaEvent::SagaCompensated { reason }]);
                             self.metrics.compensated.inc();
                         }
-                        Outcome::Moved => self.reload(saga).await?,
+                        Reply::Moved => self.reload(saga).await?,
                         _ => return Ok(Next::At(self.backoff(1).0)),
                     }
                 }
@@ -703,7 +703,7 @@ impl Executor {
         Ok(())
     }
 
-    fn past_deadline(&self, loaded: &record::Loaded, step: SagaStep) -> bool {
+    fn past_deadline(&self, loaded: &record::SagaRecord, step: SagaStep) -> bool {
         loaded.first_started[step as usize]
             .is_some_and(|first| Utc::now() - first > to_chrono(self.settings.step_deadline))
     }
@@ -711,12 +711,9 @@ impl Executor {
     /// When to try again after `attempt` failed: exponential, capped, with
     /// full jitter in [delay/2, delay].
     fn backoff(&self, attempt: u32) -> (DateTime<Utc>, Duration) {
-        let exponential = self
-            .settings
-            .retry_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let capped = exponential.min(self.settings.retry_max);
-        let delay = capped.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let delay = Backoff::new(self.settings.retry_base, self.settings.retry_max)
+            .with_jitter(Jitter::Half)
+            .delay(attempt);
         (Utc::now() + to_chrono(delay), delay)
     }
 }

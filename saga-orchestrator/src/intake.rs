@@ -28,6 +28,7 @@ use event_store::{EventStore, Forged, RecordedEvent};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
+use service_kit::backoff::Backoff;
 use service_kit::consumer::Offsets;
 use service_kit::progress::{Progress, Watchdog};
 use sqlx::PgPool;
@@ -75,10 +76,10 @@ impl Intake {
     }
 
     async fn consume(&self) -> anyhow::Result<()> {
-        event_store::relay::ensure_topic(
+        event_relay::ensure_topic(
             &self.kafka,
             &self.topic,
-            event_store::relay::EVENTS_TOPIC_PARTITIONS,
+            event_relay::EVENTS_TOPIC_PARTITIONS,
         )
         .await?;
         let consumer: StreamConsumer =
@@ -207,7 +208,7 @@ impl Intake {
             if leased.contains(order_id)
                 && let Some(place) = places.next()
             {
-                let loaded = record::Loaded::of(events, recorded_at);
+                let loaded = record::SagaRecord::of(events, recorded_at);
                 self.handoff.hand_over(*order_id, loaded, leased_at, place);
             } else {
                 due.push(*order_id);
@@ -222,7 +223,12 @@ impl Intake {
     }
 
     async fn cancel(&self, order_id: Uuid, reason: String, causation: &str) -> anyhow::Result<()> {
-        loop {
+        // Until it is recorded: a lost race waits as any other (the saga's
+        // own appends are what it races with).
+        for attempt in 1.. {
+            if attempt > 1 {
+                Backoff::CONTENTION.sleep(attempt - 1).await;
+            }
             let loaded = record::load(&self.store, order_id).await?;
             if !loaded.state.exists {
                 tracing::warn!(%order_id, "cancellation of an order without a saga; ignored");
@@ -256,14 +262,17 @@ impl Intake {
 /// message, as decoded: only claims, to be looked up in the event store.
 fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMessage)> {
     // A message of one event is keyed by its stream (see
-    // `event_store::relay`): most are of other streams and need no
+    // `event_relay`): most are of other streams and need no
     // parsing. A batch message has no key. Skipping a message on its key
     // is safe: ignoring a message never acts on it.
-    if message.key().is_some_and(|key| !key.starts_with(b"order-")) {
+    if message
+        .key()
+        .is_some_and(|key| !key.starts_with(domain::stream::ORDER.as_bytes()))
+    {
         return Vec::new();
     }
     // Not an event: the projector keeps it as a dead letter.
-    let Some(Ok(events)) = message.payload().map(event_store::relay::decode) else {
+    let Some(Ok(events)) = message.payload().map(event_relay::decode) else {
         return Vec::new();
     };
     // Every order event is looked up, not only those acted on: the
@@ -272,7 +281,7 @@ fn claimed_order_events(message: &OwnedMessage) -> Vec<(RecordedEvent, &OwnedMes
     // too, or the intake would look behind after every order's end.
     events
         .into_iter()
-        .filter(|event| event.stream_id.starts_with("order-"))
+        .filter(|event| event.stream_id.starts_with(domain::stream::ORDER))
         .map(|event| (event, message))
         .collect()
 }
@@ -291,11 +300,7 @@ async fn watch_progress(
     // The position last read from or written to the table; `None` until
     // it has been read.
     let mut stored: Option<Option<i64>> = None;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(service_kit::progress::CHECK_EVERY) => {}
-        }
+    while service_kit::progress::tick(shutdown).await {
         let measured = async {
             let kept = match stored {
                 Some(kept) => kept,
@@ -314,7 +319,9 @@ async fn watch_progress(
                 stored = Some(position);
             }
             let position = position.unwrap_or(0);
-            let (behind, oldest) = store.category_after("order-", position).await?;
+            let (behind, oldest) = store
+                .category_after(domain::stream::ORDER, position)
+                .await?;
             anyhow::Ok((position, behind, oldest))
         };
         match measured.await {

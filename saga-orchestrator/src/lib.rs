@@ -155,11 +155,10 @@ where
 {
     let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
     if let Some(Command::Migrate) = command {
-        service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
-        let pool = service_kit::db::connect_for_migrations(&config.common).await?;
-        migrate(&pool).await?;
-        tracing::info!(service = SERVICE, "migrated");
-        return Ok(());
+        return service_kit::db::migrate_command(SERVICE, &config.common, |pool| async move {
+            migrate(&pool).await
+        })
+        .await;
     }
     let common = config.common.clone();
     service_kit::service_main(SERVICE, &common, config.http_addr, |listener, shutdown| {
@@ -285,23 +284,18 @@ pub async fn run(
 /// `saga-orchestrator migrate`: the event store's migrations, then the
 /// orchestrator's own, on `pool`, which must be the owner's.
 pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    use anyhow::Context;
-    event_store::migrator()
-        .run(pool)
-        .await
-        .context("migrating the event store")?;
-    own_migrator()
-        .run(pool)
-        .await
-        .context("migrating the orchestrator's tables")?;
-    Ok(())
+    service_kit::db::migrate(
+        pool,
+        &[
+            ("the event store", event_store::migrator()),
+            ("the orchestrator's tables", own_migrator()),
+        ],
+    )
+    .await
 }
 
 fn own_migrator() -> sqlx::migrate::Migrator {
-    let mut own = sqlx::migrate!("./migrations");
-    // The event store's migrations share the table; leave them be.
-    own.set_ignore_missing(true);
-    own
+    service_kit::db::own_migrator(sqlx::migrate!("./migrations"))
 }
 
 #[cfg(test)]

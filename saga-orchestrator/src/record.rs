@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::Event;
-use domain::saga::{SagaEvent, SagaState, stream_id};
+use domain::saga::{SagaEvent, SagaState};
+use domain::stream::saga as stream_id;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use uuid::Uuid;
 
@@ -12,7 +13,7 @@ const PAGE: u32 = 500;
 
 /// A saga as its stream says it is now.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub struct SagaRecord {
     pub state: SagaState,
     pub version: u64,
     /// When each step's first attempt started (since the last operator
@@ -20,7 +21,7 @@ pub struct Loaded {
     pub first_started: [Option<DateTime<Utc>>; 3],
 }
 
-impl Loaded {
+impl SagaRecord {
     /// A saga whose stream holds just `events`, recorded at `at`.
     pub fn of(events: &[SagaEvent], at: DateTime<Utc>) -> Self {
         let mut loaded = Self {
@@ -49,9 +50,9 @@ impl Loaded {
     }
 }
 
-pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<Loaded> {
+pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<SagaRecord> {
     let stream = stream_id(order_id);
-    let mut loaded = Loaded::of(&[], Utc::now());
+    let mut loaded = SagaRecord::of(&[], Utc::now());
     let mut from = 1;
     loop {
         let events = store.read_stream(&stream, from, PAGE).await?;

@@ -23,6 +23,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 /// The owner of every database object: runs the migrations, serves no
 /// requests.
 pub const OWNER: &str = "orders_owner";
@@ -218,6 +220,9 @@ pub async fn pending_migrations(pool: &PgPool, migrator: &Migrator) -> anyhow::R
         .collect())
 }
 
+/// How often a service looks again whether its migrations were applied.
+const MIGRATED_CHECK: Backoff = Backoff::steady(Duration::from_secs(2));
+
 /// Waits until every migration of `migrators` has been applied, saying what
 /// to run while it waits (the services do not migrate: their roles may not
 /// change the schema). False if `shutdown` came first.
@@ -256,26 +261,31 @@ pub async fn wait_until_migrated(
         }
         tokio::select! {
             () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = MIGRATED_CHECK.sleep(1) => {}
         }
     }
 }
+
+/// How a tool waits for PostgreSQL while it starts (as under compose): once
+/// a second, for a minute.
+pub const STARTING: Backoff = Backoff::steady(Duration::from_secs(1)).with_attempts(60);
 
 /// A pool on `DATABASE_URL` for `<service> migrate`, once PostgreSQL
 /// answers (it may still be starting, as under compose); gives up after a
 /// minute.
 pub async fn connect_for_migrations(config: &crate::CommonConfig) -> anyhow::Result<PgPool> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut attempt = 0;
     loop {
+        attempt += 1;
         let connected = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect(&config.database_url)
             .await;
         match connected {
             Ok(pool) => return Ok(pool),
-            Err(error) if tokio::time::Instant::now() < deadline => {
+            Err(error) if attempt < STARTING.attempts => {
                 tracing::warn!(%error, "connecting to PostgreSQL failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                STARTING.sleep(1).await;
             }
             Err(error) => {
                 return Err(error)
@@ -283,4 +293,41 @@ pub async fn connect_for_migrations(config: &crate::CommonConfig) -> anyhow::Res
             }
         }
     }
+}
+
+/// A crate's own migrator: every crate's migrations share sqlx's
+/// bookkeeping table, so each leaves the versions it does not know alone.
+pub fn own_migrator(mut migrator: Migrator) -> Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Applies each migrator on `pool` (the owner's) in order; `what` names
+/// each in the error.
+pub async fn migrate(pool: &PgPool, migrators: &[(&str, Migrator)]) -> anyhow::Result<()> {
+    for (what, migrator) in migrators {
+        migrator
+            .run(pool)
+            .await
+            .with_context(|| format!("migrating {what}"))?;
+    }
+    Ok(())
+}
+
+/// `<service> migrate`: logs as configured, connects as the owner once
+/// PostgreSQL answers, runs `migrate` and says so.
+pub async fn migrate_command<F, Fut>(
+    service: &str,
+    config: &crate::CommonConfig,
+    migrate: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(&config.log_format, &config.log_filter);
+    let pool = connect_for_migrations(config).await?;
+    migrate(pool).await?;
+    tracing::info!(service, "migrated");
+    Ok(())
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`auth`]: bearer tokens verified against the trusted issuers' key
 //!   sets, roles, and the route table that admits each route's callers.
+//! - [`backoff`]: [`backoff::Backoff`], the one retry policy type: how
+//!   long every retry of the platform waits.
 //! - [`config`]: the settings common to all services (PostgreSQL, Kafka,
 //!   logging), parsed by clap from flags or environment variables.
 //! - [`consumer`]: the settings of the Kafka consumers and their batched
@@ -15,8 +17,8 @@
 //! - [`http`]: problem documents (RFC 9457) and extractors that produce them.
 //! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
 //! - [`progress`]: whether each worker (a consumer, the relay) keeps up:
-//!   stall detection, and the restart loop that recreates a stalled
-//!   worker's Kafka client with backoff.
+//!   stall detection, and the restart loop under every worker, which also
+//!   recreates a stalled worker's Kafka client.
 //! - [`shutdown`]: one cancellation token, cancelled on SIGTERM or Ctrl-C,
 //!   shared by the HTTP server and every worker loop.
 //! - [`serve`]: runs an axum router until that token is cancelled.
@@ -24,10 +26,11 @@
 //! It also sets the global allocator of every program that links it (the
 //! services and the benchmarks): mimalloc instead of the system's malloc.
 //! The services allocate and free many small, short-lived buffers per
-//! request (JSON documents, rows, HTTP messages); under `bench-sagas`, glibc's
-//! malloc and free were about a quarter of the services' CPU time.
+//! request (JSON documents, rows, HTTP messages), which glibc's malloc
+//! serves slowly enough to show in their CPU time (BENCHMARKS.md).
 
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod consumer;
 pub mod db;

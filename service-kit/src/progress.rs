@@ -25,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::backoff::Backoff;
+
 /// How often monitors measure and stall checks look.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -279,68 +281,73 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Delays between restarts of a worker: doubling from `base` up to `max`,
-/// back to `base` after a run that made progress.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            next: base,
-        }
-    }
-
-    /// The delay before the next restart; each call doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.base;
+/// A monitor's pace: waits [`CHECK_EVERY`]; false once `shutdown` came
+/// first. A monitor is `while progress::tick(&shutdown).await { measure }`.
+pub async fn tick(shutdown: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(CHECK_EVERY) => true,
     }
 }
 
 /// Runs a worker until `shutdown`: `work` is started again after it fails,
 /// and also when the watchdog finds a worker stalled (its Kafka client is
-/// then recreated rather than waited on forever), with [`Backoff`] between
-/// restarts (1 s doubling to 30 s, reset by progress).
+/// then recreated rather than waited on forever), waiting
+/// [`Backoff::RESTART`] between restarts, reset by progress.
 pub async fn supervise<F, Fut>(
     what: &str,
     watchdog: &Watchdog,
     shutdown: &tokio_util::sync::CancellationToken,
-    mut work: F,
+    work: F,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let stalled = |started| async move {
+        let stalled = watchdog.stalled_since(started).await;
+        let names: Vec<&str> = stalled.iter().map(|w| w.name.as_str()).collect();
+        anyhow::anyhow!(
+            "stalled ({}): behind with no progress for {} s; recreating the Kafka client",
+            names.join(", "),
+            watchdog.stall_after().as_secs()
+        )
+    };
+    restart(what, Backoff::RESTART, shutdown, work, stalled, |started| {
+        watchdog.progressed_since(started)
+    })
+    .await;
+}
+
+/// The restart loop under every long-running worker: runs `work` until
+/// `shutdown`, and starts it again after it ends, fails, or `stalled(start
+/// of this run)` resolves (with the reason), waiting what `backoff` says
+/// between runs; a run after which `progressed(its start)` holds resets
+/// the wait.
+pub async fn restart<W, WFut, S, SFut>(
+    what: &str,
+    backoff: Backoff,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut work: W,
+    stalled: S,
+    mut progressed: impl FnMut(Instant) -> bool,
+) where
+    W: FnMut() -> WFut,
+    WFut: std::future::Future<Output = anyhow::Result<()>>,
+    S: Fn(Instant) -> SFut,
+    SFut: std::future::Future<Output = anyhow::Error>,
+{
+    let mut retries = backoff.retries();
     while !shutdown.is_cancelled() {
         let started = Instant::now();
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
             result = work() => result,
-            stalled = watchdog.stalled_since(started) => {
-                let names: Vec<&str> = stalled.iter().map(|w| w.name.as_str()).collect();
-                Err(anyhow::anyhow!(
-                    "stalled ({}): behind with no progress for {} s; recreating the Kafka client",
-                    names.join(", "),
-                    watchdog.stall_after().as_secs()
-                ))
-            }
+            error = stalled(started) => Err(error),
         };
-        if watchdog.progressed_since(started) {
-            backoff.reset();
+        if progressed(started) {
+            retries.reset();
         }
-        let delay = backoff.next_delay();
+        let delay = retries.next_delay();
         match result {
             Ok(()) => tracing::info!("{what} ended; starting over"),
             Err(error) => tracing::warn!(
@@ -407,14 +414,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         worker.observe(9, Some(2), String::new());
         assert!(worker.is_stalled());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_bound_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-        let delays: Vec<u64> = (0..5).map(|_| backoff.next_delay().as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 5, 5]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_secs(1));
     }
 }

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
+use event_relay::{self as relay, MessageFormat};
 use event_store::RecordedEvent;
-use event_store::relay::{self, MessageFormat};
 use harness::services::{self, RunningService};
 use harness::{TestEnv, eventually};
 use rdkafka::ClientConfig;

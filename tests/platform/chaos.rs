@@ -9,7 +9,7 @@
 //! bound after the last fault. See `harness::chaos`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::chaos::local::LocalPlatform;
@@ -17,7 +17,14 @@ use harness::chaos::{self, LoadSettings, Settings, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_orders_survive_sigkill_of_every_process_the_broker_and_postgresql() {
-    let platform = LocalPlatform::start(Path::new(env!("CARGO_BIN_EXE_platform-service")), &[])
+    // The binary cargo built with this test, unless PLATFORM_SERVICE names
+    // another: a copy, where another checkout shares the target directory
+    // and may replace the built one while this runs.
+    let exe = std::env::var_os("PLATFORM_SERVICE").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_platform-service")),
+        PathBuf::from,
+    );
+    let platform = LocalPlatform::start(&exe, &[])
         .await
         .expect("starting the platform");
     let faults = vec![

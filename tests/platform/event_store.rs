@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use event_store::{
-    Aggregate, Checkpoint, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-    Snapshot, StreamAppend, SubscriptionOptions, Upcasters,
+    Checkpoint, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot,
+    StreamAppend, SubscriptionOptions, Upcasters,
 };
 use harness::{TestEnv, eventually};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -610,59 +609,6 @@ async fn read_all_is_held_back_by_an_open_writer_and_reports_it() {
         "global order is commit-safe order"
     );
     assert_eq!(store.held_back().await.unwrap().events, 0);
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Stock {
-    reserved: u64,
-}
-
-impl Aggregate for Stock {
-    const STATE_TYPE: &'static str = "test-stock";
-    const STATE_VERSION: i32 = 1;
-
-    fn apply(&mut self, event: &RecordedEvent) {
-        self.reserved += event.data["n"].as_u64().unwrap();
-    }
-}
-
-#[tokio::test]
-async fn loading_a_long_stream_replays_only_events_after_the_snapshot() {
-    let env = TestEnv::new().await;
-    let store = env.event_store().await;
-    for chunk in 0..25u64 {
-        let events = (0..100).map(|_| event(1)).collect();
-        store
-            .append(&one("product-popular", ExpectedVersion::Any, events))
-            .await
-            .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
-    }
-
-    let first = store.load::<Stock>("product-popular", 200).await.unwrap();
-    assert_eq!(
-        (first.state.reserved, first.version, first.replayed),
-        (2500, 2500, 2500)
-    );
-    assert_eq!(first.snapshot_version, None);
-
-    for _ in 0..3 {
-        let events = (0..50).map(|_| event(1)).collect();
-        store
-            .append(&one("product-popular", ExpectedVersion::Any, events))
-            .await
-            .unwrap();
-        let loaded = store.load::<Stock>("product-popular", 200).await.unwrap();
-        assert!(
-            loaded.replayed <= 200,
-            "replayed {} events",
-            loaded.replayed
-        );
-        assert_eq!(loaded.state.reserved, loaded.version);
-    }
-    let last = store.load::<Stock>("product-popular", 200).await.unwrap();
-    assert_eq!(last.state.reserved, 2650);
-    assert_eq!(last.snapshot_version, Some(2500));
-    assert_eq!(last.replayed, 150);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use event_store::relay::{self, RelayConfig, RelayMetrics};
+use event_relay::{self as relay, RelayConfig, RelayMetrics};
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use harness::{TestEnv, eventually};
 use rdkafka::ClientConfig;

@@ -12,7 +12,7 @@ use domain::Aggregate;
 use domain::Event;
 use domain::customer::CustomerEvent;
 use domain::product::{Product, ProductEvent};
-use event_store::relay::MessageFormat;
+use event_relay::MessageFormat;
 use harness::proxy::FaultProxy;
 use harness::services::{self, RunningService};
 use harness::{TestEnv, eventually};

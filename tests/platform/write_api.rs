@@ -192,12 +192,15 @@ async fn a_long_stream_loads_from_its_snapshot_and_stays_right() {
 
     // A snapshot was taken recently enough that a load replays fewer than
     // SNAPSHOT_EVERY (100) events after it.
-    let (version,): (i64,) =
-        sqlx::query_as("select version from event_snapshots where stream_id = 'product-popular'")
-            .fetch_one(&api.env.pg)
-            .await
-            .unwrap();
+    let (version, state_type): (i64, String) = sqlx::query_as(
+        "select version, state_type from event_snapshots where stream_id = 'product-popular'",
+    )
+    .fetch_one(&api.env.pg)
+    .await
+    .unwrap();
     assert!((152..=251).contains(&version), "snapshot at {version}");
+    // Stored under the name the aggregate declares, not a Rust type name.
+    assert_eq!(state_type, "product");
 
     // Loads really start from it: a snapshot changed behind the store's
     // back shows in the next answer (on hand 1000 more than the events say)
@@ -211,10 +214,17 @@ async fn a_long_stream_loads_from_its_snapshot_and_stays_right() {
     .execute(&api.env.pg)
     .await
     .unwrap();
+    restock_loading(&api, "popular", 251, (1501, 252)).await;
+}
+
+/// Restocks one unit with `If-Match: version` (which always loads the
+/// product, never a state kept warm) and checks the answer's on hand and
+/// version.
+async fn restock_loading(api: &Api, sku: &str, version: u64, expected: (i64, i64)) {
     let response = api
         .client
-        .post(api.url("/v1/products/popular/restock"))
-        .header("if-match", "\"251\"")
+        .post(api.url(&format!("/v1/products/{sku}/restock")))
+        .header("if-match", format!("\"{version}\""))
         .json(&json!({"quantity": 1}))
         .send()
         .await
@@ -222,9 +232,32 @@ async fn a_long_stream_loads_from_its_snapshot_and_stays_right() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         (body["on_hand"].as_i64(), body["version"].as_i64()),
-        (Some(1501), Some(252)),
+        (Some(expected.0), Some(expected.1)),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_snapshot_stored_under_another_type_name_is_ignored() {
+    let api = Api::start().await;
+    api.product("legacy", 100, 0).await;
+    for _ in 0..3 {
+        let response = api
+            .post("/v1/products/legacy/restock", json!({"quantity": 2}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // What builds before snapshots were named by the aggregate stored: the
+    // state's Rust type name, here with a state the events contradict.
+    sqlx::query(
+        "insert into event_snapshots (stream_id, version, state_type, schema_version, state)
+         values ('product-legacy', 4, 'domain::product::Product', 1,
+                 '{\"state\": {\"on_hand\": 1000000}}'::jsonb)",
+    )
+    .execute(&api.env.pg)
+    .await
+    .unwrap();
+    restock_loading(&api, "legacy", 4, (7, 5)).await;
 }
 
 #[tokio::test]

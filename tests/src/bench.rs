@@ -4,7 +4,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use event_store::relay::MessageFormat;
+use event_relay::MessageFormat;
 
 use crate::services::RunningService;
 

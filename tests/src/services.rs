@@ -98,8 +98,8 @@ pub async fn command_service_with(
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         internal_http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         idempotency_retention_hours: 24,
-        relay_message_format: event_store::relay::MessageFormat::CloudEvents,
-        relay_linger_ms: event_store::relay::DEFAULT_LINGER_MS,
+        relay_message_format: event_relay::MessageFormat::CloudEvents,
+        relay_linger_ms: event_relay::DEFAULT_LINGER_MS,
         shipping_countries: ["US", "CA", "GB", "DE", "FR", "NL", "SE", "JP", "AU"]
             .map(String::from)
             .to_vec(),

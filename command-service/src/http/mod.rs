@@ -8,4 +8,4 @@ pub mod problem;
 
 pub use context::{RequestContext, etag};
 pub use extract::{JsonBody, PathParam, QueryParams};
-pub use problem::{ApiError, ApiResult, Problem};
+pub use problem::{ApiError, ApiResult, OrProblem, Problem};

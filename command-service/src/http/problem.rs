@@ -1,95 +1,67 @@
-//! The command-service's handler error: a problem for the client, or an
-//! internal failure; domain and event-store errors map onto problems here.
+//! The command-service's errors as problems: [`ApiError`] is service-kit's,
+//! and this maps the domain's refusals and the event store's errors onto
+//! it (`?` cannot: neither type is this crate's, so [`OrProblem`] does it at
+//! the call).
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use domain::DomainError;
 
-pub use service_kit::http::problem::{FieldError, Problem, ProblemBody};
+pub use service_kit::http::problem::{ApiError, ApiResult, FieldError, Problem, ProblemBody};
 
-/// Every error a handler can return: a problem for the client, or an
-/// internal failure that is logged once and shown only as a 500.
-#[derive(Debug)]
-pub enum ApiError {
-    Problem(Problem),
-    Internal(anyhow::Error),
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
-
-impl From<Problem> for ApiError {
-    fn from(problem: Problem) -> Self {
-        Self::Problem(problem)
+/// The problem a failed store call is for the client.
+pub fn store_error(error: event_store::Error) -> ApiError {
+    match error {
+        // A race lost and not decided again: repeating may succeed.
+        event_store::Error::ConcurrencyConflict { .. } => Problem::busy(error.to_string()).into(),
+        event_store::Error::EventIdReused { .. } => Problem::conflict(error.to_string()).into(),
+        other => ApiError::Internal(anyhow::Error::new(other)),
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(error: anyhow::Error) -> Self {
-        Self::Internal(error)
-    }
-}
-
-impl From<event_store::Error> for ApiError {
-    fn from(error: event_store::Error) -> Self {
-        match error {
-            // A race lost and not decided again: repeating may succeed.
-            event_store::Error::ConcurrencyConflict { .. } => {
-                Problem::busy(error.to_string()).into()
-            }
-            event_store::Error::EventIdReused { .. } => Problem::conflict(error.to_string()).into(),
-            other => Self::Internal(anyhow::Error::new(other)),
+/// The problem a business refusal is for the client.
+pub fn refusal(error: DomainError) -> ApiError {
+    let detail = error.to_string();
+    let problem = match error {
+        DomainError::AlreadyExists { .. } | DomainError::Conflict(_) => Problem::conflict(detail),
+        DomainError::NotFound { .. } => Problem::not_found(detail),
+        DomainError::Invalid { field, message } => {
+            Problem::validation(StatusCode::UNPROCESSABLE_ENTITY, field, message)
         }
+        DomainError::InsufficientStock { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "insufficient-stock",
+            "Insufficient stock",
+            detail,
+        ),
+        DomainError::PaymentDeclined { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payment-declined",
+            "Payment declined",
+            detail,
+        ),
+        DomainError::ShippingUnavailable { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "shipping-unavailable",
+            "Shipping unavailable",
+            detail,
+        ),
+    };
+    problem.into()
+}
+
+/// A domain or store result as a handler's: `store.read_stream(..).await.or_problem()?`.
+pub trait OrProblem<T> {
+    fn or_problem(self) -> ApiResult<T>;
+}
+
+impl<T> OrProblem<T> for Result<T, event_store::Error> {
+    fn or_problem(self) -> ApiResult<T> {
+        self.map_err(store_error)
     }
 }
 
-impl From<DomainError> for ApiError {
-    fn from(error: DomainError) -> Self {
-        let detail = error.to_string();
-        let problem = match error {
-            DomainError::AlreadyExists { .. } | DomainError::Conflict(_) => {
-                Problem::conflict(detail)
-            }
-            DomainError::NotFound { .. } => Problem::not_found(detail),
-            DomainError::Invalid { field, message } => {
-                Problem::validation(StatusCode::UNPROCESSABLE_ENTITY, field, message)
-            }
-            DomainError::InsufficientStock { .. } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "insufficient-stock",
-                "Insufficient stock",
-                detail,
-            ),
-            DomainError::PaymentDeclined { .. } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "payment-declined",
-                "Payment declined",
-                detail,
-            ),
-            DomainError::ShippingUnavailable { .. } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "shipping-unavailable",
-                "Shipping unavailable",
-                detail,
-            ),
-        };
-        problem.into()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Problem(problem) => problem.into_response(),
-            Self::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "request failed");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "the request could not be completed; it was logged",
-                )
-                .into_response()
-            }
-        }
+impl<T> OrProblem<T> for Result<T, DomainError> {
+    fn or_problem(self) -> ApiResult<T> {
+        self.map_err(refusal)
     }
 }

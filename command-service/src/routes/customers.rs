@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::customer::{Customer, CustomerCommand};
+use domain::stream;
 use serde::{Deserialize, Serialize};
 use service_kit::auth::Caller;
 use uuid::Uuid;
@@ -32,10 +33,6 @@ pub struct CustomerView {
     pub version: u64,
 }
 
-pub fn stream_id(customer_id: Uuid) -> String {
-    format!("customer-{customer_id}")
-}
-
 fn respond(status: StatusCode, state: &Customer, version: u64) -> Response {
     let view = CustomerView {
         customer_id: state.customer_id,
@@ -59,7 +56,7 @@ pub async fn register(
     // A customer registers themselves, once: their id is their token's
     // subject (a second registration is the domain's 409).
     let customer_id = caller.customer.unwrap_or_else(|| ctx.new_id("customer"));
-    let executed = execute::<Customer, _>(&app, &stream_id(customer_id), &ctx, None, |_| {
+    let executed = execute::<Customer, _>(&app, &stream::customer(customer_id), &ctx, None, |_| {
         Ok(CustomerCommand::Register {
             customer_id,
             name: body.name.clone(),
@@ -89,7 +86,7 @@ pub async fn deposit(
     if !caller.may_see(customer_id) {
         return Err(not_found(customer_id));
     }
-    let executed = execute::<Customer, _>(&app, &stream_id(customer_id), &ctx, None, |_| {
+    let executed = execute::<Customer, _>(&app, &stream::customer(customer_id), &ctx, None, |_| {
         Ok(CustomerCommand::Deposit {
             amount_cents: body.amount_cents,
         })

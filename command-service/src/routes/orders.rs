@@ -11,14 +11,15 @@ use domain::RejectionReason;
 use domain::customer::Customer;
 use domain::order::{Order, OrderCommand, OrderLine, OrderStatus, ShippingAddress};
 use domain::product::{Product, valid_sku};
+use domain::stream;
 use serde::{Deserialize, Serialize};
 use service_kit::auth::Caller;
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::catalogue::PlacedOrder;
 use crate::commands::{Loaded, execute, execute_new, load, load_as_of, load_until};
 use crate::http::{ApiResult, JsonBody, PathParam, Problem, QueryParams, RequestContext, etag};
-use crate::{AppState, routes};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PlaceOrder {
@@ -104,10 +105,6 @@ impl OrderView {
     }
 }
 
-pub fn stream_id(order_id: Uuid) -> String {
-    format!("order-{order_id}")
-}
-
 /// Places an order at catalogue prices and starts its fulfilment saga.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrder,
     responses((status = 202, body = OrderPlacedView), (status = 422, description = "unknown customer or SKU, empty lines, quantity <= 0, bad country", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
@@ -161,7 +158,7 @@ pub async fn place(
     }
     let order_id = ctx.new_id("order");
     // A new id names a new stream: nothing to load before appending.
-    let executed = execute_new::<Order, _>(&app, &stream_id(order_id), &ctx, None, |_| {
+    let executed = execute_new::<Order, _>(&app, &stream::order(order_id), &ctx, None, |_| {
         Ok(OrderCommand::Place {
             order_id,
             customer_id: body.customer_id,
@@ -192,7 +189,7 @@ async fn customer_exists(app: &AppState, customer_id: Uuid) -> ApiResult<bool> {
     if app.catalogue.has_customer(customer_id) {
         return Ok(true);
     }
-    let customer = load::<Customer>(&app.store, &routes::customers::stream_id(customer_id)).await?;
+    let customer = load::<Customer>(&app.store, &stream::customer(customer_id)).await?;
     if customer.state.exists {
         app.catalogue.remember_customer(customer_id);
     }
@@ -205,7 +202,7 @@ async fn price(app: &AppState, sku: &str) -> ApiResult<Option<i64>> {
     if let Some(price) = app.catalogue.price(sku) {
         return Ok(Some(price));
     }
-    let product = load::<Product>(&app.store, &routes::products::stream_id(sku)).await?;
+    let product = load::<Product>(&app.store, &stream::product(sku)).await?;
     if !product.state.exists {
         return Ok(None);
     }
@@ -224,7 +221,7 @@ pub async fn cancel(
     ctx: RequestContext,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> ApiResult<Response> {
-    let executed = execute::<Order, _>(&app, &stream_id(order_id), &ctx, None, |order| {
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, None, |order| {
         // Another customer's order does not exist for a customer.
         if order.exists && !caller.may_see(order.customer_id) {
             return Err(Problem::not_found(format!("order {order_id} does not exist")).into());
@@ -259,7 +256,7 @@ pub async fn state(
     PathParam(order_id): PathParam<Uuid>,
     QueryParams(query): QueryParams<StateQuery>,
 ) -> ApiResult<Response> {
-    let stream = stream_id(order_id);
+    let stream = stream::order(order_id);
     let loaded = match (query.as_of_version, query.as_of) {
         (Some(_), Some(_)) => {
             return Err(Problem::validation(

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::product::{Product, ProductCommand, valid_sku};
+use domain::stream;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -50,10 +51,6 @@ impl ProductView {
     }
 }
 
-pub fn stream_id(sku: &str) -> String {
-    format!("product-{sku}")
-}
-
 fn checked_sku(sku: &str, field: &'static str, status: StatusCode) -> ApiResult<()> {
     if valid_sku(sku) {
         Ok(())
@@ -80,7 +77,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateProduct>,
 ) -> ApiResult<Response> {
     checked_sku(&body.sku, "sku", StatusCode::UNPROCESSABLE_ENTITY)?;
-    let executed = execute::<Product, _>(&app, &stream_id(&body.sku), &ctx, None, |_| {
+    let executed = execute::<Product, _>(&app, &stream::product(&body.sku), &ctx, None, |_| {
         Ok(ProductCommand::Create {
             sku: body.sku.clone(),
             name: body.name.clone(),
@@ -107,7 +104,7 @@ pub async fn restock(
     JsonBody(body): JsonBody<Restock>,
 ) -> ApiResult<Response> {
     checked_sku(&sku, "sku", StatusCode::BAD_REQUEST)?;
-    let executed = execute::<Product, _>(&app, &stream_id(&sku), &ctx, None, |_| {
+    let executed = execute::<Product, _>(&app, &stream::product(&sku), &ctx, None, |_| {
         Ok(ProductCommand::Restock {
             quantity: body.quantity,
         })

@@ -49,19 +49,20 @@ use domain::order::{Order, OrderCommand};
 use domain::product::{Product, ProductCommand};
 use domain::saga::{self, SagaAction, SagaEvent, SagaState, SagaStep};
 use domain::shipment::{Shipment, ShipmentCommand};
+use domain::stream;
 use domain::{Event, RejectionReason};
 use event_store::{EventStore, ExpectedVersion, StreamAppend};
 use serde::{Deserialize, Serialize};
+use service_kit::backoff::Backoff;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::catalogue::PlacedOrder;
 use crate::commands::{
-    append_recording, decide_fresh_unless_appending, execute, execute_new, jitter, keep_warm, load,
+    append_recording, decide_fresh_unless_appending, execute, execute_new, keep_warm, load,
     saga_moved, to_new_event,
 };
-use crate::http::{ApiError, ApiResult, JsonBody, PathParam, Problem, RequestContext};
-use crate::routes::{customers, orders, products};
+use crate::http::{ApiError, ApiResult, JsonBody, OrProblem, PathParam, Problem, RequestContext};
 
 /// The saga's stream version a call was decided on.
 pub const SAGA_VERSION: &str = "x-saga-version";
@@ -175,11 +176,14 @@ const SAGA_PAGE: u32 = 500;
 /// The saga of `order_id` as its stream says now, and the stream's version
 /// (0: no saga).
 async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, u64)> {
-    let stream = saga::stream_id(order_id);
+    let stream = stream::saga(order_id);
     let mut state = SagaState::default();
     let mut version = 0;
     loop {
-        let page = store.read_stream(&stream, version + 1, SAGA_PAGE).await?;
+        let page = store
+            .read_stream(&stream, version + 1, SAGA_PAGE)
+            .await
+            .or_problem()?;
         for recorded in &page {
             let event =
                 SagaEvent::decode(&recorded.event_type, &recorded.data).map_err(|error| {
@@ -225,7 +229,7 @@ impl SagaCall {
                 );
             }
         }
-        let stream = saga::stream_id(order_id);
+        let stream = stream::saga(order_id);
         let (state, version) = load_saga(&app.store, order_id).await?;
         if version != self.version {
             return Err(saga_moved(&stream).into());
@@ -305,7 +309,7 @@ async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Arc<PlacedO
     if let Some(placed) = app.catalogue.order(order_id) {
         return Ok(placed);
     }
-    let order = load::<Order>(&app.store, &orders::stream_id(order_id)).await?;
+    let order = load::<Order>(&app.store, &stream::order(order_id)).await?;
     if !order.state.exists {
         return Err(Problem::not_found(format!("no order {order_id}")).into());
     }
@@ -314,11 +318,11 @@ async fn existing_order(app: &AppState, order_id: Uuid) -> ApiResult<Arc<PlacedO
     Ok(placed)
 }
 
-/// How many times a step on every product of an order is decided again
-/// after losing a race. More than a single-stream command gets
-/// (`commands::MAX_ATTEMPTS`): it races on several popular streams at once,
-/// and a release or reservation given up on costs the saga a whole retry.
-const PRODUCT_STEP_ATTEMPTS: u32 = 32;
+/// How a step on every product of an order retries a lost race: as any
+/// command, but decided more often (32 times): it races on several popular
+/// streams at once, and a release or reservation given up on costs the saga
+/// a whole retry.
+const PRODUCT_STEP_RETRIES: Backoff = Backoff::CONTENTION.with_attempts(32);
 
 /// Decides `command(line)` on each product of the order and appends all of
 /// it in one transaction; starts over when another writer got in between.
@@ -330,12 +334,12 @@ async fn on_every_product(
     command: impl Fn(i64) -> ProductCommand,
 ) -> ApiResult<usize> {
     let order = existing_order(app, order_id).await?;
-    for attempt in 1..=PRODUCT_STEP_ATTEMPTS {
+    for attempt in PRODUCT_STEP_RETRIES.attempts() {
         let mut appends = Vec::new();
         // Each product's state once the append is in, to keep warm.
         let mut after = Vec::new();
         for line in &order.lines {
-            let stream = products::stream_id(&line.sku);
+            let stream = stream::product(&line.sku);
             let kept = app.warm.take::<Product>(&stream);
             let line_command = |_: &Product| Ok(command(line.quantity));
             let (product, events) =
@@ -371,7 +375,7 @@ async fn on_every_product(
             return Ok(count);
         }
         tracing::debug!(%order_id, attempt, "a product changed meanwhile; deciding again");
-        tokio::time::sleep(jitter(attempt)).await;
+        PRODUCT_STEP_RETRIES.sleep(attempt).await;
     }
     Err(Problem::busy("the products kept changing; try again").into())
 }
@@ -446,7 +450,7 @@ pub async fn charge_payment(
     });
     let executed = execute::<Customer, _>(
         &app,
-        &customers::stream_id(order.customer_id),
+        &stream::customer(order.customer_id),
         &ctx,
         Some(&record),
         |_| {
@@ -484,7 +488,7 @@ pub async fn refund_payment(
     });
     let executed = execute::<Customer, _>(
         &app,
-        &customers::stream_id(order.customer_id),
+        &stream::customer(order.customer_id),
         &ctx,
         Some(&record),
         |_| Ok(CustomerCommand::Refund { order_id }),
@@ -495,10 +499,6 @@ pub async fn refund_payment(
         "refund_payment",
         effects(&executed.appended, &record),
     ))
-}
-
-pub fn shipment_stream_id(order_id: Uuid) -> String {
-    format!("shipment-{order_id}")
 }
 
 /// A tracking number that is the same however often the step runs.
@@ -536,7 +536,7 @@ pub async fn create_shipment(
     // reading it first (an existing one is read and decided on after all).
     let executed = execute_new::<Shipment, _>(
         &app,
-        &shipment_stream_id(order_id),
+        &stream::shipment(order_id),
         &ctx,
         Some(&record),
         |_| {
@@ -578,7 +578,7 @@ pub async fn cancel_shipment(
     });
     let executed = execute::<Shipment, _>(
         &app,
-        &shipment_stream_id(order_id),
+        &stream::shipment(order_id),
         &ctx,
         Some(&record),
         |_| Ok(ShipmentCommand::Cancel),
@@ -602,7 +602,7 @@ pub async fn confirm(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Confirm).await?;
-    let shipment = load::<Shipment>(&app.store, &shipment_stream_id(order_id)).await?;
+    let shipment = load::<Shipment>(&app.store, &stream::shipment(order_id)).await?;
     if !shipment.state.exists || shipment.state.cancelled {
         return Err(Problem::conflict("an order is confirmed only with a shipment").into());
     }
@@ -610,17 +610,11 @@ pub async fn confirm(
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompleted {
         tracking_number: Some(tracking_number.clone()),
     });
-    let executed = execute::<Order, _>(
-        &app,
-        &orders::stream_id(order_id),
-        &ctx,
-        Some(&record),
-        |_| {
-            Ok(OrderCommand::Confirm {
-                tracking_number: tracking_number.clone(),
-            })
-        },
-    )
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, Some(&record), |_| {
+        Ok(OrderCommand::Confirm {
+            tracking_number: tracking_number.clone(),
+        })
+    })
     .await?;
     let mut outcome = done(order_id, "confirm", effects(&executed.appended, &record));
     outcome.tracking_number = Some(tracking_number);
@@ -655,17 +649,11 @@ pub async fn reject(
         .clone()
         .unwrap_or_else(|| saga::code(body.reason).to_owned());
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated { reason });
-    let executed = execute::<Order, _>(
-        &app,
-        &orders::stream_id(order_id),
-        &ctx,
-        Some(&record),
-        |_| {
-            Ok(OrderCommand::Reject {
-                reason: body.reason,
-            })
-        },
-    )
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, Some(&record), |_| {
+        Ok(OrderCommand::Reject {
+            reason: body.reason,
+        })
+    })
     .await?;
     Ok(done(
         order_id,
@@ -689,13 +677,9 @@ pub async fn mark_cancelled(
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated {
         reason: saga::CANCELLED.to_owned(),
     });
-    let executed = execute::<Order, _>(
-        &app,
-        &orders::stream_id(order_id),
-        &ctx,
-        Some(&record),
-        |_| Ok(OrderCommand::MarkCancelled),
-    )
+    let executed = execute::<Order, _>(&app, &stream::order(order_id), &ctx, Some(&record), |_| {
+        Ok(OrderCommand::MarkCancelled)
+    })
     .await?;
     Ok(done(
         order_id,

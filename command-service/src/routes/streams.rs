@@ -6,7 +6,7 @@ use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::http::{ApiResult, PathParam, Problem, QueryParams};
+use crate::http::{ApiResult, OrProblem, PathParam, Problem, QueryParams};
 
 const MAX_LIMIT: u32 = 1000;
 
@@ -46,8 +46,9 @@ pub async fn events(
     let events = app
         .store
         .read_stream(&stream_id, from_version, limit)
-        .await?;
-    if events.is_empty() && app.store.stream_version(&stream_id).await? == 0 {
+        .await
+        .or_problem()?;
+    if events.is_empty() && app.store.stream_version(&stream_id).await.or_problem()? == 0 {
         return Err(Problem::not_found(format!("no stream {stream_id}")).into());
     }
     Ok(axum::Json(EventsView { events }))

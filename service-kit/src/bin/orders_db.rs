@@ -62,10 +62,10 @@ async fn connect(url: &str) -> anyhow::Result<sqlx::PgConnection> {
     loop {
         match sqlx::PgConnection::connect(url).await {
             Ok(connection) => return Ok(connection),
-            Err(error) if attempts < 60 => {
+            Err(error) if attempts < service_kit::db::STARTING.attempts => {
                 attempts += 1;
                 eprintln!("orders-db: connecting to PostgreSQL failed ({error}); retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                service_kit::db::STARTING.sleep(attempts).await;
             }
             Err(error) => return Err(error).context("connecting to PostgreSQL as the superuser"),
         }

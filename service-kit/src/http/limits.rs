@@ -111,13 +111,7 @@ fn panicked(payload: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     tracing::error!(panic = what, "a request handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-        "the request could not be completed; it was logged",
-    )
-    .into_response()
+    Problem::internal().into_response()
 }
 
 #[cfg(test)]

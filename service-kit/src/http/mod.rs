@@ -8,4 +8,4 @@ pub mod problem;
 
 pub use extract::{BODY_LIMIT, JsonBody, PathParam, QueryParams};
 pub use limits::Limits;
-pub use problem::{FieldError, Problem, ProblemBody};
+pub use problem::{ApiError, ApiResult, FieldError, Problem, ProblemBody};

@@ -123,6 +123,78 @@ impl IntoResponse for Problem {
     }
 }
 
+impl Problem {
+    /// The 500 every service answers for a failure of its own: the cause is
+    /// logged (by whoever holds it), never shown.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed; it was logged",
+        )
+    }
+}
+
+/// Every error a handler can return: a problem for the client, or an
+/// internal failure that is logged once, with its cause chain, and shown
+/// only as [`Problem::internal`].
+///
+/// Each service maps its own errors onto it where they arise (command-service
+/// the domain's and the event store's, query-service a missing read model).
+#[derive(Debug)]
+pub enum ApiError {
+    Problem(Problem),
+    Internal(anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        // 42P01: a table does not exist yet. The only tables a service
+        // reads without having waited for their migrations are the
+        // projector's read models, which the query-service reads: not
+        // ready, rather than broken.
+        if let sqlx::Error::Database(db) = &error
+            && db.code().as_deref() == Some("42P01")
+        {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Read models not ready",
+                "the projector has not created the read models yet",
+            )
+            .into();
+        }
+        Self::Internal(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Problem(problem) => problem.into_response(),
+            Self::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed");
+                Problem::internal().into_response()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

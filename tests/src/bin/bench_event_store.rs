@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use event_store::relay::{self, RelayConfig, RelayMetrics};
+use event_relay::{self as relay, RelayConfig, RelayMetrics};
 use event_store::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use futures::TryStreamExt;
 use harness::infra;

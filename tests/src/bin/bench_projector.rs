@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use event_store::relay::{self, RelayConfig, RelayMetrics};
+use event_relay::{self as relay, RelayConfig, RelayMetrics};
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use futures::TryStreamExt;
 use harness::{infra, services};
@@ -323,7 +323,7 @@ async fn offer_lag(
         );
         store
             .append(&[StreamAppend::new(
-                format!("product-{sku}"),
+                domain::stream::product(&sku),
                 ExpectedVersion::NoStream,
                 vec![created],
             )])
@@ -394,7 +394,7 @@ async fn offer_lag(
             );
             let appended = store
                 .append(&[StreamAppend::new(
-                    format!("product-{sku}"),
+                    domain::stream::product(&sku),
                     ExpectedVersion::Any,
                     vec![event],
                 )])

@@ -52,7 +52,7 @@ struct Args {
     #[arg(long)]
     saga_fetch_wait_ms: Option<u32>,
     /// The relay producer's linger (RELAY_LINGER_MS).
-    #[arg(long, default_value_t = event_store::relay::DEFAULT_LINGER_MS)]
+    #[arg(long, default_value_t = event_relay::DEFAULT_LINGER_MS)]
     relay_linger_ms: u32,
     /// Connections each service's pool may open (DATABASE_MAX_CONNECTIONS).
     #[arg(long, default_value_t = 16)]
@@ -422,7 +422,7 @@ async fn timings(
     pg: &PgPool,
     orders: &[Uuid],
 ) -> anyhow::Result<Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>> {
-    let streams: Vec<String> = orders.iter().map(|id| format!("order-{id}")).collect();
+    let streams: Vec<String> = orders.iter().map(|&id| domain::stream::order(id)).collect();
     let rows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "select min(recorded_at) filter (where type = 'OrderPlaced'),
                 min(recorded_at) filter (where type = 'OrderConfirmed')
@@ -439,8 +439,8 @@ async fn timings(
 /// For each order whose saga started, milliseconds from `OrderPlaced` to
 /// `SagaStarted`, as the event store recorded them.
 async fn started_after_placement(pg: &PgPool, orders: &[Uuid]) -> anyhow::Result<Vec<f64>> {
-    let streams: Vec<String> = orders.iter().map(|id| format!("order-{id}")).collect();
-    let sagas: Vec<String> = orders.iter().map(|id| format!("saga-{id}")).collect();
+    let streams: Vec<String> = orders.iter().map(|&id| domain::stream::order(id)).collect();
+    let sagas: Vec<String> = orders.iter().map(|&id| domain::stream::saga(id)).collect();
     let millis: Vec<(f64,)> = sqlx::query_as(
         "select extract(epoch from s.recorded_at - o.recorded_at)::float8 * 1000
          from events o

@@ -15,6 +15,7 @@ use domain::order::OrderEvent;
 use domain::product::ProductEvent;
 use domain::saga::{SagaEvent, SagaState, SagaStatus};
 use domain::shipment::ShipmentEvent;
+use domain::stream;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -49,7 +50,7 @@ pub async fn discover_orders(pg: &PgPool, catalogue: &Catalogue) -> anyhow::Resu
 /// The orders whose saga has not ended in the store (no saga stream, or
 /// none of its terminal events yet). Cheap: one index lookup per saga.
 pub async fn unended_sagas(pg: &PgPool, orders: &[Uuid]) -> anyhow::Result<Vec<String>> {
-    let streams: Vec<String> = orders.iter().map(|id| format!("saga-{id}")).collect();
+    let streams: Vec<String> = orders.iter().map(|&id| stream::saga(id)).collect();
     let rows: Vec<(String,)> = sqlx::query_as(
         "select s.id from unnest($1::text[]) as s(id)
          where not exists (select 1 from events e where e.stream_id = s.id and e.type = any($2))",
@@ -135,9 +136,9 @@ pub async fn fold(
 ) -> anyhow::Result<StoreFold> {
     let mut streams: Vec<String> = catalogue
         .products()
-        .map(|p| format!("product-{}", p.sku))
+        .map(|p| stream::product(&p.sku))
         .collect();
-    streams.extend(catalogue.customers().map(|id| format!("customer-{id}")));
+    streams.extend(catalogue.customers().map(|&id| stream::customer(id)));
     for id in orders {
         streams.extend(["order", "saga", "shipment"].map(|kind| format!("{kind}-{id}")));
     }
@@ -815,14 +816,14 @@ mod tests {
 
     fn customer(events: Vec<(&'static str, Value)>) -> Vec<(String, &'static str, Value)> {
         let mut all = vec![(
-            format!("customer-{CUSTOMER}"),
+            stream::customer(CUSTOMER),
             "CustomerRegistered",
             json!({"customer_id": CUSTOMER, "name": "Ada", "email": "ada@example.com"}),
         )];
         all.extend(
             events
                 .into_iter()
-                .map(|(t, data)| (format!("customer-{CUSTOMER}"), t, data)),
+                .map(|(t, data)| (stream::customer(CUSTOMER), t, data)),
         );
         all
     }
@@ -915,8 +916,8 @@ mod tests {
         ending: (&'static str, Value),
         saga_end: (&'static str, Value),
     ) -> Vec<(String, &'static str, Value)> {
-        let order = format!("order-{ORDER}");
-        let saga = format!("saga-{ORDER}");
+        let order = stream::order(ORDER);
+        let saga = stream::saga(ORDER);
         vec![
             (
                 order.clone(),
@@ -975,7 +976,7 @@ mod tests {
         );
         let completed = ("SagaCompleted", json!({"tracking_number": "T1"}));
         let shipment = (
-            format!("shipment-{ORDER}"),
+            stream::shipment(ORDER),
             "ShipmentCreated",
             json!({"order_id": ORDER, "tracking_number": "T1",
                    "address": {"name": "Ada", "line1": "1 Way", "city": "London",
