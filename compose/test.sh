@@ -34,4 +34,8 @@ cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
 say "running cargo test --workspace"
 cargo test --workspace --locked "$@"
+# The crash suite, alone: it measures recovery under a load of its own
+# (tests/platform/chaos.rs says why it is not run beside the others).
+say "running the crash suite on its own"
+cargo test -p tests --locked --test platform -- --ignored chaos::
 say "all tests passed"

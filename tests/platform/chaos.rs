@@ -15,6 +15,11 @@ use std::time::Duration;
 use harness::chaos::local::LocalPlatform;
 use harness::chaos::{self, LoadSettings, Settings, Target};
 
+// Run alone, after the rest of the suite (`compose/test.sh`): its bounds
+// are about recovery under a load of its own, and the other tests running
+// beside it on a small machine can push a step past its deadline, which
+// the saga rightly turns into a rejection the checks then refuse.
+#[ignore = "run on its own by make test (compose/test.sh), after the rest"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_orders_survive_sigkill_of_every_process_the_broker_and_postgresql() {
     // The binary cargo built with this test, unless PLATFORM_SERVICE names

@@ -457,10 +457,11 @@ async fn two_orchestrators_share_the_sagas_and_each_runs_once() {
         services::saga_orchestrator(&platform.env, &platform.proxy.url, two_at_a_time).await;
     platform.product("lamp", 300, 100).await;
     let customer = platform.customer(100_000).await;
-    let mut orders = Vec::new();
-    for _ in 0..40 {
-        orders.push(platform.place(&customer, "lamp", 1, "GB").await);
-    }
+    // Placed all at once, so more sagas are waiting than one instance
+    // takes at a time, however fast the machine runs each one.
+    let orders =
+        futures::future::join_all((0..40).map(|_| platform.place(&customer, "lamp", 1, "GB")))
+            .await;
 
     for order in &orders {
         platform.order_becomes(order, "confirmed").await;
