@@ -49,6 +49,19 @@ pub struct Metadata {
     pub extra: serde_json::Map<String, Value>,
 }
 
+impl Metadata {
+    /// The field naming who wrote an event (a token's subject, or the
+    /// process that wrote on its own account).
+    pub const ACTOR: &'static str = "actor";
+
+    /// This metadata with `actor` as who wrote the event.
+    pub fn with_actor(mut self, actor: &str) -> Self {
+        self.extra
+            .insert(Self::ACTOR.to_owned(), Value::from(actor));
+        self
+    }
+}
+
 /// An event to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

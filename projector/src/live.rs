@@ -135,12 +135,7 @@ pub async fn apply_batch(
         forgery,
     } in verified.forged
     {
-        tracing::warn!(
-            topic = %origin.0.topic(), partition = origin.0.partition(), offset = origin.0.offset(),
-            event_id = %claimed.event_id, stream_id = %claimed.stream_id,
-            event_type = %claimed.event_type, reason = %forgery,
-            "a message's event is not in the event store as claimed; ignored"
-        );
+        event_relay::warn_forged(origin.0, &claimed, &forgery);
         dead.push(origin.dead_letter(format!(
             "{} {} at version {} of {}: {forgery}",
             claimed.event_type, claimed.event_id, claimed.version, claimed.stream_id

@@ -65,6 +65,22 @@ pub fn partition_of(stream_id: &str, partitions: i32) -> i32 {
 
 /// The events a message holds: one event or, from a [`MessageFormat::Batch`]
 /// relay, a JSON array of them.
+/// Logs a message whose event the event store does not bear out (see
+/// `event_store::EventStore::verify`): where it came from, what it
+/// claimed and why it is ignored.
+pub fn warn_forged(
+    message: &impl rdkafka::Message,
+    claimed: &RecordedEvent,
+    forgery: &event_store::Forgery,
+) {
+    tracing::warn!(
+        topic = %message.topic(), partition = message.partition(), offset = message.offset(),
+        event_id = %claimed.event_id, stream_id = %claimed.stream_id,
+        event_type = %claimed.event_type, reason = %forgery,
+        "a message's event is not in the event store as claimed; ignored"
+    );
+}
+
 pub fn decode(payload: &[u8]) -> serde_json::Result<Vec<RecordedEvent>> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => serde_json::from_slice(payload),

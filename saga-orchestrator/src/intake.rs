@@ -126,12 +126,7 @@ impl Intake {
             forgery,
         } in verified.forged
         {
-            tracing::warn!(
-                topic = %origin.topic(), partition = origin.partition(), offset = origin.offset(),
-                event_id = %claimed.event_id, stream_id = %claimed.stream_id,
-                event_type = %claimed.event_type, reason = %forgery,
-                "a message's event is not in the event store as claimed; ignored"
-            );
+            event_relay::warn_forged(origin, &claimed, &forgery);
             forged.push(forgery.kind());
         }
         let mut placed = Vec::new();

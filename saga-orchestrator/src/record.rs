@@ -112,15 +112,10 @@ fn metadata(order_id: Uuid, causation_id: &str) -> Metadata {
     Metadata {
         correlation_id: order_id.to_string(),
         causation_id: causation_id.to_owned(),
-        traceparent: None,
-        extra: [(ACTOR.to_owned(), serde_json::Value::from(crate::SERVICE))]
-            .into_iter()
-            .collect(),
+        ..Metadata::default()
     }
+    .with_actor(crate::SERVICE)
 }
-
-/// The metadata field naming who asked for a write.
-const ACTOR: &str = "actor";
 
 /// Appends events if the saga is still at `version`; false when another
 /// writer got there first (reload and decide again).
@@ -147,9 +142,7 @@ pub async fn append_by(
     let expected = ExpectedVersion::at(version);
     let mut metadata = metadata(order_id, causation_id);
     if let Some(actor) = actor {
-        metadata
-            .extra
-            .insert(ACTOR.to_owned(), serde_json::Value::from(actor));
+        metadata = metadata.with_actor(actor);
     }
     let events = events
         .iter()

@@ -53,9 +53,6 @@ pub struct RequestContext {
     pub actor: Option<String>,
 }
 
-/// The metadata field naming who asked for a write (the token's `sub`).
-pub const ACTOR: &str = "actor";
-
 /// Namespace of ids derived from idempotency keys (uuid v5).
 const KEYED: Uuid = Uuid::from_u128(0x2b8e_55c1_07f4_4a9d_b3e6_91c0_5d27_aa01);
 
@@ -82,15 +79,15 @@ impl RequestContext {
 
     /// Metadata for events this request's command appends.
     pub fn metadata(&self) -> Metadata {
-        Metadata {
+        let metadata = Metadata {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.command_id.to_string(),
             traceparent: self.traceparent.clone(),
-            extra: self
-                .actor
-                .iter()
-                .map(|actor| (ACTOR.to_owned(), serde_json::Value::from(actor.as_str())))
-                .collect(),
+            ..Metadata::default()
+        };
+        match &self.actor {
+            Some(actor) => metadata.with_actor(actor),
+            None => metadata,
         }
     }
 }

@@ -155,11 +155,13 @@ impl<S: Clone + Send + Sync + 'static> RouteTable<S> {
         auth: Authenticator,
         inner: impl FnOnce(Router<S>) -> Router<S>,
     ) -> Router<S> {
-        let rules: HashMap<(Method, String), Access> = self
-            .rules
-            .iter()
-            .map(|rule| ((rule.method.clone(), rule.path.to_owned()), rule.access))
-            .collect();
+        let mut rules: HashMap<&'static str, Vec<(Method, Access)>> = HashMap::new();
+        for rule in &self.rules {
+            rules
+                .entry(rule.path)
+                .or_default()
+                .push((rule.method.clone(), rule.access));
+        }
         let guard = Arc::new(Guard { auth, rules });
         inner(self.router)
             .route_layer(axum::middleware::from_fn_with_state(guard, check))
@@ -169,7 +171,8 @@ impl<S: Clone + Send + Sync + 'static> RouteTable<S> {
 
 struct Guard {
     auth: Authenticator,
-    rules: HashMap<(Method, String), Access>,
+    /// By path template, each method's access.
+    rules: HashMap<&'static str, Vec<(Method, Access)>>,
 }
 
 /// Admits the request by its route's rule, or answers 401/403.
@@ -181,8 +184,9 @@ async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: Next
     let access = request
         .extensions()
         .get::<MatchedPath>()
-        .and_then(|path| guard.rules.get(&(method, path.as_str().to_owned())))
-        .copied();
+        .and_then(|path| guard.rules.get(path.as_str()))
+        .and_then(|methods| methods.iter().find(|(m, _)| *m == method))
+        .map(|(_, access)| *access);
     // A matched route without a rule cannot be built by the table; if one
     // ever shows up, it is refused.
     let Some(access) = access else {
