@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{intake, record};
+use crate::{instances, record};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -86,7 +86,7 @@ async fn resume(state: &ApiState, order_id: Uuid, actor: &str) -> anyhow::Result
             break;
         }
     }
-    intake::make_due(&state.pool, &[order_id]).await?;
+    instances::make_due(&state.pool, &[order_id]).await?;
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,

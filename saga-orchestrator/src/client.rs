@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use domain::RejectionReason;
-use domain::saga::SagaStep;
+use domain::saga::{self, SagaAction, SagaStep, api};
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -48,6 +48,14 @@ pub enum Reply {
     /// The saga's stream is no longer at the version the call was made for
     /// (409 `saga-moved`): nothing was written; read the saga again.
     Moved,
+}
+
+impl Reply {
+    /// Whether the call failed (for the step's failure count): anything
+    /// but a success, or a stream that moved.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Reply::Succeeded { .. } | Reply::Moved)
+    }
 }
 
 /// A call that records its success in the saga's stream in the same
@@ -163,21 +171,17 @@ impl StepClient {
         breaker.open_until.filter(|until| *until > Instant::now())
     }
 
-    /// `POST /internal/v1/orders/{order_id}/{path}` with an optional body,
-    /// made at the saga's version in `recorded`: command-service carries it
-    /// out only if the saga's stream is at that version and says it is
-    /// this call's turn, and records its outcome there with its effect.
-    pub async fn call(
-        &self,
-        order_id: Uuid,
-        path: &str,
-        body: Option<Value>,
-        recorded: Recorded,
-    ) -> Reply {
-        let url = format!("{}/internal/v1/orders/{order_id}/{path}", self.base);
+    /// `POST /internal/v1/orders/{order_id}/<action>` (a rejection with
+    /// its reason as the body), made at the saga's version in `recorded`:
+    /// command-service carries it out only if the saga's stream is at that
+    /// version and says it is this call's turn, and records its outcome
+    /// there with its effect.
+    pub async fn call(&self, order_id: Uuid, action: SagaAction, recorded: Recorded) -> Reply {
+        let path = api::action(action);
+        let url = format!("{}{}", self.base, api::path(order_id, path));
         let mut request = self.http.post(&url);
-        if let Some(body) = body {
-            request = request.json(&body);
+        if let SagaAction::Reject(reason) = action {
+            request = request.json(&serde_json::json!({ "reason": saga::code(reason) }));
         }
         let Recorded {
             version,
@@ -185,12 +189,12 @@ impl StepClient {
             then,
         } = recorded;
         request = request
-            .header("x-saga-version", version)
-            .header("x-saga-attempt", attempt);
+            .header(api::header::VERSION, version)
+            .header(api::header::ATTEMPT, attempt);
         if let Some((step, attempt)) = then {
             request = request
-                .header("x-saga-next-step", step.as_str())
-                .header("x-saga-next-attempt", attempt);
+                .header(api::header::NEXT_STEP, step.as_str())
+                .header(api::header::NEXT_ATTEMPT, attempt);
         }
         if let Some(credential) = &self.credential
             && let Some(token) = credential.token(false).await
@@ -279,14 +283,13 @@ fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> 
         // the module's documentation.
         return Reply::Transient(format!("{path}: {status}: {}", detail()));
     }
-    match body["type"].as_str() {
-        Some("/problems/saga-moved") => Reply::Moved,
-        Some("/problems/insufficient-stock") => Reply::Refused(RejectionReason::InsufficientStock),
-        Some("/problems/payment-declined") => Reply::Refused(RejectionReason::PaymentDeclined),
-        Some("/problems/shipping-unavailable") => {
-            Reply::Refused(RejectionReason::ShippingUnavailable)
-        }
-        _ => Reply::Rejected {
+    let problem_type = body["type"].as_str().unwrap_or("");
+    if problem_type.strip_prefix("/problems/") == Some(api::problem::SAGA_MOVED) {
+        return Reply::Moved;
+    }
+    match api::problem::refusal_of(problem_type) {
+        Some(reason) => Reply::Refused(reason),
+        None => Reply::Rejected {
             status: status.as_u16(),
             detail: detail(),
         },

@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use crate::executor::Handoff;
 use crate::metrics::Metrics;
-use crate::record;
+use crate::{instances, record};
 
 pub struct Intake {
     pub store: EventStore,
@@ -155,7 +155,7 @@ impl Intake {
                             total_cents,
                         },
                         SagaEvent::StepStarted {
-                            step: SagaStep::ReserveInventory,
+                            step: SagaStep::FIRST,
                             attempt: 1,
                         },
                     ];
@@ -194,7 +194,13 @@ impl Intake {
             .map(|&i| placed[i].0)
             .collect();
         let leased_at = std::time::Instant::now();
-        let leased = lease(&self.pool, &self.handoff, &chosen).await?;
+        let leased = instances::lease_new(
+            &self.pool,
+            &self.handoff.instance,
+            self.handoff.lease,
+            &chosen,
+        )
+        .await?;
         let recorded_at = chrono::Utc::now();
         let mut places = places.into_iter();
         let mut due = Vec::new();
@@ -210,7 +216,7 @@ impl Intake {
             }
         }
         if !due.is_empty() {
-            make_due(&self.pool, &due).await?;
+            instances::make_due(&self.pool, &due).await?;
             self.wake.notify_one();
         }
         placed.clear();
@@ -247,7 +253,7 @@ impl Intake {
                 break;
             }
         }
-        make_due(&self.pool, &[order_id]).await?;
+        instances::make_due(&self.pool, &[order_id]).await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -357,41 +363,5 @@ async fn save_position(pool: &PgPool, group: &str, position: i64) -> anyhow::Res
     .execute(pool)
     .await
     .context("storing the intake's position")?;
-    Ok(())
-}
-
-/// Makes the rows of new sagas, leased to the handoff's executor; returns
-/// those it made (a row that exists already is left to [`make_due`]).
-async fn lease(pool: &PgPool, handoff: &Handoff, order_ids: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
-    if order_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    sqlx::query_scalar(
-        "insert into saga_instances (order_id, lease_owner, lease_until)
-         select id, $2, now() + $3 * interval '1 millisecond' from unnest($1::uuid[]) as id
-         on conflict (order_id) do nothing
-         returning order_id",
-    )
-    .bind(order_ids)
-    .bind(&handoff.instance)
-    .bind(handoff.lease.as_millis() as f64)
-    .fetch_all(pool)
-    .await
-    .context("leasing the new sagas")
-}
-
-/// Makes sagas due now, creating their rows when new; a saga that had
-/// ended becomes active again. `order_ids` must not repeat.
-pub async fn make_due(pool: &PgPool, order_ids: &[Uuid]) -> anyhow::Result<()> {
-    sqlx::query(
-        "insert into saga_instances (order_id) select * from unnest($1::uuid[])
-         on conflict (order_id) do update
-           set status = 'active', due_at = now(), nudges = saga_instances.nudges + 1,
-               updated_at = now()",
-    )
-    .bind(order_ids)
-    .execute(pool)
-    .await
-    .context("making the sagas due")?;
     Ok(())
 }

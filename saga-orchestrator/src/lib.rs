@@ -1,16 +1,18 @@
 //! Runs each order's fulfilment saga durably, with compensations.
 //!
 //! Layout: `decide` is the pure "what next" over a saga's state; `record`
-//! reads and appends the saga's stream; `client` calls command-service's
-//! step API and classifies the outcome, behind a circuit breaker;
-//! `intake` starts and cancels sagas from the order events on Kafka;
-//! `executor` claims due sagas and drives them; `api` is the operator's
-//! retry.
+//! reads and appends the saga's stream; `instances` is the table of which
+//! sagas are due and who runs each; `client` calls command-service's step
+//! API and classifies the outcome, behind a circuit breaker; `intake`
+//! starts and cancels sagas from the order events on Kafka; `executor`
+//! claims due sagas and drives them (`executor::interpret` says, without
+//! I/O, what each call's answer leads to); `api` is the operator's retry.
 
 pub mod api;
 mod client;
 pub mod decide;
 mod executor;
+mod instances;
 mod intake;
 mod metrics;
 mod record;
@@ -26,8 +28,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-pub use executor::{compensation_path, forward_path};
 
 /// The name this service reports in logs and metrics.
 pub const SERVICE: &str = "saga-orchestrator";

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::Event;
-use domain::saga::{SagaEvent, SagaState};
+use domain::saga::{PerStep, SagaEvent, SagaState};
 use domain::stream::saga as stream_id;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ pub struct SagaRecord {
     pub version: u64,
     /// When each step's first attempt started (since the last operator
     /// retry): its deadline runs from there.
-    pub first_started: [Option<DateTime<Utc>>; 3],
+    pub first_started: PerStep<Option<DateTime<Utc>>>,
 }
 
 impl SagaRecord {
@@ -27,7 +27,7 @@ impl SagaRecord {
         let mut loaded = Self {
             state: SagaState::default(),
             version: 0,
-            first_started: [None; 3],
+            first_started: PerStep::default(),
         };
         for event in events {
             loaded.apply(event, at);
@@ -41,9 +41,9 @@ impl SagaRecord {
     pub fn apply(&mut self, event: &SagaEvent, at: DateTime<Utc>) {
         match event {
             SagaEvent::StepStarted { step, .. } => {
-                self.first_started[*step as usize].get_or_insert(at);
+                self.first_started[*step].get_or_insert(at);
             }
-            SagaEvent::SagaRetryRequested {} => self.first_started = [None; 3],
+            SagaEvent::SagaRetryRequested {} => self.first_started = PerStep::default(),
             _ => {}
         }
         self.state = std::mem::take(&mut self.state).evolve(event);

@@ -47,6 +47,24 @@ fn fast_retries(config: &mut saga_orchestrator::Config) {
 }
 
 impl Platform {
+    /// The step attempts an orchestrator instance has counted so far.
+    async fn step_attempts(&self, url: &str) -> u64 {
+        let metrics = self
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("saga_step_attempts_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no step attempts counted: {metrics}"))
+    }
+
     async fn start() -> Self {
         Self::start_with(fast_retries).await
     }
@@ -457,11 +475,33 @@ async fn two_orchestrators_share_the_sagas_and_each_runs_once() {
         services::saga_orchestrator(&platform.env, &platform.proxy.url, two_at_a_time).await;
     platform.product("lamp", 300, 100).await;
     let customer = platform.customer(100_000).await;
-    // Placed all at once, so more sagas are waiting than one instance
-    // takes at a time, however fast the machine runs each one.
+    // Every step call fails until both instances have tried one: each holds
+    // at most two sagas, so the rest wait in the table for whichever
+    // instance claims them, and the other instance must claim some. Without
+    // this, on a fast machine the instance whose intake reads the placements
+    // can finish each saga before the next one arrives and run them all.
+    platform.proxy.fail(&[""]);
     let orders =
         futures::future::join_all((0..40).map(|_| platform.place(&customer, "lamp", 1, "GB")))
             .await;
+    let urls = [platform.orchestrator_url().to_owned(), second.url.clone()];
+    eventually(
+        Duration::from_secs(60),
+        "both instances calling steps",
+        || async {
+            let mut attempts = Vec::new();
+            for url in &urls {
+                attempts.push(platform.step_attempts(url).await);
+            }
+            anyhow::ensure!(
+                attempts.iter().all(|&n| n > 0),
+                "attempts per instance {attempts:?}"
+            );
+            Ok(())
+        },
+    )
+    .await;
+    platform.proxy.heal();
 
     for order in &orders {
         platform.order_becomes(order, "confirmed").await;
@@ -474,25 +514,6 @@ async fn two_orchestrators_share_the_sagas_and_each_runs_once() {
     platform
         .balance_becomes(&customer, 100_000 - 40 * 300)
         .await;
-
-    // Both instances called steps.
-    for url in [platform.orchestrator_url(), second.url.as_str()] {
-        let metrics = platform
-            .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let attempts: u64 = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("saga_step_attempts_total "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no step attempts counted: {metrics}"));
-        assert!(attempts > 0, "{url} called no step: {metrics}");
-    }
 }
 
 #[tokio::test]

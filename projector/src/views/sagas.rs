@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::Event;
-use domain::saga::{SAGA_TYPE, SagaEvent, SagaState, SagaStatus, SagaStep};
+use domain::saga::{PerStep, SAGA_TYPE, SagaEvent, SagaState, SagaStatus, SagaStep};
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ pub struct SagaRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaDoc {
     pub saga: SagaState,
-    pub times: [StepTimes; 3],
+    pub times: PerStep<StepTimes>,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -97,7 +97,7 @@ impl SagaRow {
         let doc = &mut self.state;
         doc.saga = std::mem::take(&mut doc.saga).evolve(decoded);
         if let Some((step, started, finished)) = step_timing(decoded) {
-            let times = &mut doc.times[step as usize];
+            let times = &mut doc.times[step];
             if started {
                 times.started_at.get_or_insert(at);
                 times.finished_at = None;
@@ -240,10 +240,10 @@ fn render(row: &SagaRow) -> Value {
         .saga
         .steps
         .iter()
-        .zip(&doc.times)
-        .map(|(step, times)| {
+        .map(|(name, step)| {
+            let times = &doc.times[name];
             json!({
-                "name": step.step.as_str(),
+                "name": name.as_str(),
                 "status": step.status.as_str(),
                 "attempts": step.attempts,
                 "compensation_attempts": step.compensation_attempts,
