@@ -312,7 +312,9 @@ where
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
     let store = &app.store;
-    for attempt in Backoff::CONTENTION.attempts() {
+    let mut races = Races::new(Backoff::CONTENTION, format!("{stream_id} kept changing"));
+    loop {
+        let attempt = races.next().await?;
         let assumed = std::mem::take(&mut assume_new);
         let (loaded, events) = decide_attempt(app, stream_id, ctx, &command, assumed).await?;
         if events.is_empty() {
@@ -332,44 +334,75 @@ where
             .enumerate()
             .map(|(i, event)| to_new_event(event, ctx, stream_id, i))
             .collect();
-        match append_recording(
-            store,
-            record,
-            vec![StreamAppend::new(stream_id, expected, new_events)],
-        )
-        .await?
-        {
-            Some(appended) => {
-                let version = appended.last().map_or(loaded.version, |a| a.version);
-                let after = loaded.evolved(&events, version, Utc::now());
-                let executed = Executed {
-                    state: after.state.clone(),
-                    version,
-                    appended,
-                    created_at: after.created_at,
-                    updated_at: after.updated_at,
-                };
-                keep_warm(app, stream_id, after).await;
-                return Ok(executed);
+        let appends = vec![StreamAppend::new(stream_id, expected, new_events)];
+        let Some(appended) = append_recording(store, record, appends).await? else {
+            if let Some(required) = ctx.if_match {
+                return Err(stale(required, required + 1));
             }
-            None => {
-                if let Some(required) = ctx.if_match {
-                    return Err(stale(required, required + 1));
-                }
-                // A stream assumed new that exists is not a race: look at
-                // it at once.
-                if !assumed {
-                    tracing::debug!(stream_id, attempt, "lost a race; deciding again");
-                    Backoff::CONTENTION.sleep(attempt).await;
-                }
+            // A stream assumed new that exists is not a race: look at it
+            // at once.
+            if !assumed {
+                tracing::debug!(stream_id, attempt, "lost a race; deciding again");
+                races.lost();
             }
+            continue;
+        };
+        let version = appended.last().map_or(loaded.version, |a| a.version);
+        let after = loaded.evolved(&events, version, Utc::now());
+        let executed = Executed {
+            state: after.state.clone(),
+            version,
+            appended,
+            created_at: after.created_at,
+            updated_at: after.updated_at,
+        };
+        keep_warm(app, stream_id, after).await;
+        return Ok(executed);
+    }
+}
+
+/// The attempts of an optimistic-concurrency loop: every decide-and-append
+/// loop in this service counts and waits with one of these.
+pub struct Races {
+    policy: Backoff,
+    what: String,
+    attempt: u32,
+    lost: bool,
+}
+
+impl Races {
+    /// Attempts as `policy` says; `what` says why they were given up.
+    pub fn new(policy: Backoff, what: impl Into<String>) -> Self {
+        Self {
+            policy,
+            what: what.into(),
+            attempt: 0,
+            lost: false,
         }
     }
-    Err(Problem::busy(format!(
-        "{stream_id} kept changing; gave up after {} attempts, try again",
-        Backoff::CONTENTION.attempts
-    ))
-    .into())
+
+    /// The next attempt's number (from 1), after waiting if the last one
+    /// lost its race; once `policy.attempts` are used up, a 409 `busy`
+    /// problem (with `Retry-After`) saying `what`.
+    pub async fn next(&mut self) -> ApiResult<u32> {
+        if std::mem::take(&mut self.lost) {
+            self.policy.sleep(self.attempt).await;
+        }
+        if self.attempt >= self.policy.attempts {
+            return Err(Problem::busy(format!(
+                "{}; gave up after {} attempts, try again",
+                self.what, self.attempt
+            ))
+            .into());
+        }
+        self.attempt += 1;
+        Ok(self.attempt)
+    }
+
+    /// The attempt lost its race: the next one waits first.
+    pub fn lost(&mut self) {
+        self.lost = true;
+    }
 }
 
 /// One attempt's decision: on a stream assumed new, on its empty state;
@@ -483,7 +516,7 @@ pub async fn append_recording(
 pub fn saga_moved(stream_id: &str) -> Problem {
     Problem::new(
         StatusCode::CONFLICT,
-        "saga-moved",
+        domain::saga::api::problem::SAGA_MOVED,
         "The saga moved on",
         format!(
             "{stream_id} is no longer at the version this step was decided on; nothing was written"
@@ -510,4 +543,28 @@ fn stale(required: u64, actual: u64) -> ApiError {
         "If-Match requires version {required}, but the aggregate is at version {actual}"
     ))
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn races_count_the_attempts_and_give_up_busy_after_the_last() {
+        let mut races = Races::new(Backoff::CONTENTION.with_attempts(3), "s kept changing");
+        assert_eq!(races.next().await.unwrap(), 1);
+        races.lost();
+        assert_eq!(races.next().await.unwrap(), 2);
+        // Decided again at once (no race lost): still counts.
+        assert_eq!(races.next().await.unwrap(), 3);
+        races.lost();
+        let Err(gave_up) = races.next().await else {
+            panic!("a fourth attempt");
+        };
+        let response = gave_up.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert!(response.headers().contains_key("retry-after"));
+    }
 }

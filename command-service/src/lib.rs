@@ -163,46 +163,7 @@ pub fn api(state: AppState, auth: Authenticator, extra: RouteTable<AppState>) ->
 /// The saga's internal step API's routes (`routes::steps`), all for the
 /// `service` role only.
 pub fn internal_routes() -> RouteTable<AppState> {
-    use routes::steps::*;
-    let service = Access::SERVICE;
-    RouteTable::new()
-        .post(
-            "/internal/v1/orders/{id}/reserve-inventory",
-            service,
-            reserve_inventory,
-        )
-        .post(
-            "/internal/v1/orders/{id}/release-inventory",
-            service,
-            release_inventory,
-        )
-        .post(
-            "/internal/v1/orders/{id}/charge-payment",
-            service,
-            charge_payment,
-        )
-        .post(
-            "/internal/v1/orders/{id}/refund-payment",
-            service,
-            refund_payment,
-        )
-        .post(
-            "/internal/v1/orders/{id}/create-shipment",
-            service,
-            create_shipment,
-        )
-        .post(
-            "/internal/v1/orders/{id}/cancel-shipment",
-            service,
-            cancel_shipment,
-        )
-        .post("/internal/v1/orders/{id}/confirm", service, confirm)
-        .post("/internal/v1/orders/{id}/reject", service, reject)
-        .post(
-            "/internal/v1/orders/{id}/mark-cancelled",
-            service,
-            mark_cancelled,
-        )
+    routes::steps::routes()
 }
 
 /// The internal listener's router: [`internal_routes`] behind their rules.

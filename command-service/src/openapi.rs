@@ -22,19 +22,68 @@ use crate::routes::{customers, orders, products, steps, streams};
         orders::cancel,
         orders::state,
         streams::events,
-        steps::reserve_inventory,
-        steps::release_inventory,
-        steps::charge_payment,
-        steps::refund_payment,
-        steps::create_shipment,
-        steps::cancel_shipment,
-        steps::confirm,
-        steps::reject,
-        steps::mark_cancelled,
     )
 )]
 pub struct ApiDoc;
 
+/// The whole document: the public API and the step API.
+pub fn api() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(steps::openapi());
+    doc
+}
+
 pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+    axum::Json(api())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn every_step_api_route_is_described_with_what_it_may_answer() {
+        let doc = serde_json::to_value(api()).unwrap();
+        let rules = crate::internal_routes().rules().to_vec();
+        assert_eq!(rules.len(), 9);
+        for rule in rules {
+            let operation = &doc["paths"][rule.path][rule.method.as_str().to_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{} {} undocumented",
+                rule.method,
+                rule.path
+            );
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["200", "400", "401", "403", "404", "409"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{} lacks {status}",
+                    rule.path
+                );
+            }
+            let refuses = responses.contains_key("422");
+            let step = domain::saga::SagaStep::ALL
+                .into_iter()
+                .find(|step| step.spec().run.route == rule.path);
+            assert_eq!(refuses, step.is_some(), "{}", rule.path);
+            assert_eq!(operation["tags"][0], "saga steps");
+            let headers: Vec<&Value> = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "header")
+                .collect();
+            assert!(
+                headers
+                    .iter()
+                    .any(|h| h["name"] == "X-Saga-Version" && h["required"] == true)
+            );
+        }
+        let done = &doc["paths"]["/internal/v1/orders/{id}/confirm"]["post"]["responses"]["200"];
+        let schema = &done["content"]["application/json"]["schema"];
+        assert!(schema["properties"]["appended"].is_object(), "{done}");
+    }
 }

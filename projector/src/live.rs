@@ -251,7 +251,7 @@ fn one_letter_per_message(letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
 /// (shipments).
 fn known_unprojected(event: &RecordedEvent) -> bool {
     use domain::Event;
-    event.stream_id.starts_with("shipment-")
+    event.stream_id.starts_with(domain::stream::SHIPMENT)
         && domain::shipment::ShipmentEvent::decode(&event.event_type, &event.data).is_ok()
 }
 

@@ -7,6 +7,8 @@
 //! This crate is data only: the folds are the projector's (`views`), the
 //! queries the query-service's.
 
+use domain::stream;
+
 /// What a read model declares about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Declaration {
@@ -50,7 +52,7 @@ impl Declaration {
 pub const ORDERS: Declaration = Declaration {
     name: "orders",
     table: "rm_orders",
-    stream_prefix: "order-",
+    stream_prefix: stream::ORDER,
     key: ("order_id", "uuid"),
     columns: "order_id uuid, customer_id uuid, status text, lines jsonb, total_cents bigint, \
               shipping_address jsonb, rejection_reason text, tracking_number text, \
@@ -61,7 +63,7 @@ pub const ORDERS: Declaration = Declaration {
 pub const PRODUCTS: Declaration = Declaration {
     name: "products",
     table: "rm_products",
-    stream_prefix: "product-",
+    stream_prefix: stream::PRODUCT,
     key: ("sku", "text"),
     columns: "sku text, name text, price_cents bigint, on_hand bigint, reserved bigint, \
               available bigint, version bigint",
@@ -71,7 +73,7 @@ pub const PRODUCTS: Declaration = Declaration {
 pub const CUSTOMERS: Declaration = Declaration {
     name: "customers",
     table: "rm_customers",
-    stream_prefix: "customer-",
+    stream_prefix: stream::CUSTOMER,
     key: ("customer_id", "uuid"),
     columns: "customer_id uuid, name text, email text, balance_cents bigint, version bigint",
 };
@@ -80,7 +82,7 @@ pub const CUSTOMERS: Declaration = Declaration {
 pub const SAGAS: Declaration = Declaration {
     name: "sagas",
     table: "rm_sagas",
-    stream_prefix: "saga-",
+    stream_prefix: stream::SAGA,
     key: ("order_id", "uuid"),
     columns: "order_id uuid, status text, current_step text, failure_reason text, \
               started_at timestamptz, updated_at timestamptz, finished_at timestamptz, \
@@ -93,7 +95,7 @@ pub const SAGAS: Declaration = Declaration {
 pub const DAILY_SALES: Declaration = Declaration {
     name: "daily_sales",
     table: "rm_daily_sales_orders",
-    stream_prefix: "order-",
+    stream_prefix: stream::ORDER,
     key: ("order_id", "uuid"),
     columns: "order_id uuid, lines jsonb, confirmed_on date, cancelled_on date, version bigint",
 };

@@ -177,8 +177,9 @@ impl StepClient {
     /// version and says it is this call's turn, and records its outcome
     /// there with its effect.
     pub async fn call(&self, order_id: Uuid, action: SagaAction, recorded: Recorded) -> Reply {
-        let path = api::action(action);
-        let url = format!("{}{}", self.base, api::path(order_id, path));
+        let action_api = api::of(action);
+        let path = action_api.name;
+        let url = format!("{}{}", self.base, action_api.path(order_id));
         let mut request = self.http.post(&url);
         if let SagaAction::Reject(reason) = action {
             request = request.json(&serde_json::json!({ "reason": saga::code(reason) }));

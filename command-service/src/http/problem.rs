@@ -4,7 +4,8 @@
 //! the call).
 
 use axum::http::StatusCode;
-use domain::DomainError;
+use domain::saga::api;
+use domain::{DomainError, RejectionReason};
 
 pub use service_kit::http::problem::{ApiError, ApiResult, FieldError, Problem, ProblemBody};
 
@@ -29,19 +30,19 @@ pub fn refusal(error: DomainError) -> ApiError {
         }
         DomainError::InsufficientStock { .. } => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "insufficient-stock",
+            api::problem::refusal(RejectionReason::InsufficientStock),
             "Insufficient stock",
             detail,
         ),
         DomainError::PaymentDeclined { .. } => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "payment-declined",
+            api::problem::refusal(RejectionReason::PaymentDeclined),
             "Payment declined",
             detail,
         ),
         DomainError::ShippingUnavailable { .. } => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "shipping-unavailable",
+            api::problem::refusal(RejectionReason::ShippingUnavailable),
             "Shipping unavailable",
             detail,
         ),

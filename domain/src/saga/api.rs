@@ -4,18 +4,41 @@
 
 use uuid::Uuid;
 
-use super::{SagaAction, SagaStep};
+use super::SagaAction;
+#[cfg(test)]
+use super::SagaStep;
 use crate::RejectionReason;
 
 /// Where every step API action lives, under one order.
 pub const PREFIX: &str = "/internal/v1/orders";
 
-/// The action that confirms the order once every step succeeded.
-pub const CONFIRM: &str = "confirm";
-/// The action that rejects the order once a failure is compensated.
-pub const REJECT: &str = "reject";
-/// The action that cancels the order once a cancellation is compensated.
-pub const MARK_CANCELLED: &str = "mark-cancelled";
+/// One action of the step API: `POST /internal/v1/orders/{id}/<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    /// The last segment of its path.
+    pub name: &'static str,
+    /// Its route, as the server declares it.
+    pub route: &'static str,
+}
+
+/// The [`Action`] named `$name` (a literal), with its route.
+#[macro_export]
+macro_rules! step_api_action {
+    ($name:literal) => {
+        $crate::saga::api::Action {
+            name: $name,
+            route: concat!("/internal/v1/orders/{id}/", $name),
+        }
+    };
+}
+pub use step_api_action as action;
+
+/// Confirms the order once every step succeeded.
+pub const CONFIRM: Action = action!("confirm");
+/// Rejects the order once a failure is compensated.
+pub const REJECT: Action = action!("reject");
+/// Cancels the order once a cancellation is compensated.
+pub const MARK_CANCELLED: Action = action!("mark-cancelled");
 
 /// The headers of every step call.
 pub mod header {
@@ -60,8 +83,8 @@ pub mod problem {
     }
 }
 
-/// The action's name in the step API's paths.
-pub fn action(action: SagaAction) -> &'static str {
+/// The step API action that carries `action` out.
+pub fn of(action: SagaAction) -> Action {
     match action {
         SagaAction::Run(step) => step.spec().run,
         SagaAction::Undo(step) => step
@@ -74,21 +97,11 @@ pub fn action(action: SagaAction) -> &'static str {
     }
 }
 
-/// The route an action is served at (`/internal/v1/orders/{id}/<action>`).
-pub fn route(action: &str) -> String {
-    format!("{PREFIX}/{{id}}/{action}")
-}
-
-/// The path of an action for one order.
-pub fn path(order_id: Uuid, action: &str) -> String {
-    format!("{PREFIX}/{order_id}/{action}")
-}
-
-/// The step a forward action carries out, if `action` is one.
-pub fn run_of(action: &str) -> Option<SagaStep> {
-    SagaStep::ALL
-        .into_iter()
-        .find(|step| step.spec().run == action)
+impl Action {
+    /// Its path for one order.
+    pub fn path(self, order_id: Uuid) -> String {
+        format!("{PREFIX}/{order_id}/{}", self.name)
+    }
 }
 
 #[cfg(test)]
@@ -106,12 +119,26 @@ mod tests {
     }
 
     #[test]
-    fn every_action_has_its_own_route() {
+    fn every_action_has_its_own_route_under_the_prefix() {
+        let refund = of(SagaAction::Undo(SagaStep::ChargePayment));
+        assert_eq!(refund.route, "/internal/v1/orders/{id}/refund-payment");
         assert_eq!(
-            route(action(SagaAction::Undo(SagaStep::ChargePayment))),
-            "/internal/v1/orders/{id}/refund-payment"
+            refund.path(uuid::Uuid::nil()),
+            format!("{PREFIX}/00000000-0000-0000-0000-000000000000/refund-payment")
         );
-        assert_eq!(run_of("create-shipment"), Some(SagaStep::CreateShipment));
-        assert_eq!(run_of(CONFIRM), None);
+        let mut routes: Vec<&str> = SagaStep::ALL
+            .iter()
+            .flat_map(|step| [Some(step.spec().run), step.spec().undo])
+            .flatten()
+            .chain([CONFIRM, REJECT, MARK_CANCELLED])
+            .map(|action| {
+                assert!(action.route.starts_with(PREFIX));
+                action.route
+            })
+            .collect();
+        let count = routes.len();
+        routes.sort_unstable();
+        routes.dedup();
+        assert_eq!(routes.len(), count, "two actions share a route");
     }
 }

@@ -216,7 +216,7 @@ pub fn after_finish(reason: String, reply: Reply, look_again: DateTime<Utc>) -> 
 }
 
 fn undo_action(step: SagaStep) -> &'static str {
-    api::action(SagaAction::Undo(step))
+    api::of(SagaAction::Undo(step)).name
 }
 
 #[cfg(test)]

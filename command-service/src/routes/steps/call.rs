@@ -1,0 +1,228 @@
+//! What every step call carries and checks: the `X-Saga-*` headers, and
+//! whether the saga's stream, at the call's version, says it is the call's
+//! turn.
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use domain::Event;
+use domain::saga::api::header;
+use domain::saga::{SagaAction, SagaEvent, SagaState, SagaStep};
+use domain::stream;
+use event_store::{EventStore, ExpectedVersion, StreamAppend};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::commands::{saga_moved, to_new_event};
+use crate::http::{ApiError, ApiResult, OrProblem, Problem, RequestContext};
+
+/// The headers of every step call (see the module's documentation).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct SagaHeaders {
+    /// The version of `saga-<order id>` the call was decided on: the call
+    /// takes effect only if the stream is at it and says it is this
+    /// action's turn, and its outcome is recorded there expecting it.
+    #[param(rename = "X-Saga-Version", required = true)]
+    x_saga_version: u64,
+    /// The attempt at the step (or at undoing it), from 1; default 1.
+    #[param(rename = "X-Saga-Attempt")]
+    x_saga_attempt: Option<u32>,
+    /// Forward steps only: the step (`charge_payment`, `create_shipment`)
+    /// whose start is recorded together with this one's success.
+    #[param(rename = "X-Saga-Next-Step")]
+    x_saga_next_step: Option<String>,
+    /// The attempt at that step, from 1; default 1.
+    #[param(rename = "X-Saga-Next-Attempt")]
+    x_saga_next_attempt: Option<u32>,
+}
+
+/// What a step call says about the saga it acts for: the version of the
+/// saga's stream it was decided on and the attempt (`X-Saga-Version`,
+/// `X-Saga-Attempt`), and the next step's start that goes with a forward
+/// step's success (`X-Saga-Next-Step`, `X-Saga-Next-Attempt`).
+#[derive(Debug, Clone, Copy)]
+pub struct SagaCall {
+    version: u64,
+    attempt: u32,
+    then: Option<(SagaStep, u32)>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SagaCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let text = |name: &'static str| -> ApiResult<Option<&str>> {
+            parts
+                .headers
+                .get(name)
+                .map(|value| {
+                    value.to_str().map(str::trim).map_err(|_| {
+                        Problem::validation(StatusCode::BAD_REQUEST, name, "must be text").into()
+                    })
+                })
+                .transpose()
+        };
+        let attempt = |name: &'static str| -> ApiResult<u32> {
+            let Some(value) = text(name)? else {
+                return Ok(1);
+            };
+            value.parse().ok().filter(|a| *a >= 1).ok_or_else(|| {
+                Problem::validation(
+                    StatusCode::BAD_REQUEST,
+                    name,
+                    "must be a whole number from 1",
+                )
+                .into()
+            })
+        };
+        let Some(version) = text(header::VERSION)? else {
+            return Err(Problem::validation(
+                StatusCode::BAD_REQUEST,
+                header::VERSION,
+                "is required: the version of the saga's stream the call was decided on",
+            )
+            .into());
+        };
+        let version = version.parse().map_err(|_| {
+            Problem::validation(
+                StatusCode::BAD_REQUEST,
+                header::VERSION,
+                "must be a whole number",
+            )
+        })?;
+        let then = match text(header::NEXT_STEP)? {
+            None => None,
+            Some(name) => {
+                let step = SagaStep::parse(name).ok_or_else(|| {
+                    Problem::validation(
+                        StatusCode::BAD_REQUEST,
+                        header::NEXT_STEP,
+                        format!(
+                            "must be one of {}",
+                            SagaStep::ALL.map(SagaStep::as_str).join(", ")
+                        ),
+                    )
+                })?;
+                Some((step, attempt(header::NEXT_ATTEMPT)?))
+            }
+        };
+        Ok(Self {
+            version,
+            attempt: attempt(header::ATTEMPT)?,
+            then,
+        })
+    }
+}
+
+/// Events read per query of a saga's stream; one is usually a dozen.
+const SAGA_PAGE: u32 = 500;
+
+/// The saga of `order_id` as its stream says now, and the stream's version
+/// (0: no saga).
+async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, u64)> {
+    let stream = stream::saga(order_id);
+    let mut state = SagaState::default();
+    let mut version = 0;
+    loop {
+        let page = store
+            .read_stream(&stream, version + 1, SAGA_PAGE)
+            .await
+            .or_problem()?;
+        for recorded in &page {
+            let event =
+                SagaEvent::decode(&recorded.event_type, &recorded.data).map_err(|error| {
+                    ApiError::Internal(
+                        anyhow::Error::new(error)
+                            .context(format!("stream {stream} version {}", recorded.version)),
+                    )
+                })?;
+            state = state.evolve(&event);
+            version = recorded.version;
+        }
+        if page.len() < SAGA_PAGE as usize {
+            return Ok((state, version));
+        }
+    }
+}
+
+/// A call whose turn it is: the saga's state at the call's version, and
+/// what to record there with the action's effect.
+pub struct Turn {
+    call: SagaCall,
+    stream: String,
+    pub state: SagaState,
+}
+
+impl SagaCall {
+    /// Checks that the saga's stream is at this call's version and says it
+    /// is `action`'s turn (409 `saga-moved`, or 409 `conflict`, otherwise).
+    pub async fn turn(self, app: &AppState, order_id: Uuid, action: SagaAction) -> ApiResult<Turn> {
+        // Only a forward step's success may start the step after it.
+        if let Some((next, _)) = self.then {
+            let follows = match action {
+                SagaAction::Run(step) => step.next(),
+                _ => None,
+            };
+            if follows != Some(next) {
+                let message = match follows {
+                    Some(follows) => format!("only {} follows this step", follows.as_str()),
+                    None => "no step follows this one".to_owned(),
+                };
+                return Err(Problem::validation(
+                    StatusCode::BAD_REQUEST,
+                    header::NEXT_STEP,
+                    message,
+                )
+                .into());
+            }
+        }
+        let stream = stream::saga(order_id);
+        let (state, version) = load_saga(&app.store, order_id).await?;
+        if version != self.version {
+            return Err(saga_moved(&stream).into());
+        }
+        // Checked on the state at the very version the outcome is appended
+        // at, so the check holds when the effect is written.
+        if let Err(out_of_turn) = state.turn(action) {
+            return Err(Problem::conflict(format!(
+                "not this call's turn in {stream} at version {version}: {out_of_turn}; \
+                 nothing was written"
+            ))
+            .into());
+        }
+        Ok(Turn {
+            call: self,
+            stream,
+            state,
+        })
+    }
+}
+
+impl Turn {
+    /// The append that records `outcome` (made with the call's attempt) at
+    /// the call's version, followed, after a forward step's success, by the
+    /// next step's start when asked for; it goes first in the transaction
+    /// of the action's effect.
+    pub fn record(
+        &self,
+        ctx: &RequestContext,
+        outcome: impl FnOnce(u32) -> SagaEvent,
+    ) -> StreamAppend {
+        let mut events = vec![outcome(self.call.attempt)];
+        if let Some((step, attempt)) = self.call.then {
+            events.push(SagaEvent::StepStarted { step, attempt });
+        }
+        let events = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| to_new_event(event, ctx, &self.stream, i))
+            .collect();
+        StreamAppend::new(
+            self.stream.clone(),
+            ExpectedVersion::at(self.call.version),
+            events,
+        )
+    }
+}
