@@ -278,30 +278,14 @@ pub async fn run(
     {
         return Ok(());
     }
-    let progress = watchdog.watch("relay");
-    let monitor = tokio::spawn(watch_relay(
-        store.clone(),
-        relay_metrics.clone(),
-        progress,
-        relay_config.clone(),
-        shutdown.clone(),
-    ));
-    let relay = tokio::spawn({
-        let watchdog = watchdog.clone();
-        relay::run(
-            store.clone(),
-            deps.kafka_config(),
-            relay_config,
-            relay_metrics,
-            move |since| {
-                let watchdog = watchdog.clone();
-                async move {
-                    watchdog.stalled_since(since).await;
-                }
-            },
-            shutdown.clone(),
-        )
-    });
+    let (relay, monitor) = start_relay(
+        &store,
+        &deps,
+        relay_config,
+        relay_metrics,
+        &watchdog,
+        &shutdown,
+    );
     let state = AppState {
         idempotency: http::idempotency::Idempotency {
             pool: deps.pg.clone(),
@@ -323,7 +307,60 @@ pub async fn run(
         service_kit::ops::router(SERVICE, deps, watchdog, registry),
     );
     let app = api(state, auth, ops);
-    // Either server failing stops the other, and the workers.
+    let served = serve_both(
+        (listener, app),
+        (internal_listener, internal),
+        limits,
+        &shutdown,
+    )
+    .await;
+    relay.await?;
+    monitor.await?;
+    served
+}
+
+/// Starts the relay of the stored log to Kafka and its monitor (which
+/// tells the watchdog whether it keeps up).
+fn start_relay(
+    store: &EventStore,
+    deps: &Deps,
+    relay_config: RelayConfig,
+    relay_metrics: RelayMetrics,
+    watchdog: &Watchdog,
+    shutdown: &CancellationToken,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let monitor = tokio::spawn(watch_relay(
+        store.clone(),
+        relay_metrics.clone(),
+        watchdog.watch("relay"),
+        relay_config.clone(),
+        shutdown.clone(),
+    ));
+    let watchdog = watchdog.clone();
+    let relay = tokio::spawn(relay::run(
+        store.clone(),
+        deps.kafka_config(),
+        relay_config,
+        relay_metrics,
+        move |since| {
+            let watchdog = watchdog.clone();
+            async move {
+                watchdog.stalled_since(since).await;
+            }
+        },
+        shutdown.clone(),
+    ));
+    (relay, monitor)
+}
+
+/// Serves the public and the internal listener until `shutdown`; either
+/// server failing stops the other, and the workers.
+async fn serve_both(
+    (listener, app): (TcpListener, Router),
+    (internal_listener, internal): (TcpListener, Router),
+    limits: &service_kit::http::limits::Limits,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let (served, served_internal) = tokio::join!(
         async {
             let served = service_kit::serve(listener, app, limits, shutdown.clone()).await;
@@ -337,8 +374,6 @@ pub async fn run(
             served
         },
     );
-    relay.await?;
-    monitor.await?;
     served.and(served_internal)
 }
 

@@ -119,16 +119,7 @@ impl Intake {
             .verify(claimed)
             .await
             .context("looking the batch's order events up in the event store")?;
-        let mut forged = Vec::with_capacity(verified.forged.len());
-        for Forged {
-            claimed,
-            origin,
-            forgery,
-        } in verified.forged
-        {
-            event_relay::warn_forged(origin, &claimed, &forgery);
-            forged.push(forgery.kind());
-        }
+        let forged: Vec<_> = verified.forged.into_iter().map(warned).collect();
         let mut placed = Vec::new();
         // The order ids in `placed`.
         let mut placing = HashSet::new();
@@ -148,18 +139,11 @@ impl Intake {
                     total_cents,
                     ..
                 } if placing.insert(order_id) => {
-                    let started = vec![
-                        SagaEvent::SagaStarted {
-                            order_id,
-                            customer_id,
-                            total_cents,
-                        },
-                        SagaEvent::StepStarted {
-                            step: SagaStep::FIRST,
-                            attempt: 1,
-                        },
-                    ];
-                    placed.push((order_id, started, causation));
+                    placed.push((
+                        order_id,
+                        first_events(order_id, customer_id, total_cents),
+                        causation,
+                    ));
                 }
                 OrderEvent::OrderCancellationRequested { order_id, reason } => {
                     // Placements before it first, so its saga exists.
@@ -257,6 +241,33 @@ impl Intake {
         self.wake.notify_one();
         Ok(())
     }
+}
+
+/// A saga's first events, appended together: its start and its first
+/// step's first attempt's.
+fn first_events(order_id: Uuid, customer_id: Uuid, total_cents: i64) -> Vec<SagaEvent> {
+    vec![
+        SagaEvent::SagaStarted {
+            order_id,
+            customer_id,
+            total_cents,
+        },
+        SagaEvent::StepStarted {
+            step: SagaStep::FIRST,
+            attempt: 1,
+        },
+    ]
+}
+
+/// Warns of a forged message's claim; the kind of forgery, to count.
+fn warned(forged: Forged<&OwnedMessage>) -> &'static str {
+    let Forged {
+        claimed,
+        origin,
+        forgery,
+    } = forged;
+    event_relay::warn_forged(origin, &claimed, &forgery);
+    forgery.kind()
 }
 
 /// The order events a message claims to carry, each tagged with the

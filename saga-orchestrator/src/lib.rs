@@ -203,16 +203,7 @@ pub async fn run(
     let store = EventStore::new(deps.pg.clone());
     let mut registry = Registry::default();
     let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
-    let client = Arc::new(client::StepClient::new(
-        &config.command_service_internal_url,
-        Duration::from_millis(config.step_timeout_ms),
-        client::BreakerConfig {
-            failures: config.breaker_failures.max(1),
-            open_for: Duration::from_millis(config.breaker_open_ms),
-        },
-        config.service_token_file.clone(),
-        watchdog.watch("saga-steps"),
-    )?);
+    let client = Arc::new(step_client(&config, watchdog.watch("saga-steps"))?);
     let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
     // The schema is made by `saga-orchestrator migrate`; wait for it.
     let migrators = [&event_store::migrator(), &own_migrator()];
@@ -227,16 +218,7 @@ pub async fn run(
         return Ok(());
     }
     let wake = Arc::new(Notify::new());
-    let settings = executor::Settings {
-        instance: format!("{}-{}", SERVICE, Uuid::new_v4().simple()),
-        step_deadline: Duration::from_millis(config.step_deadline_ms),
-        retry_base: Duration::from_millis(config.retry_base_ms),
-        retry_max: Duration::from_millis(config.retry_max_ms),
-        compensation_attempts: config.compensation_attempts.max(1),
-        lease: Duration::from_millis(config.lease_ms),
-        poll_interval: Duration::from_millis(config.poll_ms),
-        concurrency: config.concurrency.max(1),
-    };
+    let settings = executor_settings(&config);
     let executor = Arc::new(executor::Executor {
         store: store.clone(),
         pool: deps.pg.clone(),
@@ -279,6 +261,38 @@ pub async fn run(
         executor.run(adopted, shutdown.clone()),
     );
     served
+}
+
+/// The client of command-service's step API that `config` describes.
+fn step_client(
+    config: &Config,
+    progress: service_kit::progress::Progress,
+) -> anyhow::Result<client::StepClient> {
+    client::StepClient::new(
+        &config.command_service_internal_url,
+        Duration::from_millis(config.step_timeout_ms),
+        client::BreakerConfig {
+            failures: config.breaker_failures.max(1),
+            open_for: Duration::from_millis(config.breaker_open_ms),
+        },
+        config.service_token_file.clone(),
+        progress,
+    )
+}
+
+/// How the executor retries, waits and shares work, as `config` says;
+/// each process is an instance of its own.
+fn executor_settings(config: &Config) -> executor::Settings {
+    executor::Settings {
+        instance: format!("{}-{}", SERVICE, Uuid::new_v4().simple()),
+        step_deadline: Duration::from_millis(config.step_deadline_ms),
+        retry_base: Duration::from_millis(config.retry_base_ms),
+        retry_max: Duration::from_millis(config.retry_max_ms),
+        compensation_attempts: config.compensation_attempts.max(1),
+        lease: Duration::from_millis(config.lease_ms),
+        poll_interval: Duration::from_millis(config.poll_ms),
+        concurrency: config.concurrency.max(1),
+    }
 }
 
 /// `saga-orchestrator migrate`: the event store's migrations, then the

@@ -96,21 +96,7 @@ async fn handle(
         }
     };
     let (mut parts, body) = request.into_parts();
-    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-        ApiError::from(Problem::validation(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body",
-            format!("must be at most {BODY_LIMIT} bytes"),
-        ))
-    })?;
-    let mut fingerprint = Vec::with_capacity(bytes.len() + 64);
-    fingerprint.extend_from_slice(parts.method.as_str().as_bytes());
-    fingerprint.push(b' ');
-    fingerprint.extend_from_slice(parts.uri.path().as_bytes());
-    fingerprint.push(b'\n');
-    fingerprint.extend_from_slice(&bytes);
-    let hash = Uuid::new_v5(&FINGERPRINT, &fingerprint);
-
+    let (bytes, hash) = fingerprint(&parts, body).await?;
     let deadline = Instant::now() + keys.wait_for_first;
     loop {
         if claim(keys, &key, hash).await? {
@@ -142,6 +128,28 @@ async fn handle(
             Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+/// The request's body, read whole, and the fingerprint a repeat must
+/// match: its method, path and body.
+async fn fingerprint(
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> Result<(axum::body::Bytes, Uuid), ApiError> {
+    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        ApiError::from(Problem::validation(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            format!("must be at most {BODY_LIMIT} bytes"),
+        ))
+    })?;
+    let mut fingerprint = Vec::with_capacity(bytes.len() + 64);
+    fingerprint.extend_from_slice(parts.method.as_str().as_bytes());
+    fingerprint.push(b' ');
+    fingerprint.extend_from_slice(parts.uri.path().as_bytes());
+    fingerprint.push(b'\n');
+    fingerprint.extend_from_slice(&bytes);
+    Ok((bytes, Uuid::new_v5(&FINGERPRINT, &fingerprint)))
 }
 
 /// Inserts the key unless a live one exists; true if this request owns it.

@@ -121,41 +121,7 @@ pub async fn place(
         .problem
         .into());
     }
-    for (i, line) in body.lines.iter().enumerate() {
-        if !valid_sku(&line.sku) {
-            return Err(unprocessable(
-                format!("lines[{i}].sku"),
-                "must match ^[A-Za-z0-9_-]{1,64}$",
-            ));
-        }
-    }
-    // The customer and the products not yet known are loaded side by side;
-    // what is known never changes (see `catalogue`).
-    let (customer_exists, prices) = tokio::try_join!(
-        customer_exists(&app, body.customer_id),
-        futures::future::try_join_all(body.lines.iter().map(|line| price(&app, &line.sku))),
-    )?;
-    if !customer_exists {
-        return Err(unprocessable(
-            "customer_id",
-            format!("no customer {}", body.customer_id),
-        ));
-    }
-    // Prices come from the catalogue as it is now.
-    let mut lines = Vec::with_capacity(body.lines.len());
-    for (i, (line, price)) in body.lines.iter().zip(prices).enumerate() {
-        let Some(unit_price_cents) = price else {
-            return Err(unprocessable(
-                format!("lines[{i}].sku"),
-                format!("no product {}", line.sku),
-            ));
-        };
-        lines.push(OrderLine {
-            sku: line.sku.clone(),
-            quantity: line.quantity,
-            unit_price_cents,
-        });
-    }
+    let lines = priced_lines(&app, &body).await?;
     let order_id = ctx.new_id("order");
     // A new id names a new stream: nothing to load before appending.
     let executed = execute_new::<Order, _>(&app, &stream::order(order_id), &ctx, None, |_| {
@@ -182,6 +148,46 @@ pub async fn place(
         axum::Json(view),
     )
         .into_response())
+}
+
+/// The order's lines at catalogue prices as they are now; 422 for a
+/// malformed or unknown SKU or an unknown customer.
+async fn priced_lines(app: &AppState, body: &PlaceOrder) -> ApiResult<Vec<OrderLine>> {
+    for (i, line) in body.lines.iter().enumerate() {
+        if !valid_sku(&line.sku) {
+            return Err(unprocessable(
+                format!("lines[{i}].sku"),
+                "must match ^[A-Za-z0-9_-]{1,64}$",
+            ));
+        }
+    }
+    // The customer and the products not yet known are loaded side by side;
+    // what is known never changes (see `catalogue`).
+    let (customer_exists, prices) = tokio::try_join!(
+        customer_exists(app, body.customer_id),
+        futures::future::try_join_all(body.lines.iter().map(|line| price(app, &line.sku))),
+    )?;
+    if !customer_exists {
+        return Err(unprocessable(
+            "customer_id",
+            format!("no customer {}", body.customer_id),
+        ));
+    }
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for (i, (line, price)) in body.lines.iter().zip(prices).enumerate() {
+        let Some(unit_price_cents) = price else {
+            return Err(unprocessable(
+                format!("lines[{i}].sku"),
+                format!("no product {}", line.sku),
+            ));
+        };
+        lines.push(OrderLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            unit_price_cents,
+        });
+    }
+    Ok(lines)
 }
 
 /// Whether the customer exists (remembered once seen).

@@ -119,6 +119,44 @@ impl SagaState {
                 self.total_cents = *total_cents;
                 self.status = SagaStatus::Running;
             }
+            SagaEvent::StepStarted { .. }
+            | SagaEvent::StepSucceeded { .. }
+            | SagaEvent::StepFailed { .. }
+            | SagaEvent::StepCompensationStarted { .. }
+            | SagaEvent::StepCompensated { .. }
+            | SagaEvent::StepCompensationFailed { .. } => self.evolve_step(event),
+            SagaEvent::RetryScheduled { .. } => {}
+            SagaEvent::CompensationStarted { reason } => {
+                self.status = SagaStatus::Compensating;
+                self.compensating = true;
+                self.failure_reason = Some(reason.clone());
+                self.current_step = None;
+                // A step interrupted while running (by a cancellation) may
+                // or may not have taken effect; compensating it is safe
+                // because every compensation is idempotent.
+            }
+            SagaEvent::CancellationRequested { reason } => {
+                self.cancellation_reason = Some(reason.clone());
+            }
+            SagaEvent::SagaCompleted { tracking_number } => {
+                if tracking_number.is_some() {
+                    self.tracking_number = tracking_number.clone();
+                }
+                self.end(SagaStatus::Completed, None);
+            }
+            SagaEvent::SagaCompensated { reason } => {
+                self.end(SagaStatus::Compensated, Some(reason))
+            }
+            SagaEvent::SagaFailed { reason } => self.end(SagaStatus::Failed, Some(reason)),
+            SagaEvent::SagaRetryRequested {} => self.retried(),
+        }
+        self
+    }
+
+    /// Evolves the state of the step an event is about, and which step is
+    /// current.
+    fn evolve_step(&mut self, event: &SagaEvent) {
+        match event {
             SagaEvent::StepStarted { step, attempt } => {
                 let state = self.step_mut(*step);
                 state.status = StepStatus::Running;
@@ -126,8 +164,7 @@ impl SagaState {
                 self.current_step = Some(*step);
             }
             SagaEvent::StepSucceeded { step, detail, .. } => {
-                let state = self.step_mut(*step);
-                state.status = StepStatus::Succeeded;
+                self.step_mut(*step).status = StepStatus::Succeeded;
                 if step.spec().yields_tracking_number {
                     self.tracking_number = detail.clone();
                 }
@@ -146,16 +183,6 @@ impl SagaState {
                     self.current_step = None;
                     self.failed_step = Some(*step);
                 }
-            }
-            SagaEvent::RetryScheduled { .. } => {}
-            SagaEvent::CompensationStarted { reason } => {
-                self.status = SagaStatus::Compensating;
-                self.compensating = true;
-                self.failure_reason = Some(reason.clone());
-                self.current_step = None;
-                // A step interrupted while running (by a cancellation) may
-                // or may not have taken effect; compensating it is safe
-                // because every compensation is idempotent.
             }
             SagaEvent::StepCompensationStarted { step, attempt } => {
                 let state = self.step_mut(*step);
@@ -183,51 +210,44 @@ impl SagaState {
                     state.status = StepStatus::CompensationFailed;
                 }
             }
-            SagaEvent::CancellationRequested { reason } => {
-                self.cancellation_reason = Some(reason.clone());
-            }
-            SagaEvent::SagaCompleted { tracking_number } => {
-                self.status = SagaStatus::Completed;
-                if tracking_number.is_some() {
-                    self.tracking_number = tracking_number.clone();
+            // Not about one step: `evolve` handles them.
+            _ => {}
+        }
+    }
+
+    /// The saga ends (or fails, until an operator retries it), for
+    /// `reason` if given.
+    fn end(&mut self, status: SagaStatus, reason: Option<&String>) {
+        self.status = status;
+        if let Some(reason) = reason {
+            self.failure_reason = Some(reason.clone());
+        }
+        self.current_step = None;
+    }
+
+    /// An operator retried the failed saga: it resumes where it stopped.
+    fn retried(&mut self) {
+        self.status = if self.compensating {
+            SagaStatus::Compensating
+        } else {
+            SagaStatus::Running
+        };
+        for state in self.steps.values_mut() {
+            match state.status {
+                // The compensation that failed is tried again, with fresh
+                // attempts.
+                StepStatus::CompensationFailed => {
+                    state.status = StepStatus::Succeeded;
+                    state.compensation_attempts = 0;
+                    state.compensation_failures = 0;
                 }
-                self.current_step = None;
-            }
-            SagaEvent::SagaCompensated { reason } => {
-                self.status = SagaStatus::Compensated;
-                self.failure_reason = Some(reason.clone());
-                self.current_step = None;
-            }
-            SagaEvent::SagaFailed { reason } => {
-                self.status = SagaStatus::Failed;
-                self.failure_reason = Some(reason.clone());
-                self.current_step = None;
-            }
-            SagaEvent::SagaRetryRequested {} => {
-                self.status = if self.compensating {
-                    SagaStatus::Compensating
-                } else {
-                    SagaStatus::Running
-                };
-                for state in self.steps.values_mut() {
-                    match state.status {
-                        // Resume where it stopped: the compensation that
-                        // failed is tried again, with fresh attempts.
-                        StepStatus::CompensationFailed => {
-                            state.status = StepStatus::Succeeded;
-                            state.compensation_attempts = 0;
-                            state.compensation_failures = 0;
-                        }
-                        StepStatus::Failed if !self.compensating => {
-                            state.status = StepStatus::Pending;
-                            state.attempts = 0;
-                            self.failed_step = None;
-                        }
-                        _ => {}
-                    }
+                StepStatus::Failed if !self.compensating => {
+                    state.status = StepStatus::Pending;
+                    state.attempts = 0;
+                    self.failed_step = None;
                 }
+                _ => {}
             }
         }
-        self
     }
 }

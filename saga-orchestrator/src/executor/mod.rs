@@ -176,35 +176,7 @@ impl Executor {
         let mut look = true;
         loop {
             if look {
-                let slots = take_slots(&self.slots, self.settings.concurrency);
-                if !slots.is_empty() {
-                    let claimed_at = Instant::now();
-                    match instances::claim(
-                        &self.pool,
-                        &self.settings.instance,
-                        self.settings.lease,
-                        slots.len(),
-                    )
-                    .await
-                    {
-                        Ok(claimed) => {
-                            look = claimed.len() == slots.len();
-                            for ((order_id, nudges), slot) in claimed.into_iter().zip(slots) {
-                                let run = Run {
-                                    order_id,
-                                    nudges,
-                                    leased_at: claimed_at,
-                                    loaded: None,
-                                    slot,
-                                };
-                                running.spawn(Arc::clone(&self).execute(run, release.clone()));
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
-                        }
-                    }
-                }
+                look = self.claim_due(&mut running, &release).await;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -229,6 +201,44 @@ impl Executor {
         running.shutdown().await;
         drop(release);
         let _ = releaser.await;
+    }
+
+    /// Claims due sagas for this instance's free places and starts them;
+    /// whether to look again once a place is free: more may be waiting
+    /// (no free place, or every place found a saga, or the claim failed).
+    async fn claim_due(
+        self: &Arc<Self>,
+        running: &mut JoinSet<()>,
+        release: &mpsc::UnboundedSender<Release>,
+    ) -> bool {
+        let slots = take_slots(&self.slots, self.settings.concurrency);
+        if slots.is_empty() {
+            return true;
+        }
+        let claimed_at = Instant::now();
+        let settings = &self.settings;
+        let claimed =
+            match instances::claim(&self.pool, &settings.instance, settings.lease, slots.len())
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
+                    return true;
+                }
+            };
+        let more = claimed.len() == slots.len();
+        for ((order_id, nudges), slot) in claimed.into_iter().zip(slots) {
+            let run = Run {
+                order_id,
+                nudges,
+                leased_at: claimed_at,
+                loaded: None,
+                slot,
+            };
+            running.spawn(Arc::clone(self).execute(run, release.clone()));
+        }
+        more
     }
 
     async fn execute(self: Arc<Self>, run: Run, release: mpsc::UnboundedSender<Release>) {

@@ -53,66 +53,66 @@ impl<S: Send + Sync> FromRequestParts<S> for SagaCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let text = |name: &'static str| -> ApiResult<Option<&str>> {
-            parts
-                .headers
-                .get(name)
-                .map(|value| {
-                    value.to_str().map(str::trim).map_err(|_| {
-                        Problem::validation(StatusCode::BAD_REQUEST, name, "must be text").into()
-                    })
-                })
-                .transpose()
-        };
-        let attempt = |name: &'static str| -> ApiResult<u32> {
-            let Some(value) = text(name)? else {
-                return Ok(1);
-            };
-            value.parse().ok().filter(|a| *a >= 1).ok_or_else(|| {
-                Problem::validation(
-                    StatusCode::BAD_REQUEST,
-                    name,
-                    "must be a whole number from 1",
-                )
-                .into()
-            })
-        };
-        let Some(version) = text(header::VERSION)? else {
-            return Err(Problem::validation(
-                StatusCode::BAD_REQUEST,
+        let headers = Headers(&parts.headers);
+        let Some(version) = headers.text(header::VERSION)? else {
+            return Err(bad(
                 header::VERSION,
                 "is required: the version of the saga's stream the call was decided on",
-            )
-            .into());
+            ));
         };
-        let version = version.parse().map_err(|_| {
-            Problem::validation(
-                StatusCode::BAD_REQUEST,
-                header::VERSION,
-                "must be a whole number",
-            )
-        })?;
-        let then = match text(header::NEXT_STEP)? {
+        let version = version
+            .parse()
+            .map_err(|_| bad(header::VERSION, "must be a whole number"))?;
+        let then = match headers.text(header::NEXT_STEP)? {
             None => None,
             Some(name) => {
                 let step = SagaStep::parse(name).ok_or_else(|| {
-                    Problem::validation(
-                        StatusCode::BAD_REQUEST,
-                        header::NEXT_STEP,
-                        format!(
-                            "must be one of {}",
-                            SagaStep::ALL.map(SagaStep::as_str).join(", ")
-                        ),
-                    )
+                    let steps = SagaStep::ALL.map(SagaStep::as_str).join(", ");
+                    bad(header::NEXT_STEP, format!("must be one of {steps}"))
                 })?;
-                Some((step, attempt(header::NEXT_ATTEMPT)?))
+                Some((step, headers.attempt(header::NEXT_ATTEMPT)?))
             }
         };
         Ok(Self {
             version,
-            attempt: attempt(header::ATTEMPT)?,
+            attempt: headers.attempt(header::ATTEMPT)?,
             then,
         })
+    }
+}
+
+/// A 400 naming the header that is missing or malformed.
+fn bad(name: &'static str, message: impl Into<String>) -> ApiError {
+    Problem::validation(StatusCode::BAD_REQUEST, name, message).into()
+}
+
+/// A step call's headers, read as text.
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl Headers<'_> {
+    /// The header's value, trimmed, if present.
+    fn text(&self, name: &'static str) -> ApiResult<Option<&str>> {
+        self.0
+            .get(name)
+            .map(|value| {
+                value
+                    .to_str()
+                    .map(str::trim)
+                    .map_err(|_| bad(name, "must be text"))
+            })
+            .transpose()
+    }
+
+    /// An attempt number (from 1); 1 when absent.
+    fn attempt(&self, name: &'static str) -> ApiResult<u32> {
+        let Some(value) = self.text(name)? else {
+            return Ok(1);
+        };
+        value
+            .parse()
+            .ok()
+            .filter(|a| *a >= 1)
+            .ok_or_else(|| bad(name, "must be a whole number from 1"))
     }
 }
 
