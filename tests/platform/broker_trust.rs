@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use event_relay::{self as relay, MessageFormat};
 use event_store::RecordedEvent;
-use harness::services::{self, RunningService};
-use harness::{TestEnv, eventually};
+use harness::eventually;
+use harness::platform;
+use harness::services::RunningService;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -24,55 +25,20 @@ use crate::write_api::address;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-struct Platform {
-    env: TestEnv,
-    client: Client,
-    command: RunningService,
-    query: RunningService,
-    projector: RunningService,
-    orchestrator: RunningService,
+/// The whole platform, with what these tests ask of it.
+struct Platform(platform::Platform);
+
+impl std::ops::Deref for Platform {
+    type Target = platform::Platform;
+
+    fn deref(&self) -> &platform::Platform {
+        &self.0
+    }
 }
 
 impl Platform {
     async fn start(format: MessageFormat) -> Self {
-        let env = TestEnv::new().await;
-        let command =
-            services::command_service_with(&env, |config| config.relay_message_format = format)
-                .await;
-        let projector = services::projector(&env).await;
-        let query = services::query_service(&env).await;
-        let steps = command
-            .internal_url
-            .clone()
-            .expect("the step API's listener");
-        let orchestrator = services::saga_orchestrator(&env, &steps, |config| {
-            config.retry_base_ms = 50;
-            config.retry_max_ms = 400;
-            config.poll_ms = 50;
-        })
-        .await;
-        let platform = Self {
-            env,
-            client: harness::auth::admin(),
-            command,
-            query,
-            projector,
-            orchestrator,
-        };
-        for url in [&platform.command.url, &platform.query.url] {
-            let ready = format!("{url}/health/ready");
-            eventually(Duration::from_secs(60), "services ready", || async {
-                platform
-                    .client
-                    .get(&ready)
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                Ok(())
-            })
-            .await;
-        }
-        platform
+        Self(platform::Platform::start_relaying(format, platform::fast_retries).await)
     }
 
     async fn command(&self, path: &str, body: Value) -> Value {
@@ -322,7 +288,7 @@ async fn forged_messages_change_nothing(format: MessageFormat) {
         .await;
     platform
         .counted(
-            &platform.orchestrator,
+            platform.orchestrator.as_ref().expect("running"),
             "saga_intake_forged_events_total",
             [("not_stored", 1), ("differs", 1)],
         )

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use event_store::Checkpoint;
-use harness::auth;
 use harness::proxy::FaultProxy;
 use harness::services::{self, RunningService};
 use harness::{TestEnv, eventually};
+use harness::{auth, platform};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -31,6 +31,7 @@ struct Platform {
     read_side: Option<ReadSide>,
 }
 
+/// The rest of the whole platform.
 struct ReadSide {
     query: RunningService,
     projector: RunningService,
@@ -38,68 +39,40 @@ struct ReadSide {
     proxy: FaultProxy,
 }
 
-fn fast_retries(config: &mut saga_orchestrator::Config) {
-    config.step_timeout_ms = 10_000;
-    config.retry_base_ms = 50;
-    config.retry_max_ms = 400;
-    config.compensation_attempts = 5;
-    config.breaker_failures = 5;
-    config.breaker_open_ms = 300;
-    config.lease_ms = 2_000;
-    config.poll_ms = 50;
-}
-
 impl Platform {
     /// The command-service alone.
     async fn command_only() -> Self {
         let env = TestEnv::new().await;
         let command = services::command_service(&env).await;
-        let platform = Self {
+        let admin = auth::admin();
+        let url = format!("{}/health/ready", command.url);
+        eventually(Duration::from_secs(60), "command-service ready", || async {
+            admin.get(&url).send().await?.error_for_status()?;
+            Ok(())
+        })
+        .await;
+        Self {
             env,
-            admin: auth::admin(),
+            admin,
             command,
             read_side: None,
-        };
-        platform.ready(&platform.command).await;
-        platform
+        }
     }
 
     /// Command-service, projector, query-service and saga-orchestrator.
     async fn whole() -> Self {
-        let env = TestEnv::new().await;
-        let command = services::command_service(&env).await;
-        let steps = command
-            .internal_url
-            .as_deref()
-            .expect("an internal listener");
-        let proxy = FaultProxy::start(steps).await;
-        let projector = services::projector(&env).await;
-        let query = services::query_service(&env).await;
-        let orchestrator = services::saga_orchestrator(&env, &proxy.url, fast_retries).await;
-        let platform = Self {
-            env,
-            admin: auth::admin(),
-            command,
+        let whole = platform::Platform::start().await;
+        Self {
+            env: whole.env,
+            admin: whole.client,
+            command: whole.command,
             read_side: Some(ReadSide {
-                query,
-                projector,
-                orchestrator,
-                proxy,
+                query: whole.query,
+                projector: whole.projector,
+                orchestrator: whole.orchestrator.expect("running"),
+                proxy: whole.proxy,
             }),
-        };
-        platform.ready(&platform.command).await;
-        platform.ready(&platform.side().query).await;
-        platform.ready(&platform.side().projector).await;
-        platform
-    }
-
-    async fn ready(&self, service: &RunningService) {
-        let url = format!("{}/health/ready", service.url);
-        eventually(Duration::from_secs(60), "services ready", || async {
-            self.admin.get(&url).send().await?.error_for_status()?;
-            Ok(())
-        })
-        .await;
+        }
     }
 
     fn side(&self) -> &ReadSide {

@@ -13,37 +13,31 @@ use domain::Event;
 use domain::customer::CustomerEvent;
 use domain::product::{Product, ProductEvent};
 use event_relay::MessageFormat;
-use harness::proxy::FaultProxy;
-use harness::services::{self, RunningService};
-use harness::{TestEnv, eventually};
-use reqwest::{Client, StatusCode};
+use harness::eventually;
+use harness::platform::{self, fast_retries};
+use harness::services;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::write_api::{address, assert_problem};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-struct Platform {
-    env: TestEnv,
-    client: Client,
-    command: RunningService,
-    proxy: FaultProxy,
-    query: RunningService,
-    _projector: RunningService,
-    orchestrator: Option<RunningService>,
+/// The whole platform, with what these tests ask of it.
+struct Platform(platform::Platform);
+
+impl std::ops::Deref for Platform {
+    type Target = platform::Platform;
+
+    fn deref(&self) -> &platform::Platform {
+        &self.0
+    }
 }
 
-fn fast_retries(config: &mut saga_orchestrator::Config) {
-    // Tests run side by side on a small machine, where a step can take
-    // seconds; no test here is about calls timing out.
-    config.step_timeout_ms = 10_000;
-    config.retry_base_ms = 50;
-    config.retry_max_ms = 400;
-    config.compensation_attempts = 5;
-    config.breaker_failures = 5;
-    config.breaker_open_ms = 300;
-    config.lease_ms = 2_000;
-    config.poll_ms = 50;
+impl std::ops::DerefMut for Platform {
+    fn deref_mut(&mut self) -> &mut platform::Platform {
+        &mut self.0
+    }
 }
 
 impl Platform {
@@ -66,64 +60,18 @@ impl Platform {
     }
 
     async fn start() -> Self {
-        Self::start_with(fast_retries).await
+        Self(platform::Platform::start().await)
     }
 
-    /// The platform with the orchestrator's settings changed by `adjust`.
     async fn start_with(adjust: impl FnOnce(&mut saga_orchestrator::Config)) -> Self {
-        Self::start_relaying(MessageFormat::default(), adjust).await
+        Self(platform::Platform::start_with(adjust).await)
     }
 
-    /// The platform with the relay publishing in `format`.
     async fn start_relaying(
         format: MessageFormat,
         adjust: impl FnOnce(&mut saga_orchestrator::Config),
     ) -> Self {
-        let env = TestEnv::new().await;
-        let command =
-            services::command_service_with(&env, |config| config.relay_message_format = format)
-                .await;
-        let steps = command
-            .internal_url
-            .as_deref()
-            .expect("an internal listener");
-        let proxy = FaultProxy::start(steps).await;
-        let projector = services::projector(&env).await;
-        let query = services::query_service(&env).await;
-        let orchestrator = services::saga_orchestrator(&env, &proxy.url, adjust).await;
-        let platform = Self {
-            env,
-            client: harness::auth::admin(),
-            command,
-            proxy,
-            query,
-            _projector: projector,
-            orchestrator: Some(orchestrator),
-        };
-        for url in [&platform.command.url, &platform.query.url] {
-            let ready = format!("{url}/health/ready");
-            eventually(Duration::from_secs(60), "services ready", || async {
-                platform
-                    .client
-                    .get(&ready)
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                Ok(())
-            })
-            .await;
-        }
-        platform
-    }
-
-    async fn restart_orchestrator(&mut self) {
-        let orchestrator =
-            services::saga_orchestrator(&self.env, &self.proxy.url, fast_retries).await;
-        self.orchestrator = Some(orchestrator);
-    }
-
-    fn orchestrator_url(&self) -> &str {
-        &self.orchestrator.as_ref().expect("running").url
+        Self(platform::Platform::start_relaying(format, adjust).await)
     }
 
     async fn command(&self, path: &str, body: Value) -> (StatusCode, Value) {

@@ -8,6 +8,7 @@
 //!   shared containers, so tests run in parallel without seeing each other.
 //! - [`services`] starts the real services in-process on port 0.
 //! - [`proxy`] puts a fault-injecting HTTP proxy in front of a service.
+//! - [`platform`] starts every service on one [`TestEnv`], ready.
 //! - [`eventually`] is the only way tests wait: bounded polling with a
 //!   deadline.
 //!
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod bench;
 pub mod chaos;
 pub mod infra;
+pub mod platform;
 pub mod proxy;
 pub mod services;
 
