@@ -133,6 +133,7 @@ pub fn routes() -> RouteTable<AppState> {
         .post("/v1/orders", Access::WRITE_OWN, orders::place)
         .post("/v1/orders/{id}/cancel", Access::WRITE_OWN, orders::cancel)
         .get("/v1/orders/{id}/state", Access::READ, orders::state)
+        .get("/v1/orders/{id}/trace", Access::READ, trace::trace)
         .get(
             "/v1/streams/{stream_id}/events",
             Access::READ,

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{customers, orders, products, steps, streams};
+use crate::routes::{customers, orders, products, steps, streams, trace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use crate::routes::{customers, orders, products, steps, streams};
         orders::cancel,
         orders::state,
         streams::events,
+        trace::trace,
     )
 )]
 pub struct ApiDoc;

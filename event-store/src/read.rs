@@ -140,6 +140,32 @@ impl EventStore {
         rows.iter().map(|row| self.decode(row)).collect()
     }
 
+    /// The events of `root_stream` and every event they caused, directly or
+    /// through other events, in any stream (each event's `causation_id`
+    /// names the event that caused it), in global order; at most `limit`.
+    /// Only causation is followed, never a correlation id, which a client
+    /// chooses: nothing outside the chain can join it, and nothing in it
+    /// can leave.
+    pub async fn trace(&self, root_stream: &str, limit: u32) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "with recursive chain(event_id) as (
+               select event_id from events where stream_id = $1
+               union
+               select e.event_id from events e
+               join chain c on e.metadata ->> 'causation_id' = c.event_id::text
+             )
+             select {COLUMNS} from events
+             where event_id in (select event_id from chain)
+             order by transaction_id, position
+             limit $2"
+        )))
+        .bind(root_stream)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
     /// The current version of a stream, 0 when it does not exist.
     pub async fn stream_version(&self, stream_id: &str) -> Result<u64> {
         let version: Option<i64> =

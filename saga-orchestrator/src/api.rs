@@ -73,15 +73,19 @@ async fn resume(state: &ApiState, order_id: Uuid, actor: &str) -> anyhow::Result
             .into_response());
         }
         let retried = [SagaEvent::SagaRetryRequested {}];
+        // An operator's command, in the saga's chain: caused by the saga's
+        // last event, which the retry acts on.
+        let cause = record::Cause::next_in(&loaded, order_id, "operator");
         if record::append_by(
             &state.store,
             order_id,
             loaded.version,
             &retried,
-            "operator",
+            &cause,
             Some(actor),
         )
         .await?
+        .is_some()
         {
             break;
         }

@@ -32,8 +32,12 @@ use uuid::Uuid;
 /// What the step API answered a call, sorted by what the executor does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// Done; for a shipment, its tracking number.
-    Succeeded { tracking_number: Option<String> },
+    /// Done; for a shipment, its tracking number; `recorded`: the last
+    /// event the call recorded in the saga's stream.
+    Succeeded {
+        tracking_number: Option<String>,
+        recorded: Option<Uuid>,
+    },
     /// The business said no (insufficient stock, payment declined, shipping
     /// unavailable).
     Refused(RejectionReason),
@@ -265,6 +269,7 @@ fn classify(path: &str, status: StatusCode, retry_after: bool, body: &Value) -> 
     if status.is_success() {
         return Reply::Succeeded {
             tracking_number: body["tracking_number"].as_str().map(str::to_owned),
+            recorded: body["recorded"].as_str().and_then(|id| id.parse().ok()),
         };
     }
     if status == StatusCode::CONFLICT && retry_after {
@@ -380,7 +385,8 @@ mod tests {
                 &serde_json::json!({"tracking_number": "TRK-1"})
             ),
             Reply::Succeeded {
-                tracking_number: Some("TRK-1".into())
+                tracking_number: Some("TRK-1".into()),
+                recorded: None,
             }
         );
         assert_eq!(

@@ -129,7 +129,14 @@ impl Intake {
             let Ok(event) = OrderEvent::decode(&stored.event_type, &stored.data) else {
                 continue;
             };
-            let causation = stored.event_id.to_string();
+            // What the saga's events that this one causes carry: caused by
+            // it, in its chain.
+            let cause = record::Cause {
+                correlation_id: stored.metadata["correlation_id"]
+                    .as_str()
+                    .map_or_else(|| stored.stream_id.clone(), str::to_owned),
+                causation_id: stored.event_id.to_string(),
+            };
             match event {
                 // Once per batch: a redelivered placement is harmless later,
                 // but one statement may not touch a row twice.
@@ -139,17 +146,17 @@ impl Intake {
                     total_cents,
                     ..
                 } if placing.insert(order_id) => {
-                    placed.push((
+                    placed.push(record::Start {
                         order_id,
-                        first_events(order_id, customer_id, total_cents),
-                        causation,
-                    ));
+                        events: first_events(order_id, customer_id, total_cents),
+                        cause,
+                    });
                 }
                 OrderEvent::OrderCancellationRequested { order_id, reason } => {
                     // Placements before it first, so its saga exists.
                     self.start(&mut placed).await?;
                     placing.clear();
-                    self.cancel(order_id, reason, &causation).await?;
+                    self.cancel(order_id, reason, &cause).await?;
                 }
                 _ => {}
             }
@@ -163,19 +170,21 @@ impl Intake {
 
     /// Starts the sagas of `placed` and hands them to the executor, or
     /// makes them due; empties it.
-    async fn start(&self, placed: &mut Vec<(Uuid, Vec<SagaEvent>, String)>) -> anyhow::Result<()> {
+    async fn start(&self, placed: &mut Vec<record::Start>) -> anyhow::Result<()> {
         if placed.is_empty() {
             return Ok(());
         }
         let started = record::start_all(&self.store, placed).await?;
-        let new: Vec<usize> = (0..placed.len()).filter(|&i| started[i]).collect();
+        let new: Vec<usize> = (0..placed.len())
+            .filter(|&i| started[i].is_some())
+            .collect();
         self.metrics.started.inc_by(new.len() as u64);
         // The executor's free places go to new sagas, leased to it now.
         let places = self.handoff.places(new.len());
         let chosen: Vec<Uuid> = new
             .iter()
             .take(places.len())
-            .map(|&i| placed[i].0)
+            .map(|&i| placed[i].order_id)
             .collect();
         let leased_at = std::time::Instant::now();
         let leased = instances::lease_new(
@@ -188,15 +197,18 @@ impl Intake {
         let recorded_at = chrono::Utc::now();
         let mut places = places.into_iter();
         let mut due = Vec::new();
-        for (order_id, events, _) in placed.iter() {
+        for (start, last_event_id) in placed.iter().zip(started) {
             // `leased` is part of `chosen`, which has a place each.
-            if leased.contains(order_id)
+            if leased.contains(&start.order_id)
                 && let Some(place) = places.next()
             {
-                let loaded = record::SagaRecord::of(events, recorded_at);
-                self.handoff.hand_over(*order_id, loaded, leased_at, place);
+                let mut loaded = record::SagaRecord::of(&start.events, recorded_at);
+                loaded.correlation_id = Some(start.cause.correlation_id.clone());
+                loaded.last_event_id = last_event_id;
+                self.handoff
+                    .hand_over(start.order_id, loaded, leased_at, place);
             } else {
-                due.push(*order_id);
+                due.push(start.order_id);
             }
         }
         if !due.is_empty() {
@@ -207,7 +219,14 @@ impl Intake {
         Ok(())
     }
 
-    async fn cancel(&self, order_id: Uuid, reason: String, causation: &str) -> anyhow::Result<()> {
+    /// Records the cancellation (caused by `cause`, the order's
+    /// cancellation request) and makes the saga due.
+    async fn cancel(
+        &self,
+        order_id: Uuid,
+        reason: String,
+        cause: &record::Cause,
+    ) -> anyhow::Result<()> {
         // Until it is recorded: a lost race waits as any other (the saga's
         // own appends are what it races with).
         for attempt in 1.. {
@@ -225,14 +244,9 @@ impl Intake {
             let requested = SagaEvent::CancellationRequested {
                 reason: reason.clone(),
             };
-            if record::append(
-                &self.store,
-                order_id,
-                loaded.version,
-                &[requested],
-                causation,
-            )
-            .await?
+            if record::append(&self.store, order_id, loaded.version, &[requested], cause)
+                .await?
+                .is_some()
             {
                 break;
             }

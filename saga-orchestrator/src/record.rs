@@ -19,6 +19,12 @@ pub struct SagaRecord {
     /// When each step's first attempt started (since the last operator
     /// retry): its deadline runs from there.
     pub first_started: PerStep<Option<DateTime<Utc>>>,
+    /// The correlation id of the saga's first event (its placement's): every
+    /// event of the saga carries it.
+    pub correlation_id: Option<String>,
+    /// The saga's last event, as far as this process knows: what its next
+    /// event is caused by.
+    pub last_event_id: Option<Uuid>,
 }
 
 impl SagaRecord {
@@ -28,6 +34,8 @@ impl SagaRecord {
             state: SagaState::default(),
             version: 0,
             first_started: PerStep::default(),
+            correlation_id: None,
+            last_event_id: None,
         };
         for event in events {
             loaded.apply(event, at);
@@ -63,6 +71,12 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<SagaReco
             let event = SagaEvent::decode(&recorded.event_type, &recorded.data)?;
             loaded.apply(&event, recorded.recorded_at);
             loaded.version = recorded.version;
+            if recorded.version == 1 {
+                loaded.correlation_id = recorded.metadata["correlation_id"]
+                    .as_str()
+                    .map(str::to_owned);
+            }
+            loaded.last_event_id = Some(recorded.event_id);
         }
         if !more {
             break;
@@ -71,62 +85,93 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<SagaReco
     Ok(loaded)
 }
 
+/// What caused the events an append writes: the correlation id of the
+/// chain they belong to and the event (or command) that caused them.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    pub correlation_id: String,
+    pub causation_id: String,
+}
+
+impl Cause {
+    /// What the saga's next event is caused by, as `loaded` knows it: its
+    /// last event, in its placement's chain; `otherwise` names the cause
+    /// when no event is known.
+    pub fn next_in(loaded: &SagaRecord, order_id: Uuid, otherwise: &str) -> Self {
+        Self {
+            correlation_id: loaded
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| order_id.to_string()),
+            causation_id: loaded
+                .last_event_id
+                .map_or_else(|| otherwise.to_owned(), |id| id.to_string()),
+        }
+    }
+}
+
+/// A saga to start: its order, its first events, and what caused them
+/// (the order's placement).
+pub struct Start {
+    pub order_id: Uuid,
+    pub events: Vec<SagaEvent>,
+    pub cause: Cause,
+}
+
 /// Starts sagas, each with its first events, written together where they
 /// can be (see [`EventStore::append_each`]); a saga that already exists
-/// (a redelivery) is left as it is. Says, per saga, whether it was started
-/// now.
-pub async fn start_all(
-    store: &EventStore,
-    sagas: &[(Uuid, Vec<SagaEvent>, String)],
-) -> anyhow::Result<Vec<bool>> {
+/// (a redelivery) is left as it is. Says, per saga, the id of its last
+/// event if it was started now.
+pub async fn start_all(store: &EventStore, sagas: &[Start]) -> anyhow::Result<Vec<Option<Uuid>>> {
     let appends: Vec<_> = sagas
         .iter()
-        .map(|(order_id, events, causation_id)| {
-            let metadata = metadata(*order_id, causation_id);
-            let events = events
-                .iter()
-                .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))
-                .collect();
+        .map(|start| {
+            let events = new_events(&start.events, &start.cause, None);
             vec![StreamAppend::new(
-                stream_id(*order_id),
+                stream_id(start.order_id),
                 ExpectedVersion::NoStream,
                 events,
             )]
         })
         .collect();
     let mut started = Vec::with_capacity(sagas.len());
-    for result in store.append_each(&appends).await {
+    for (result, append) in store.append_each(&appends).await.into_iter().zip(&appends) {
         match result {
-            Ok(_) => started.push(true),
-            Err(error) if error.is_concurrency_conflict() => started.push(false),
+            Ok(_) => started.push(append[0].events.last().map(|event| event.event_id)),
+            Err(error) if error.is_concurrency_conflict() => started.push(None),
             Err(error) => return Err(error.into()),
         }
     }
     Ok(started)
 }
 
-/// The metadata of the orchestrator's own appends: the saga's order as
-/// the correlation, and the orchestrator itself as the `actor` (an
-/// operator's retry names the operator instead: [`append_by`]).
-fn metadata(order_id: Uuid, causation_id: &str) -> Metadata {
-    Metadata {
-        correlation_id: order_id.to_string(),
-        causation_id: causation_id.to_owned(),
+/// The events as stored, with their metadata: `cause`, and as `actor` the
+/// orchestrator itself, or `actor` (who asked: a token's subject) when
+/// given.
+fn new_events(events: &[SagaEvent], cause: &Cause, actor: Option<&str>) -> Vec<NewEvent> {
+    let metadata = Metadata {
+        correlation_id: cause.correlation_id.clone(),
+        causation_id: cause.causation_id.clone(),
         ..Metadata::default()
     }
-    .with_actor(crate::SERVICE)
+    .with_actor(actor.unwrap_or(crate::SERVICE));
+    events
+        .iter()
+        .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))
+        .collect()
 }
 
-/// Appends events if the saga is still at `version`; false when another
-/// writer got there first (reload and decide again).
+/// Appends events if the saga is still at `version`; the id of the last
+/// one, or `None` when another writer got there first (reload and decide
+/// again).
 pub async fn append(
     store: &EventStore,
     order_id: Uuid,
     version: u64,
     events: &[SagaEvent],
-    causation_id: &str,
-) -> anyhow::Result<bool> {
-    append_by(store, order_id, version, events, causation_id, None).await
+    cause: &Cause,
+) -> anyhow::Result<Option<Uuid>> {
+    append_by(store, order_id, version, events, cause, None).await
 }
 
 /// [`append`], recording `actor` (who asked: a token's subject) in the
@@ -136,24 +181,18 @@ pub async fn append_by(
     order_id: Uuid,
     version: u64,
     events: &[SagaEvent],
-    causation_id: &str,
+    cause: &Cause,
     actor: Option<&str>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Uuid>> {
+    let events = new_events(events, cause, actor);
+    let last = events.last().map(|event| event.event_id);
     let expected = ExpectedVersion::at(version);
-    let mut metadata = metadata(order_id, causation_id);
-    if let Some(actor) = actor {
-        metadata = metadata.with_actor(actor);
-    }
-    let events = events
-        .iter()
-        .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))
-        .collect();
     match store
         .append(&[StreamAppend::new(stream_id(order_id), expected, events)])
         .await
     {
-        Ok(_) => Ok(true),
-        Err(event_store::Error::ConcurrencyConflict { .. }) => Ok(false),
+        Ok(_) => Ok(last),
+        Err(event_store::Error::ConcurrencyConflict { .. }) => Ok(None),
         Err(error) => Err(error.into()),
     }
 }

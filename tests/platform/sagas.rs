@@ -16,7 +16,7 @@ use event_relay::MessageFormat;
 use harness::eventually;
 use harness::platform::{self, fast_retries};
 use harness::services;
-use reqwest::StatusCode;
+use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use crate::write_api::{address, assert_problem};
@@ -781,4 +781,151 @@ async fn after_two_hundred_mixed_orders_the_invariants_hold() {
             "{by_status:?}"
         );
     }
+}
+
+impl Platform {
+    /// Places an order under the client's own correlation id.
+    async fn place_correlated(&self, customer: &str, sku: &str, correlation_id: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/v1/orders", self.command.url))
+            .header("x-correlation-id", correlation_id)
+            .json(
+                &json!({"customer_id": customer, "lines": [{"sku": sku, "quantity": 1}],
+                          "shipping_address": address("GB")}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["order_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /v1/orders/{id}/trace` as `client` sees it.
+    async fn trace_as(&self, client: &Client, order_id: &str) -> (StatusCode, Value) {
+        let response = client
+            .get(format!("{}/v1/orders/{order_id}/trace", self.command.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// (stream category, type) of each event of a trace, in its order.
+fn traced(trace: &Value) -> Vec<(String, String)> {
+    trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            let stream = event["stream_id"].as_str().unwrap();
+            let category = stream.split('-').next().unwrap().to_owned();
+            (category, event["type"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_orders_trace_is_every_event_its_placement_caused_in_one_unbroken_chain() {
+    let platform = Platform::start().await;
+    platform.product("kettle", 2_500, 10).await;
+    let customer = platform.customer(10_000).await;
+    let order = platform
+        .place_correlated(&customer, "kettle", "my-own-correlation")
+        .await;
+    platform.saga_becomes(&order, "completed").await;
+    // Another order under the same client-chosen correlation id, cancelled:
+    // none of it may join the first order's trace.
+    let other = platform
+        .place_correlated(&customer, "kettle", "my-own-correlation")
+        .await;
+    platform.saga_becomes(&other, "completed").await;
+    platform.cancel(&other).await;
+    platform.saga_becomes(&other, "compensated").await;
+
+    let (status, trace) = platform.trace_as(&platform.client, &order).await;
+    assert_eq!(status, StatusCode::OK, "{trace}");
+    let events = trace["events"].as_array().unwrap();
+    let kinds = traced(&trace);
+    assert_eq!(
+        kinds[0],
+        ("order".into(), "OrderPlaced".into()),
+        "{kinds:?}"
+    );
+    for expected in [
+        ("saga", "SagaStarted"),
+        ("product", "InventoryReserved"),
+        ("customer", "PaymentCharged"),
+        ("shipment", "ShipmentCreated"),
+        ("order", "OrderConfirmed"),
+        ("saga", "SagaCompleted"),
+    ] {
+        let expected = (expected.0.to_owned(), expected.1.to_owned());
+        assert!(
+            kinds.contains(&expected),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
+    // In global order, each with its cause, all in the placement's chain.
+    let positions: Vec<i64> = events
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    for event in &events[1..] {
+        assert_eq!(event["correlation_id"], "my-own-correlation", "{event}");
+        let cause = event["causation_id"].as_str().unwrap();
+        let of_the_order = event["stream_id"] == format!("order-{order}");
+        assert!(
+            of_the_order || ids.contains(&cause),
+            "{} caused by {cause}, which is not in the trace",
+            event["type"]
+        );
+    }
+    // Nothing of the other order, which shares the correlation id.
+    let other_streams = [
+        format!("order-{other}"),
+        format!("saga-{other}"),
+        format!("shipment-{other}"),
+    ];
+    assert!(
+        events
+            .iter()
+            .all(|e| !other_streams.iter().any(|s| e["stream_id"] == s.as_str())),
+        "{kinds:?}"
+    );
+    // The cancelled order's trace shows its compensation too.
+    let (_, cancelled) = platform.trace_as(&platform.client, &other).await;
+    let kinds = traced(&cancelled);
+    for expected in [
+        ("saga", "CompensationStarted"),
+        ("customer", "PaymentRefunded"),
+        ("product", "InventoryReleased"),
+        ("order", "OrderCancelled"),
+        ("saga", "SagaCompensated"),
+    ] {
+        let expected = (expected.0.to_owned(), expected.1.to_owned());
+        assert!(
+            kinds.contains(&expected),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
+
+    let (status, _) = platform
+        .trace_as(&platform.client, &uuid::Uuid::new_v4().to_string())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let customer_client = harness::auth::customer_token(customer.parse().unwrap());
+    let (status, _) = platform
+        .trace_as(&harness::auth::client_with(&customer_client), &order)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a trace is for readers");
 }

@@ -200,6 +200,7 @@ fn contract() -> Vec<(&'static str, Method, &'static str, Option<Vec<Role>>)> {
             "/v1/streams/{stream_id}/events",
             readers(),
         ),
+        (COMMAND, Method::GET, "/v1/orders/{id}/trace", readers()),
         (
             INTERNAL,
             Method::POST,

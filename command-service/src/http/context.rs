@@ -51,6 +51,10 @@ pub struct RequestContext {
     /// The subject of the caller's token, recorded as `actor` in the
     /// metadata of every event this request appends.
     pub actor: Option<String>,
+    /// The event that caused what this request appends, when it acts for
+    /// one (a saga step's call, for the saga's event that started it);
+    /// otherwise the command itself is the cause.
+    pub caused_by_event: Option<String>,
 }
 
 /// Namespace of ids derived from idempotency keys (uuid v5).
@@ -77,11 +81,24 @@ impl RequestContext {
         }
     }
 
+    /// This context acting for an event: what it appends is correlated by
+    /// `correlation_id` and caused by `event_id`, where given.
+    pub fn caused_by(mut self, correlation_id: Option<String>, event_id: Option<String>) -> Self {
+        if let Some(correlation_id) = correlation_id {
+            self.correlation_id = correlation_id;
+        }
+        self.caused_by_event = event_id;
+        self
+    }
+
     /// Metadata for events this request's command appends.
     pub fn metadata(&self) -> Metadata {
         let metadata = Metadata {
             correlation_id: self.correlation_id.clone(),
-            causation_id: self.command_id.to_string(),
+            causation_id: self
+                .caused_by_event
+                .clone()
+                .unwrap_or_else(|| self.command_id.to_string()),
             traceparent: self.traceparent.clone(),
             ..Metadata::default()
         };
@@ -117,6 +134,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             command_id,
             idempotency_key,
             actor,
+            caused_by_event: None,
             traceparent: traceparent(&parts.headers),
             if_match: if_match(&parts.headers)?,
         })

@@ -5,3 +5,4 @@ pub mod orders;
 pub mod products;
 pub mod steps;
 pub mod streams;
+pub mod trace;

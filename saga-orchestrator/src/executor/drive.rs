@@ -19,7 +19,12 @@ use crate::{instances, record};
 pub(super) struct Saga {
     order_id: Uuid,
     loaded: record::SagaRecord,
+    /// What caused the executor's appends when no event of the saga is
+    /// known (its instance).
     causation: String,
+    /// The last event a successful step call recorded in the saga's
+    /// stream (from its answer), until taken in.
+    called_recorded: Option<Uuid>,
     /// A step's attempt whose start was recorded for this executor (by the
     /// previous step's call, or by the intake for the first step) and that
     /// is to be called next, without recording its start again.
@@ -66,6 +71,7 @@ impl Executor {
             order_id,
             loaded,
             causation: format!("saga-orchestrator:{}", self.settings.instance),
+            called_recorded: None,
             started,
         };
         // Renewed once a third of the lease has gone by, so a step call
@@ -149,9 +155,8 @@ impl Executor {
         let then = step
             .next()
             .map(|next| (next, saga.loaded.state.step(next).attempts + 1));
-        let reply = self
-            .call(saga, SagaAction::Run(step), saga.recording(attempt, then))
-            .await;
+        let recording = saga.recording(attempt, then);
+        let reply = self.call(saga, SagaAction::Run(step), recording).await;
         let outcome = interpret::after_run(step, attempt, then, reply, self.retry(attempt));
         if matches!(outcome, Outcome::Recorded(_)) {
             saga.started = then;
@@ -182,18 +187,16 @@ impl Executor {
         if !self.record(saga, vec![started]).await? {
             return Ok(Flow::Continue);
         }
-        let reply = self
-            .call(saga, SagaAction::Undo(step), saga.recording(attempt, None))
-            .await;
+        let recording = saga.recording(attempt, None);
+        let reply = self.call(saga, SagaAction::Undo(step), recording).await;
         let outcome = interpret::after_undo(step, attempt, most, reply, self.retry(attempt));
         self.apply(saga, outcome).await
     }
 
     /// Confirms the order: the call records the saga's completion.
     async fn confirm(&self, saga: &mut Saga) -> anyhow::Result<Flow> {
-        let reply = self
-            .call(saga, SagaAction::Confirm, saga.recording(1, None))
-            .await;
+        let recording = saga.recording(1, None);
+        let reply = self.call(saga, SagaAction::Confirm, recording).await;
         let outcome = interpret::after_confirm(reply, self.retry(1).at);
         self.apply(saga, outcome).await
     }
@@ -203,7 +206,8 @@ impl Executor {
     async fn finish(&self, saga: &mut Saga, ending: Ending) -> anyhow::Result<Flow> {
         let failure_reason = saga.loaded.state.failure_reason.as_deref();
         let (action, reason) = interpret::finishing(ending, failure_reason);
-        let reply = self.call(saga, action, saga.recording(1, None)).await;
+        let recording = saga.recording(1, None);
+        let reply = self.call(saga, action, recording).await;
         let outcome = interpret::after_finish(reason, reply, self.retry(1).at);
         self.apply(saga, outcome).await
     }
@@ -212,7 +216,7 @@ impl Executor {
     /// failed, the failure.
     async fn call(
         &self,
-        saga: &Saga,
+        saga: &mut Saga,
         action: SagaAction,
         recorded: Recorded,
     ) -> crate::client::Reply {
@@ -220,6 +224,9 @@ impl Executor {
             self.metrics.step_attempts.inc();
         }
         let reply = self.client.call(saga.order_id, action, recorded).await;
+        if let crate::client::Reply::Succeeded { recorded, .. } = &reply {
+            saga.called_recorded = *recorded;
+        }
         if reply.is_failure() && matches!(action, SagaAction::Run(_) | SagaAction::Undo(_)) {
             self.metrics.step_failures.inc();
         }
@@ -232,6 +239,9 @@ impl Executor {
         let (events, flow) = match outcome {
             Outcome::Recorded(events) => {
                 saga.take_in(&events);
+                if let Some(last) = saga.called_recorded.take() {
+                    saga.loaded.last_event_id = Some(last);
+                }
                 (events, Flow::Continue)
             }
             Outcome::Append(events, then) => {
@@ -263,20 +273,22 @@ impl Executor {
     /// retry, a step call that succeeded after all): the saga is then read
     /// again.
     async fn record(&self, saga: &mut Saga, events: Vec<SagaEvent>) -> anyhow::Result<bool> {
+        let cause = record::Cause::next_in(&saga.loaded, saga.order_id, &saga.causation);
         let appended = record::append(
             &self.store,
             saga.order_id,
             saga.loaded.version,
             &events,
-            &saga.causation,
+            &cause,
         )
         .await?;
-        if appended {
-            saga.take_in(&events);
-        } else {
+        let Some(last) = appended else {
             self.reload(saga).await?;
-        }
-        Ok(appended)
+            return Ok(false);
+        };
+        saga.take_in(&events);
+        saga.loaded.last_event_id = Some(last);
+        Ok(true)
     }
 
     /// Reads the saga's stream again: it moved under this executor.

@@ -111,7 +111,9 @@ pub fn after_run(
         retryable,
     };
     match reply {
-        Reply::Succeeded { tracking_number } => {
+        Reply::Succeeded {
+            tracking_number, ..
+        } => {
             let mut events = vec![SagaEvent::StepSucceeded {
                 step,
                 attempt,
@@ -185,9 +187,9 @@ pub fn after_undo(step: SagaStep, attempt: u32, most: u32, reply: Reply, retry: 
 /// could not be done now (a cancellation on its way, the service away).
 pub fn after_confirm(reply: Reply, look_again: DateTime<Utc>) -> Outcome {
     match reply {
-        Reply::Succeeded { tracking_number } => {
-            Outcome::Recorded(vec![SagaEvent::SagaCompleted { tracking_number }])
-        }
+        Reply::Succeeded {
+            tracking_number, ..
+        } => Outcome::Recorded(vec![SagaEvent::SagaCompleted { tracking_number }]),
         Reply::Moved => Outcome::Reload,
         _ => Outcome::Then(Flow::WaitUntil(look_again)),
     }
@@ -250,6 +252,7 @@ mod tests {
     fn a_success_is_taken_in_as_the_call_recorded_it_with_the_next_steps_start() {
         let reply = Reply::Succeeded {
             tracking_number: None,
+            recorded: None,
         };
         assert_eq!(
             after_run(Reserve, 2, Some((Charge, 1)), reply, retry()),
@@ -267,6 +270,7 @@ mod tests {
         );
         let shipped = Reply::Succeeded {
             tracking_number: Some("TRK-1".into()),
+            recorded: None,
         };
         assert_eq!(
             after_run(Ship, 1, None, shipped, retry()),

@@ -121,10 +121,11 @@ const SAGA_PAGE: u32 = 500;
 
 /// The saga of `order_id` as its stream says now, and the stream's version
 /// (0: no saga).
-async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, u64)> {
+async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, u64, Cause)> {
     let stream = stream::saga(order_id);
     let mut state = SagaState::default();
     let mut version = 0;
+    let mut cause = Cause::default();
     loop {
         let page = store
             .read_stream(&stream, version + 1, SAGA_PAGE)
@@ -140,11 +141,26 @@ async fn load_saga(store: &EventStore, order_id: Uuid) -> ApiResult<(SagaState, 
                 })?;
             state = state.evolve(&event);
             version = recorded.version;
+            if version == 1 {
+                cause.correlation_id = recorded.metadata["correlation_id"]
+                    .as_str()
+                    .map(str::to_owned);
+            }
+            cause.event_id = Some(recorded.event_id);
         }
         if page.len() < SAGA_PAGE as usize {
-            return Ok((state, version));
+            return Ok((state, version, cause));
         }
     }
+}
+
+/// What a step call's effects were caused by: the saga's correlation id
+/// (its placement's) and its last event at the call's version (the one
+/// that started the step, or decided to confirm or end).
+#[derive(Debug, Clone, Default)]
+struct Cause {
+    correlation_id: Option<String>,
+    event_id: Option<Uuid>,
 }
 
 /// A call whose turn it is: the saga's state at the call's version, and
@@ -153,6 +169,7 @@ pub struct Turn {
     call: SagaCall,
     stream: String,
     pub state: SagaState,
+    cause: Cause,
 }
 
 impl SagaCall {
@@ -179,7 +196,7 @@ impl SagaCall {
             }
         }
         let stream = stream::saga(order_id);
-        let (state, version) = load_saga(&app.store, order_id).await?;
+        let (state, version, cause) = load_saga(&app.store, order_id).await?;
         if version != self.version {
             return Err(saga_moved(&stream).into());
         }
@@ -196,11 +213,23 @@ impl SagaCall {
             call: self,
             stream,
             state,
+            cause,
         })
     }
 }
 
 impl Turn {
+    /// The request's context for what the call appends: its events belong
+    /// to the saga's causal chain (the placement's correlation id, caused
+    /// by the saga's event at the call's version), whoever asked.
+    pub fn context(&self, ctx: RequestContext) -> RequestContext {
+        let Cause {
+            correlation_id,
+            event_id,
+        } = self.cause.clone();
+        ctx.caused_by(correlation_id, event_id.map(|id| id.to_string()))
+    }
+
     /// The append that records `outcome` (made with the call's attempt) at
     /// the call's version, followed, after a forward step's success, by the
     /// next step's start when asked for; it goes first in the transaction

@@ -42,6 +42,7 @@ pub async fn charge_payment(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Run(STEP)).await?;
+    let ctx = turn.context(ctx);
     let order = existing_order(&app, order_id).await?;
     let record = turn.record(&ctx, |attempt| SagaEvent::StepSucceeded {
         step: STEP,
@@ -61,7 +62,12 @@ pub async fn charge_payment(
         },
     )
     .await?;
-    Ok(done(order_id, CHARGE, effects(&executed.appended, &record)))
+    Ok(done(
+        order_id,
+        CHARGE,
+        &record,
+        effects(&executed.appended, &record),
+    ))
 }
 
 /// Refunds the order's charge.
@@ -75,6 +81,7 @@ pub async fn refund_payment(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Undo(STEP)).await?;
+    let ctx = turn.context(ctx);
     let order = existing_order(&app, order_id).await?;
     let record = turn.record(&ctx, |attempt| SagaEvent::StepCompensated {
         step: STEP,
@@ -88,5 +95,10 @@ pub async fn refund_payment(
         |_| Ok(CustomerCommand::Refund { order_id }),
     )
     .await?;
-    Ok(done(order_id, REFUND, effects(&executed.appended, &record)))
+    Ok(done(
+        order_id,
+        REFUND,
+        &record,
+        effects(&executed.appended, &record),
+    ))
 }

@@ -52,6 +52,7 @@ pub async fn create_shipment(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Run(STEP)).await?;
+    let ctx = turn.context(ctx);
     let order = existing_order(&app, order_id).await?;
     let Some(address) = &order.shipping_address else {
         return Err(Problem::conflict("the order has no shipping address").into());
@@ -78,7 +79,12 @@ pub async fn create_shipment(
         },
     )
     .await?;
-    let mut outcome = done(order_id, CREATE, effects(&executed.appended, &record));
+    let mut outcome = done(
+        order_id,
+        CREATE,
+        &record,
+        effects(&executed.appended, &record),
+    );
     outcome.tracking_number = Some(executed.state.tracking_number);
     Ok(outcome)
 }
@@ -94,6 +100,7 @@ pub async fn cancel_shipment(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Undo(STEP)).await?;
+    let ctx = turn.context(ctx);
     existing_order(&app, order_id).await?;
     let record = turn.record(&ctx, |attempt| SagaEvent::StepCompensated {
         step: STEP,
@@ -107,5 +114,10 @@ pub async fn cancel_shipment(
         |_| Ok(ShipmentCommand::Cancel),
     )
     .await?;
-    Ok(done(order_id, CANCEL, effects(&executed.appended, &record)))
+    Ok(done(
+        order_id,
+        CANCEL,
+        &record,
+        effects(&executed.appended, &record),
+    ))
 }

@@ -41,6 +41,7 @@ pub async fn confirm(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Confirm).await?;
+    let ctx = turn.context(ctx);
     let shipment = load::<Shipment>(&app.store, &stream::shipment(order_id)).await?;
     if !shipment.state.exists || shipment.state.cancelled {
         return Err(Problem::conflict("an order is confirmed only with a shipment").into());
@@ -55,7 +56,12 @@ pub async fn confirm(
         })
     })
     .await?;
-    let mut outcome = done(order_id, api::CONFIRM, effects(&executed.appended, &record));
+    let mut outcome = done(
+        order_id,
+        api::CONFIRM,
+        &record,
+        effects(&executed.appended, &record),
+    );
     outcome.tracking_number = Some(tracking_number);
     Ok(outcome)
 }
@@ -80,6 +86,7 @@ pub async fn reject(
     let turn = call
         .turn(&app, order_id, SagaAction::Reject(body.reason))
         .await?;
+    let ctx = turn.context(ctx);
     // The saga's end says why, as the orchestrator would have: the failure
     // it compensated (a business code, or a step's error).
     let reason = turn
@@ -97,6 +104,7 @@ pub async fn reject(
     Ok(done(
         order_id,
         api::REJECT,
+        &record,
         effects(&executed.appended, &record),
     ))
 }
@@ -113,6 +121,7 @@ pub async fn mark_cancelled(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::MarkCancelled).await?;
+    let ctx = turn.context(ctx);
     let record = turn.record(&ctx, |_| SagaEvent::SagaCompensated {
         reason: saga::CANCELLED.to_owned(),
     });
@@ -123,6 +132,7 @@ pub async fn mark_cancelled(
     Ok(done(
         order_id,
         api::MARK_CANCELLED,
+        &record,
         effects(&executed.appended, &record),
     ))
 }

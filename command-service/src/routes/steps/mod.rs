@@ -131,16 +131,25 @@ pub struct StepOutcome {
     /// when it changed nothing, such as an undo of a step that never took
     /// effect).
     pub appended: usize,
+    /// The last event this call recorded in the saga's stream: what the
+    /// saga's next event is caused by.
+    pub recorded: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
 }
 
-fn done(order_id: Uuid, action: Action, appended: usize) -> Json<StepOutcome> {
+fn done(
+    order_id: Uuid,
+    action: Action,
+    record: &StreamAppend,
+    appended: usize,
+) -> Json<StepOutcome> {
     Json(StepOutcome {
         order_id,
         step: action.name.replace('-', "_"),
         status: "succeeded",
         appended,
+        recorded: record.events.last().map(|event| event.event_id),
         tracking_number: None,
     })
 }

@@ -111,6 +111,7 @@ pub async fn reserve_inventory(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Run(STEP)).await?;
+    let ctx = turn.context(ctx);
     let record = turn.record(&ctx, |attempt| SagaEvent::StepSucceeded {
         step: STEP,
         attempt,
@@ -120,7 +121,7 @@ pub async fn reserve_inventory(
         ProductCommand::Reserve { order_id, quantity }
     })
     .await?;
-    Ok(done(order_id, RESERVE, appended))
+    Ok(done(order_id, RESERVE, &record, appended))
 }
 
 /// Returns the order's reservations.
@@ -134,6 +135,7 @@ pub async fn release_inventory(
     call: SagaCall,
 ) -> ApiResult<axum::Json<StepOutcome>> {
     let turn = call.turn(&app, order_id, SagaAction::Undo(STEP)).await?;
+    let ctx = turn.context(ctx);
     let record = turn.record(&ctx, |attempt| SagaEvent::StepCompensated {
         step: STEP,
         attempt,
@@ -142,5 +144,5 @@ pub async fn release_inventory(
         order_id,
     })
     .await?;
-    Ok(done(order_id, RELEASE, appended))
+    Ok(done(order_id, RELEASE, &record, appended))
 }
