@@ -428,7 +428,8 @@ mod tests {
         assert_eq!(
             after_confirm(
                 Reply::Succeeded {
-                    tracking_number: Some("TRK-1".into())
+                    tracking_number: Some("TRK-1".into()),
+                    recorded: None,
                 },
                 later
             ),
