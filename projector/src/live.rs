@@ -128,22 +128,43 @@ pub async fn apply_batch(
         .verify(claimed)
         .await
         .context("looking the batch's events up in the event store")?;
-    let mut forged = Vec::with_capacity(verified.forged.len());
+    let forged = set_aside_forged(verified.forged, &mut dead);
+    let by_projection = by_projection(verified.genuine);
+    let committed = apply_in_one_transaction(pool, store, by_projection, dead).await?;
+    committed.report(metrics, forged);
+    Ok(())
+}
+
+/// Warns about each forged event and makes its message a dead letter;
+/// returns the forgeries' kinds, counted once the batch is committed.
+fn set_aside_forged(
+    forged: Vec<Forged<Origin<'_>>>,
+    dead: &mut Vec<DeadLetter>,
+) -> Vec<&'static str> {
+    let mut kinds = Vec::with_capacity(forged.len());
     for Forged {
         claimed,
         origin,
         forgery,
-    } in verified.forged
+    } in forged
     {
         event_relay::warn_forged(origin.0, &claimed, &forgery);
         dead.push(origin.dead_letter(format!(
             "{} {} at version {} of {}: {forgery}",
             claimed.event_type, claimed.event_id, claimed.version, claimed.stream_id
         )));
-        forged.push(forgery.kind());
+        kinds.push(forgery.kind());
     }
+    kinds
+}
+
+/// The genuine events by the read models that take them, in the order in
+/// which their locks are taken.
+fn by_projection<'a>(
+    genuine: Vec<(RecordedEvent, Origin<'a>)>,
+) -> BTreeMap<Projection, Vec<(RecordedEvent, Origin<'a>)>> {
     let mut by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>> = BTreeMap::new();
-    for (event, origin) in verified.genuine {
+    for (event, origin) in genuine {
         // The stored stream is the claimed one, which has a projection;
         // every read model taking the stream gets the event.
         for projection in Projection::taking(&event.stream_id) {
@@ -153,7 +174,29 @@ pub async fn apply_batch(
                 .push((event.clone(), origin));
         }
     }
+    by_projection
+}
 
+/// What a batch's transaction committed, reported only once it has (a
+/// batch that fails is redelivered and must not be counted twice).
+struct Committed {
+    /// Events applied, per projection.
+    progress: Vec<(Projection, u64)>,
+    /// The batch's dead letters, one per message.
+    dead: Vec<DeadLetter>,
+    /// How many of them were recorded (a redelivered one is not again).
+    recorded: u64,
+}
+
+/// Applies each read model's events, records its progress and the batch's
+/// dead letters, all in one transaction: a batch is applied whole or not
+/// at all.
+async fn apply_in_one_transaction(
+    pool: &PgPool,
+    store: &EventStore,
+    by_projection: BTreeMap<Projection, Vec<(RecordedEvent, Origin<'_>)>>,
+    mut dead: Vec<DeadLetter>,
+) -> anyhow::Result<Committed> {
     let mut tx = pool.begin().await.context("starting a transaction")?;
     // In a fixed order (the map's), so two transactions never wait on each
     // other's locks in a cycle.
@@ -174,25 +217,35 @@ pub async fn apply_batch(
         );
     }
     let dead = one_letter_per_message(dead);
-    let dead_letters = store::dead_letter(&mut tx, &dead).await?;
+    let recorded = store::dead_letter(&mut tx, &dead).await?;
     tx.commit().await.context("committing applied events")?;
+    Ok(Committed {
+        progress,
+        dead,
+        recorded,
+    })
+}
 
-    for (projection, events) in progress {
-        metrics.applied(projection, events);
-    }
-    for kind in forged {
-        metrics.forged(kind);
-    }
-    if dead_letters > 0 {
-        metrics.dead_letters.inc_by(dead_letters);
-        for letter in &dead {
-            tracing::warn!(
-                topic = %letter.topic, partition = letter.partition, offset = letter.offset,
-                reason = %letter.reason, "message sent to the dead-letter table"
-            );
+impl Committed {
+    /// Counts what was applied, forged and dead-lettered, and logs each
+    /// dead letter when any was new.
+    fn report(self, metrics: &Metrics, forged: Vec<&'static str>) {
+        for (projection, events) in self.progress {
+            metrics.applied(projection, events);
+        }
+        for kind in forged {
+            metrics.forged(kind);
+        }
+        if self.recorded > 0 {
+            metrics.dead_letters.inc_by(self.recorded);
+            for letter in &self.dead {
+                tracing::warn!(
+                    topic = %letter.topic, partition = letter.partition, offset = letter.offset,
+                    reason = %letter.reason, "message sent to the dead-letter table"
+                );
+            }
         }
     }
-    Ok(())
 }
 
 /// The events a batch's messages claim that some read model takes, each

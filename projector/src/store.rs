@@ -152,11 +152,49 @@ pub async fn apply_events<V: View, O>(
     table: &str,
     events: Vec<(RecordedEvent, O)>,
 ) -> anyhow::Result<Applied<O>> {
-    let declaration = V::DECLARATION;
     let mut applied = Applied::default();
-    let mut by_stream: BTreeMap<String, (String, Vec<(RecordedEvent, O)>)> = BTreeMap::new();
+    let by_stream = group_by_stream(&V::DECLARATION, events, &mut applied.refused);
+    let keys: Vec<String> = by_stream.values().map(|(key, _)| key.clone()).collect();
+    let mut rows = load::<V>(conn, table, &keys).await?;
+
+    let mut changed = Vec::new();
+    let mut tallies: HashMap<String, Tally> = HashMap::new();
+    for (stream_id, (key, events)) in by_stream {
+        let mut row = rows.remove(&key);
+        let before = row.as_ref().map_or(0, V::version);
+        let tally = apply_to_row(store, &stream_id, &mut row, events, &mut applied.refused).await?;
+        if let Some(row) = row
+            && row.version() > before
+        {
+            tallies.insert(key, tally);
+            changed.push(row);
+        }
+    }
+    // Only rows the guarded write took count: a row another writer had
+    // already moved past adds nothing.
+    for key in write(conn, table, &changed).await? {
+        if let Some(tally) = tallies.get(&key) {
+            applied.events += tally.count;
+            applied.position = applied.position.max(tally.position);
+        }
+    }
+    Ok(applied)
+}
+
+/// One stream's events, with the table key of its row.
+type StreamEvents<O> = (String, Vec<(RecordedEvent, O)>);
+
+/// Groups events by stream, so each row is loaded, folded and written once
+/// per call; an event whose stream id is no key of this read model is
+/// refused here.
+fn group_by_stream<O>(
+    declaration: &Declaration,
+    events: Vec<(RecordedEvent, O)>,
+    refused: &mut Vec<(O, String)>,
+) -> BTreeMap<String, StreamEvents<O>> {
+    let mut by_stream: BTreeMap<String, StreamEvents<O>> = BTreeMap::new();
     for (event, origin) in events {
-        match key_of(&declaration, &event.stream_id) {
+        match key_of(declaration, &event.stream_id) {
             Ok(key) => {
                 by_stream
                     .entry(event.stream_id.clone())
@@ -164,80 +202,93 @@ pub async fn apply_events<V: View, O>(
                     .1
                     .push((event, origin));
             }
-            Err(reason) => applied.refused.push((origin, reason)),
+            Err(reason) => refused.push((origin, reason)),
         }
     }
-    let keys: Vec<String> = by_stream.values().map(|(key, _)| key.clone()).collect();
-    let mut rows = load::<V>(conn, table, &keys).await?;
+    by_stream
+}
 
-    let mut changed = Vec::new();
-    let mut counts: HashMap<String, (u64, i64)> = HashMap::new();
-    for (stream_id, (key, mut events)) in by_stream {
-        events.sort_by_key(|(event, _)| event.version);
-        let mut row = rows.remove(&key);
-        let before = row.as_ref().map_or(0, V::version);
-        let (mut count, mut position) = (0u64, 0i64);
-        for (event, origin) in events {
-            let current = row.as_ref().map_or(0, V::version);
-            if event.version <= current {
-                continue;
-            }
-            if event.version > current + 1 {
-                let missing = (event.version - current - 1) as u32;
-                let stored = store
-                    .read_stream(&stream_id, current + 1, missing)
-                    .await
-                    .context("reading missing events from the event store")?;
-                if stored.len() != missing as usize {
-                    applied.refused.push((
-                        origin,
-                        format!(
-                            "versions {}..{} of {stream_id} are not in the event store",
-                            current + 1,
-                            event.version - 1
-                        ),
-                    ));
-                    continue;
-                }
-                let mut failure = None;
-                for earlier in &stored {
-                    if let Err(error) = V::apply(&mut row, earlier) {
-                        failure = Some(format!(
-                            "cannot apply stored {}: {error}",
-                            earlier.event_type
-                        ));
-                        break;
-                    }
-                    count += 1;
-                    position = position.max(earlier.position);
-                }
-                if let Some(reason) = failure {
-                    applied.refused.push((origin, reason));
-                    continue;
-                }
-            }
-            match V::apply(&mut row, &event) {
-                Ok(()) => {
-                    count += 1;
-                    position = position.max(event.position);
-                }
-                Err(error) => applied.refused.push((origin, error.to_string())),
-            }
+/// Events folded into one row: how many, and the highest global position
+/// among them, counted only if the row is then written.
+#[derive(Default)]
+struct Tally {
+    count: u64,
+    position: i64,
+}
+
+impl Tally {
+    fn add(&mut self, event: &RecordedEvent) {
+        self.count += 1;
+        self.position = self.position.max(event.position);
+    }
+}
+
+/// Folds one stream's events into its row in version order, skipping the
+/// versions it already has; an event that cannot be applied is refused and
+/// the next one is tried.
+async fn apply_to_row<V: View, O>(
+    store: &EventStore,
+    stream_id: &str,
+    row: &mut Option<V>,
+    mut events: Vec<(RecordedEvent, O)>,
+    refused: &mut Vec<(O, String)>,
+) -> anyhow::Result<Tally> {
+    events.sort_by_key(|(event, _)| event.version);
+    let mut tally = Tally::default();
+    for (event, origin) in events {
+        let current = row.as_ref().map_or(0, V::version);
+        if event.version <= current {
+            continue;
         }
-        if let Some(row) = row
-            && row.version() > before
+        if event.version > current + 1
+            && let Err(reason) = fill_hole(store, stream_id, row, event.version, &mut tally).await?
         {
-            counts.insert(key, (count, position));
-            changed.push(row);
+            refused.push((origin, reason));
+            continue;
+        }
+        match V::apply(row, &event) {
+            Ok(()) => tally.add(&event),
+            Err(error) => refused.push((origin, error.to_string())),
         }
     }
-    for key in write(conn, table, &changed).await? {
-        if let Some((count, position)) = counts.get(&key) {
-            applied.events += count;
-            applied.position = applied.position.max(*position);
-        }
+    Ok(tally)
+}
+
+/// Applies the stored events between the row's version and `next`, which
+/// were not among those given, so the event at `next` lands on the row as
+/// of the version before it. The inner error says why the hole stays open:
+/// the store lacks some of those events, or one does not apply (those
+/// before it stay applied and counted).
+async fn fill_hole<V: View>(
+    store: &EventStore,
+    stream_id: &str,
+    row: &mut Option<V>,
+    next: u64,
+    tally: &mut Tally,
+) -> anyhow::Result<Result<(), String>> {
+    let current = row.as_ref().map_or(0, V::version);
+    let missing = (next - current - 1) as u32;
+    let stored = store
+        .read_stream(stream_id, current + 1, missing)
+        .await
+        .context("reading missing events from the event store")?;
+    if stored.len() != missing as usize {
+        return Ok(Err(format!(
+            "versions {}..{} of {stream_id} are not in the event store",
+            current + 1,
+            next - 1
+        )));
     }
-    Ok(applied)
+    for earlier in &stored {
+        if let Err(error) = V::apply(row, earlier) {
+            return Ok(Err(format!(
+                "cannot apply stored {}: {error}",
+                earlier.event_type
+            )));
+        }
+        tally.add(earlier);
+    }
+    Ok(Ok(()))
 }
 
 /// [`apply_events`] for the read model `projection` names, its view type

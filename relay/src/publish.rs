@@ -180,6 +180,18 @@ async fn lead(
     config: &RelayConfig,
     metrics: &RelayMetrics,
 ) -> anyhow::Result<()> {
+    let mut lock = become_active(store, config, metrics).await?;
+    let (producer, partitions) = create_producer(kafka, config).await?;
+    publish_from_checkpoint(store, config, metrics, &mut lock, &producer, partitions).await
+}
+
+/// Waits until this process holds the relay lock; returns the connection
+/// that holds it (the lock lasts as long as the connection).
+async fn become_active(
+    store: &EventStore,
+    config: &RelayConfig,
+    metrics: &RelayMetrics,
+) -> anyhow::Result<PgConnection> {
     let mut lock = PgConnection::connect_with(&store.pool().connect_options())
         .await
         .context("connecting for the relay lock")?;
@@ -200,7 +212,15 @@ async fn lead(
     }
     tracing::info!(topic = %config.topic, "this process is now the active relay");
     metrics.active.set(1);
+    Ok(lock)
+}
 
+/// Makes sure the topic exists and creates an idempotent producer for it;
+/// returns it with the topic's partition count.
+async fn create_producer(
+    kafka: &ClientConfig,
+    config: &RelayConfig,
+) -> anyhow::Result<(FutureProducer, i32)> {
     ensure_topic(kafka, &config.topic, config.partitions).await?;
     let producer: FutureProducer = kafka
         .clone()
@@ -212,7 +232,19 @@ async fn lead(
         .context("creating the relay's producer")?;
     // A topic that existed keeps its own partition count.
     let partitions = partition_count(&producer, &config.topic).await?;
+    Ok((producer, partitions))
+}
 
+/// Publishes the log from the stored checkpoint on, saving the checkpoint
+/// as it goes, until something fails or the lock is lost.
+async fn publish_from_checkpoint(
+    store: &EventStore,
+    config: &RelayConfig,
+    metrics: &RelayMetrics,
+    lock: &mut PgConnection,
+    producer: &FutureProducer,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let mut checkpoint = load_checkpoint(store, &config.name).await?;
     let mut saved = (checkpoint, Instant::now());
     let mut subscription = store.subscribe(
@@ -230,7 +262,7 @@ async fn lead(
         let count = tokio::select! {
             count = subscription.next_batch(&mut received, config.batch_size as usize) => count,
             () = tokio::time::sleep(config.poll_interval) => {
-                still_holding(&mut lock).await?;
+                still_holding(lock).await?;
                 if saved.0 != checkpoint {
                     save_checkpoint(store, &config.name, checkpoint).await?;
                     saved = (checkpoint, Instant::now());
@@ -245,13 +277,13 @@ async fn lead(
         for event in received.drain(..) {
             batch.push(event?);
         }
-        publish(&producer, config, partitions, &batch).await?;
+        publish(producer, config, partitions, &batch).await?;
         checkpoint = batch.last().expect("not empty").checkpoint();
         // Under load, batches are small and frequent; saving after each
         // would cost a commit per batch. A crash republishes at most the
         // batches since the last save, which consumers deduplicate.
         if saved.1.elapsed() >= CHECKPOINT_EVERY {
-            still_holding(&mut lock).await?;
+            still_holding(lock).await?;
             save_checkpoint(store, &config.name, checkpoint).await?;
             saved = (checkpoint, Instant::now());
         }

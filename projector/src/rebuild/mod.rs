@@ -170,6 +170,26 @@ async fn run(
             break;
         }
     }
+    read += swap(pool, store, projections, &indexes, after, &mut report).await?;
+    progress.advanced(read);
+    report.report.events_read = read;
+    report.report.elapsed = started.elapsed();
+    report.report.phases[2] = report.report.elapsed - written;
+    Ok(report.report)
+}
+
+/// The last step, in one transaction: under every projection's exclusive
+/// lock no live write is in flight, so once the last events are caught up
+/// the shadows hold everything and can take the tables' place. Returns how
+/// many events it read.
+async fn swap(
+    pool: &PgPool,
+    store: &EventStore,
+    projections: &[Projection],
+    indexes: &[Vec<String>],
+    mut after: Checkpoint,
+    report: &mut Progressing,
+) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await.context("starting the swap")?;
     for projection in projections {
         sqlx::query("select pg_advisory_xact_lock($1, $2)")
@@ -179,24 +199,21 @@ async fn run(
             .await
             .context("taking the projection's exclusive lock")?;
     }
+    let mut read = 0;
     loop {
-        let (count, next) = catch_up(&mut tx, store, projections, after, &mut report).await?;
+        let (count, next) = catch_up(&mut tx, store, projections, after, report).await?;
         read += count;
         after = next;
         if count < u64::from(PAGE) {
             break;
         }
     }
-    for (projection, indexes) in projections.iter().zip(&indexes) {
+    for (projection, indexes) in projections.iter().zip(indexes) {
         let (events, position) = report.totals(*projection);
         swap_in(&mut tx, *projection, indexes, events, position).await?;
     }
     tx.commit().await.context("committing the swap")?;
-    progress.advanced(read);
-    report.report.events_read = read;
-    report.report.elapsed = started.elapsed();
-    report.report.phases[2] = report.report.elapsed - written;
-    Ok(report.report)
+    Ok(read)
 }
 
 /// Makes an empty `<table>_shadow` for each projection and records that

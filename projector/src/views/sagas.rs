@@ -154,20 +154,16 @@ fn describe(event: &SagaEvent) -> (Option<SagaStep>, Option<String>) {
         SagaEvent::SagaStarted { total_cents, .. } => {
             (None, Some(format!("order total {total_cents} cents")))
         }
-        SagaEvent::StepStarted { step, attempt } => {
+        SagaEvent::StepStarted { step, attempt }
+        | SagaEvent::StepCompensationStarted { step, attempt }
+        | SagaEvent::StepCompensated { step, attempt } => {
             (Some(*step), Some(format!("attempt {attempt}")))
         }
         SagaEvent::StepSucceeded {
             step,
             attempt,
             detail,
-        } => (
-            Some(*step),
-            Some(match detail {
-                Some(detail) => format!("attempt {attempt}: {detail}"),
-                None => format!("attempt {attempt}"),
-            }),
-        ),
+        } => (Some(*step), Some(succeeded(*attempt, detail.as_deref()))),
         SagaEvent::StepFailed {
             step,
             attempt,
@@ -180,13 +176,7 @@ fn describe(event: &SagaEvent) -> (Option<SagaStep>, Option<String>) {
             error,
             retryable,
             ..
-        } => (
-            Some(*step),
-            Some(format!(
-                "attempt {attempt}: {error}{}",
-                if *retryable { " (will retry)" } else { "" }
-            )),
-        ),
+        } => (Some(*step), Some(failed(*attempt, error, *retryable))),
         SagaEvent::RetryScheduled {
             step,
             attempt,
@@ -195,26 +185,36 @@ fn describe(event: &SagaEvent) -> (Option<SagaStep>, Option<String>) {
             ..
         } => (
             Some(*step),
-            Some(format!(
-                "{} attempt {attempt} at {retry_at}",
-                if *compensation {
-                    "compensation"
-                } else {
-                    "step"
-                }
-            )),
+            Some(retry_scheduled(*attempt, *compensation, retry_at)),
         ),
-        SagaEvent::CompensationStarted { reason } => (None, Some(reason.clone())),
-        SagaEvent::StepCompensationStarted { step, attempt }
-        | SagaEvent::StepCompensated { step, attempt } => {
-            (Some(*step), Some(format!("attempt {attempt}")))
-        }
-        SagaEvent::CancellationRequested { reason }
+        SagaEvent::CompensationStarted { reason }
+        | SagaEvent::CancellationRequested { reason }
         | SagaEvent::SagaCompensated { reason }
         | SagaEvent::SagaFailed { reason } => (None, Some(reason.clone())),
         SagaEvent::SagaCompleted { tracking_number } => (None, tracking_number.clone()),
         SagaEvent::SagaRetryRequested {} => (None, None),
     }
+}
+
+/// A succeeded attempt, with what it produced if anything.
+fn succeeded(attempt: u32, detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("attempt {attempt}: {detail}"),
+        None => format!("attempt {attempt}"),
+    }
+}
+
+/// A failed attempt (of a step or of its compensation), saying whether
+/// another will follow.
+fn failed(attempt: u32, error: &str, retryable: bool) -> String {
+    let retry = if retryable { " (will retry)" } else { "" };
+    format!("attempt {attempt}: {error}{retry}")
+}
+
+/// When the next attempt at a step, or at undoing it, will start.
+fn retry_scheduled(attempt: u32, compensation: bool, retry_at: &str) -> String {
+    let what = if compensation { "compensation" } else { "step" };
+    format!("{what} attempt {attempt} at {retry_at}")
 }
 
 /// `StepCompensationStarted` → `step_compensation_started`.

@@ -13,6 +13,7 @@ use domain::order::{OrderLine, OrderStatus, ShippingAddress};
 use serde::{Deserialize, Serialize};
 use service_kit::auth::Caller;
 use service_kit::http::{PathParam, Problem, QueryParams};
+use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
@@ -157,16 +158,41 @@ pub async fn list(
     };
     let limit = limit(query.limit)?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
-    let status = query.status.map(|s| match s {
+    let status = query.status.map(status_text);
+    let rows = page(&state.pool, customer_id, status, cursor, limit).await?;
+    let mut items = rows
+        .into_iter()
+        .map(OrderRow::into_view)
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(crate::http::ApiError::Internal)?;
+    let next_cursor = next_cursor(&mut items, limit);
+    Ok(Json(OrderList { items, next_cursor }))
+}
+
+/// The text the read model stores for a status.
+fn status_text(status: OrderStatus) -> &'static str {
+    match status {
         OrderStatus::Pending => "pending",
         OrderStatus::Confirmed => "confirmed",
         OrderStatus::Rejected => "rejected",
         OrderStatus::Cancelled => "cancelled",
-    });
-    // Keyset paging on (created_at, order_id): an order placed while a
-    // client pages sorts before its cursor, so pages neither repeat nor
-    // skip anything.
-    let rows = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
+    }
+}
+
+/// Up to `limit + 1` orders after `cursor`, newest first; the one beyond
+/// the page tells whether another page follows.
+///
+/// Keyset paging on (created_at, order_id): an order placed while a
+/// client pages sorts before its cursor, so pages neither repeat nor skip
+/// anything.
+async fn page(
+    pool: &PgPool,
+    customer_id: Option<Uuid>,
+    status: Option<&str>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
         "{}
          where ($1::uuid is null or customer_id = $1)
            and ($2::text is null or status = $2)
@@ -180,24 +206,22 @@ pub async fn list(
     .bind(cursor.map(|c| c.at))
     .bind(cursor.map(|c| c.id))
     .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut items = rows
-        .into_iter()
-        .map(OrderRow::into_view)
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map_err(crate::http::ApiError::Internal)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|last| {
-            Cursor {
-                at: last.created_at,
-                id: last.order_id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Ok(Json(OrderList { items, next_cursor }))
+    .fetch_all(pool)
+    .await
+}
+
+/// Cuts `items` down to the page and returns the cursor of the next page,
+/// if there is one.
+fn next_cursor(items: &mut Vec<OrderView>, limit: i64) -> Option<String> {
+    if items.len() as i64 <= limit {
+        return None;
+    }
+    items.truncate(limit as usize);
+    items.last().map(|last| {
+        Cursor {
+            at: last.created_at,
+            id: last.order_id,
+        }
+        .encode()
+    })
 }
