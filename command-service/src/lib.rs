@@ -263,9 +263,7 @@ pub async fn run(
     let relay_metrics = RelayMetrics::register(&mut registry);
     let watchdog = Watchdog::new(config.common.stall_after(), &mut registry);
     let store = EventStore::new(deps.pg.clone());
-    let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
-    relay_config.format = config.relay_message_format;
-    relay_config.linger_ms = config.relay_linger_ms;
+    let relay_config = relay_config(&config);
     // The API needs the schema, which `command-service migrate` makes; while
     // it is missing or PostgreSQL is unreachable this waits (and logs).
     let migrators = [&event_store::migrator(), &own_migrator()];
@@ -287,18 +285,7 @@ pub async fn run(
         &watchdog,
         &shutdown,
     );
-    let state = AppState {
-        idempotency: http::idempotency::Idempotency {
-            pool: deps.pg.clone(),
-            retention: Duration::from_secs(config.idempotency_retention_hours * 3600),
-            abandon_after: Duration::from_secs(30),
-            wait_for_first: Duration::from_secs(10),
-        },
-        shipping_countries: config.shipping_countries.clone(),
-        store,
-        catalogue: catalogue::Catalogue::default(),
-        warm: warm::Warm::default(),
-    };
+    let state = AppState::new(&config, store, deps.pg.clone());
     let auth = Authenticator::new(&config.common.auth);
     auth.warm_up().await;
     let limits = &config.common.limits;
@@ -318,6 +305,32 @@ pub async fn run(
     relay.await?;
     monitor.await?;
     served
+}
+
+impl AppState {
+    /// What every handler shares, as `config` says.
+    fn new(config: &Config, store: EventStore, pool: sqlx::PgPool) -> Self {
+        Self {
+            idempotency: http::idempotency::Idempotency {
+                pool,
+                retention: Duration::from_secs(config.idempotency_retention_hours * 3600),
+                abandon_after: Duration::from_secs(30),
+                wait_for_first: Duration::from_secs(10),
+            },
+            shipping_countries: config.shipping_countries.clone(),
+            store,
+            catalogue: catalogue::Catalogue::default(),
+            warm: warm::Warm::default(),
+        }
+    }
+}
+
+/// The relay's settings, as `config` says.
+fn relay_config(config: &Config) -> RelayConfig {
+    let mut relay_config = RelayConfig::new(config.common.events_topic(), "/command-service");
+    relay_config.format = config.relay_message_format;
+    relay_config.linger_ms = config.relay_linger_ms;
+    relay_config
 }
 
 /// Starts the relay of the stored log to Kafka and its monitor (which

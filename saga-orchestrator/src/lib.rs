@@ -25,7 +25,7 @@ use event_store::EventStore;
 use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -218,16 +218,14 @@ pub async fn run(
         return Ok(());
     }
     let wake = Arc::new(Notify::new());
-    let settings = executor_settings(&config);
-    let executor = Arc::new(executor::Executor {
-        store: store.clone(),
-        pool: deps.pg.clone(),
+    let executor = Arc::new(executor::Executor::new(
+        executor_settings(&config),
+        store.clone(),
+        deps.pg.clone(),
         client,
-        slots: Arc::new(Semaphore::new(settings.concurrency)),
-        settings,
-        metrics: metrics.clone(),
-        wake: Arc::clone(&wake),
-    });
+        metrics.clone(),
+        Arc::clone(&wake),
+    ));
     let (handoff, adopted) = executor::Handoff::to(&executor);
     let intake = intake::Intake {
         store: store.clone(),
@@ -242,14 +240,15 @@ pub async fn run(
         progress: watchdog.watch("saga-intake"),
         watchdog: watchdog.clone(),
     };
-    let auth = service_kit::auth::Authenticator::new(&config.common.auth);
-    auth.warm_up().await;
     let pool = deps.pg.clone();
-    let ops = service_kit::auth::RouteTable::new().public(
-        &service_kit::ops::PATHS,
-        service_kit::ops::router(SERVICE, deps, watchdog, registry),
-    );
-    let app = api::router(api::ApiState { store, pool, wake }, auth, ops);
+    let app = api_router(
+        &config,
+        deps,
+        watchdog,
+        registry,
+        api::ApiState { store, pool, wake },
+    )
+    .await;
     let (served, (), ()) = tokio::join!(
         async {
             let served =
@@ -261,6 +260,24 @@ pub async fn run(
         executor.run(adopted, shutdown.clone()),
     );
     served
+}
+
+/// The operator's API with the operational endpoints, its tokens checked
+/// as `config` says.
+async fn api_router(
+    config: &Config,
+    deps: Deps,
+    watchdog: service_kit::progress::Watchdog,
+    registry: Registry,
+    state: api::ApiState,
+) -> axum::Router {
+    let auth = service_kit::auth::Authenticator::new(&config.common.auth);
+    auth.warm_up().await;
+    let ops = service_kit::auth::RouteTable::new().public(
+        &service_kit::ops::PATHS,
+        service_kit::ops::router(SERVICE, deps, watchdog, registry),
+    );
+    api::router(state, auth, ops)
 }
 
 /// The client of command-service's step API that `config` describes.

@@ -159,6 +159,26 @@ struct Run {
 }
 
 impl Executor {
+    /// An executor with `settings.concurrency` places.
+    pub fn new(
+        settings: Settings,
+        store: EventStore,
+        pool: PgPool,
+        client: Arc<StepClient>,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            pool,
+            client,
+            slots: Arc::new(Semaphore::new(settings.concurrency)),
+            settings,
+            metrics,
+            wake,
+        }
+    }
+
     pub async fn run(
         self: Arc<Self>,
         mut adopted: mpsc::UnboundedReceiver<Adopted>,
