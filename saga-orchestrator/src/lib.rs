@@ -206,15 +206,7 @@ pub async fn run(
     let client = Arc::new(step_client(&config, watchdog.watch("saga-steps"))?);
     let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
     // The schema is made by `saga-orchestrator migrate`; wait for it.
-    let migrators = [&event_store::migrator(), &own_migrator()];
-    if !service_kit::db::wait_until_migrated(
-        &deps.pg,
-        &migrators,
-        "saga-orchestrator migrate",
-        &shutdown,
-    )
-    .await
-    {
+    if !migrated(&deps.pg, &shutdown).await {
         return Ok(());
     }
     let wake = Arc::new(Notify::new());
@@ -260,6 +252,14 @@ pub async fn run(
         executor.run(adopted, shutdown.clone()),
     );
     served
+}
+
+/// Waits until every migration the service needs is applied; false if
+/// `shutdown` came first.
+async fn migrated(pool: &sqlx::PgPool, shutdown: &CancellationToken) -> bool {
+    let migrators = [&event_store::migrator(), &own_migrator()];
+    service_kit::db::wait_until_migrated(pool, &migrators, "saga-orchestrator migrate", shutdown)
+        .await
 }
 
 /// The operator's API with the operational endpoints, its tokens checked
