@@ -9,6 +9,8 @@
 
 use domain::stream;
 
+pub mod sagas;
+
 /// What a read model declares about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Declaration {
@@ -86,7 +88,7 @@ pub const SAGAS: Declaration = Declaration {
     key: ("order_id", "uuid"),
     columns: "order_id uuid, status text, current_step text, failure_reason text, \
               started_at timestamptz, updated_at timestamptz, finished_at timestamptz, \
-              state jsonb, detail jsonb, version bigint",
+              attempts integer, errors text, state jsonb, detail jsonb, version bigint",
 };
 
 /// `rm_daily_sales_orders`: each order's contribution to the daily sales

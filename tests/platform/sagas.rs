@@ -929,3 +929,112 @@ async fn an_orders_trace_is_every_event_its_placement_caused_in_one_unbroken_cha
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a trace is for readers");
 }
+
+/// The order ids a saga list shows.
+fn listed(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|item| item["order_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_saga_list_filters_by_failure_attempts_stuck_time_and_placement_time() {
+    let mut platform = Platform::start().await;
+    let placed_before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    platform.product("clock", 1_000, 10).await;
+    let rich = platform.customer(10_000).await;
+    let poor = platform.customer(0).await;
+    let completed = platform.place(&rich, "clock", 1, "GB").await;
+    platform.saga_becomes(&completed, "completed").await;
+    let declined = platform.place(&poor, "clock", 1, "GB").await;
+    platform.saga_becomes(&declined, "compensated").await;
+    // A charge that keeps failing, then an orchestrator that stops: the
+    // saga is left running, with several attempts, and makes no progress.
+    platform.proxy.fail(&["charge-payment"]);
+    let stuck = platform.place(&rich, "clock", 1, "GB").await;
+    platform
+        .saga_where(&stuck, "charge retried", |saga| {
+            step(saga, "charge_payment")["attempts"].as_u64() >= Some(3)
+        })
+        .await;
+    platform.orchestrator.take().unwrap().kill().await;
+    let placed_after = chrono::Utc::now() + chrono::Duration::hours(1);
+
+    let list = |query: String| {
+        let platform = &platform;
+        async move {
+            let (status, body) = platform.query(&format!("/v1/sagas?{query}")).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {body}");
+            listed(&body)
+        }
+    };
+    assert_eq!(
+        list("failure=PAYMENT_declined".into()).await,
+        [declined.clone()]
+    );
+    assert_eq!(list("failure=503".into()).await, [stuck.clone()]);
+    assert_eq!(list("min_attempts=3".into()).await, [stuck.clone()]);
+    assert_eq!(
+        list("status=compensated&failure=declined".into()).await,
+        [declined.clone()]
+    );
+    eventually(SETTLE, "the stuck saga listed as stuck", || async {
+        let (_, body) = platform.query("/v1/sagas?stuck_for=2").await;
+        anyhow::ensure!(listed(&body) == [stuck.clone()], "{body}");
+        Ok(())
+    })
+    .await;
+    let stamp =
+        |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(
+        list(format!("placed_from={}", stamp(placed_before))).await,
+        [stuck.clone(), declined.clone(), completed.clone()],
+        "newest first"
+    );
+    assert!(
+        list(format!("placed_from={}", stamp(placed_after)))
+            .await
+            .is_empty()
+    );
+    assert!(
+        list(format!("placed_to={}", stamp(placed_before)))
+            .await
+            .is_empty()
+    );
+    // Paging through a filter keeps to it.
+    let (_, first) = platform
+        .query(&format!(
+            "/v1/sagas?placed_from={}&limit=2",
+            stamp(placed_before)
+        ))
+        .await;
+    assert_eq!(listed(&first), [stuck.clone(), declined.clone()]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = platform
+        .query(&format!(
+            "/v1/sagas?placed_from={}&limit=2&cursor={cursor}",
+            stamp(placed_before)
+        ))
+        .await;
+    assert_eq!(listed(&second), [completed.clone()]);
+    assert!(second["next_cursor"].is_null());
+
+    for bad in [
+        "failure=".to_owned(),
+        "min_attempts=-1".into(),
+        "stuck_for=lots".into(),
+        format!(
+            "placed_from={}&placed_to={}",
+            stamp(placed_after),
+            stamp(placed_before)
+        ),
+        "status=stuck".into(),
+    ] {
+        let (status, body) = platform.query(&format!("/v1/sagas?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["type"], "/problems/validation", "{bad}: {body}");
+    }
+}

@@ -21,6 +21,12 @@ pub struct SagaRow {
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The most attempts any step has had, at it or at undoing it (the
+    /// list's `min_attempts` filter).
+    pub attempts: i32,
+    /// The failure reason and each step's last error, a line each (what the
+    /// list's `failure` filter searches).
+    pub errors: String,
     pub state: SagaDoc,
     pub detail: Value,
     pub version: u64,
@@ -69,6 +75,8 @@ impl View for SagaRow {
             started_at: event.recorded_at,
             updated_at: event.recorded_at,
             finished_at: None,
+            attempts: 0,
+            errors: String::new(),
             state: SagaDoc {
                 saga: SagaState::default(),
                 times: Default::default(),
@@ -118,6 +126,25 @@ impl SagaRow {
         self.status = saga.status;
         self.current_step = saga.current_step;
         self.failure_reason = saga.failure_reason.clone();
+        self.attempts = saga
+            .steps
+            .values()
+            .map(|step| step.attempts.max(step.compensation_attempts))
+            .max()
+            .unwrap_or(0)
+            .try_into()
+            .unwrap_or(i32::MAX);
+        self.errors = saga
+            .failure_reason
+            .iter()
+            .chain(
+                saga.steps
+                    .values()
+                    .filter_map(|step| step.last_error.as_ref()),
+            )
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n");
         self.updated_at = at;
         self.finished_at = saga.status.is_terminal().then_some(at);
         self.version = event.version;

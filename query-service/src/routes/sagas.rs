@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::http::{ApiResult, Cursor, etag, limit};
+use axum::http::StatusCode;
+use read_models::sagas::SagaFilter;
+use sqlx::QueryBuilder;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SagaSummary {
@@ -64,6 +67,19 @@ pub struct ListQuery {
     pub status: Option<SagaStatus>,
     /// Only sagas whose current step is this one.
     pub step: Option<SagaStep>,
+    /// Only sagas whose failure reason or a step's last error contains this
+    /// text (case-insensitive; 1 to 200 characters).
+    pub failure: Option<String>,
+    /// Only sagas some step of which was attempted (or its undoing) at
+    /// least this often.
+    pub min_attempts: Option<u32>,
+    /// Only sagas not ended (completed or compensated) and without progress
+    /// for at least this many seconds.
+    pub stuck_for: Option<u64>,
+    /// Only sagas placed at or after this instant (RFC 3339).
+    pub placed_from: Option<DateTime<Utc>>,
+    /// Only sagas placed before this instant (RFC 3339).
+    pub placed_to: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -88,28 +104,47 @@ pub async fn list(
 ) -> ApiResult<Json<SagaList>> {
     let limit = limit(query.limit)?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let filter = SagaFilter {
+        status: query.status,
+        step: query.step,
+        failure: query.failure,
+        min_attempts: query.min_attempts,
+        stuck_for: query.stuck_for,
+        placed_from: query.placed_from,
+        placed_to: query.placed_to,
+    };
+    filter.validate().map_err(|invalid| {
+        Problem::validation(StatusCode::BAD_REQUEST, invalid.field, invalid.message)
+    })?;
     // Newest first, keyset paging on (started_at, order_id).
-    let rows = sqlx::query_as::<_, SummaryRow>(
+    let mut select = QueryBuilder::new(
         "select order_id, status, current_step, failure_reason, started_at, updated_at, finished_at
-         from rm_sagas
-         where ($1::text is null or status = $1)
-           and ($2::text is null or current_step = $2)
-           and ($3::timestamptz is null or (started_at, order_id) < ($3, $4))
-           and ($6::uuid is null
-                or order_id in (select order_id from rm_orders where customer_id = $6))
-         order by started_at desc, order_id desc
-         limit $5",
-    )
-    .bind(query.status.map(SagaStatus::as_str))
-    .bind(query.step.map(SagaStep::as_str))
-    .bind(cursor.map(|c| c.at))
-    .bind(cursor.map(|c| c.id))
-    .bind(limit + 1)
+         from rm_sagas where true",
+    );
+    filter.push_conditions(&mut select);
+    if let Some(cursor) = cursor {
+        select
+            .push(" and (started_at, order_id) < (")
+            .push_bind(cursor.at)
+            .push(", ")
+            .push_bind(cursor.id)
+            .push(")");
+    }
     // A customer lists the sagas of their own orders only (the owner of
     // an order is in the orders read model).
-    .bind(caller.customer)
-    .fetch_all(&state.pool)
-    .await?;
+    if let Some(customer) = caller.customer {
+        select
+            .push(" and order_id in (select order_id from rm_orders where customer_id = ")
+            .push_bind(customer)
+            .push(")");
+    }
+    select
+        .push(" order by started_at desc, order_id desc limit ")
+        .push_bind(limit + 1);
+    let rows = select
+        .build_query_as::<SummaryRow>()
+        .fetch_all(&state.pool)
+        .await?;
     let mut items: Vec<SagaSummary> = rows.into_iter().map(SagaSummary::from).collect();
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
