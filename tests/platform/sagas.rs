@@ -973,17 +973,23 @@ async fn the_saga_list_filters_by_failure_attempts_stuck_time_and_placement_time
     };
     assert_eq!(
         list("failure=PAYMENT_declined".into()).await,
-        [declined.clone()]
+        std::slice::from_ref(&declined)
     );
-    assert_eq!(list("failure=503".into()).await, [stuck.clone()]);
-    assert_eq!(list("min_attempts=3".into()).await, [stuck.clone()]);
+    assert_eq!(
+        list("failure=503".into()).await,
+        std::slice::from_ref(&stuck)
+    );
+    assert_eq!(
+        list("min_attempts=3".into()).await,
+        std::slice::from_ref(&stuck)
+    );
     assert_eq!(
         list("status=compensated&failure=declined".into()).await,
-        [declined.clone()]
+        std::slice::from_ref(&declined)
     );
     eventually(SETTLE, "the stuck saga listed as stuck", || async {
         let (_, body) = platform.query("/v1/sagas?stuck_for=2").await;
-        anyhow::ensure!(listed(&body) == [stuck.clone()], "{body}");
+        anyhow::ensure!(listed(&body) == std::slice::from_ref(&stuck), "{body}");
         Ok(())
     })
     .await;
@@ -1019,7 +1025,7 @@ async fn the_saga_list_filters_by_failure_attempts_stuck_time_and_placement_time
             stamp(placed_before)
         ))
         .await;
-    assert_eq!(listed(&second), [completed.clone()]);
+    assert_eq!(listed(&second), std::slice::from_ref(&completed));
     assert!(second["next_cursor"].is_null());
 
     for bad in [
