@@ -9,10 +9,11 @@
 #   make bench-orders       POST /v1/orders under load (BENCHMARKS.md)
 #   make bench-projector    rebuild throughput and projection lag (BENCHMARKS.md)
 #   make bench-sagas        sagas per second end to end (BENCHMARKS.md)
+#   make bench-saga-list    GET /v1/sagas with its filters over 100,000 sagas (BENCHMARKS.md)
 #   make chaos              crash safety: containers killed under load, then checked (on `make up`'s platform)
 #   make soak               10 minutes of steady load on `make up`'s platform (BENCHMARKS.md)
 
-.PHONY: up token test down clean images bench-event-store bench-orders bench-projector bench-sagas soak chaos
+.PHONY: up token test down clean images bench-event-store bench-orders bench-projector bench-sagas bench-saga-list soak chaos
 
 up:
 	@compose/up.sh
@@ -34,6 +35,9 @@ bench-projector:
 
 bench-sagas:
 	@compose/bench.sh bench-sagas
+
+bench-saga-list:
+	@compose/bench.sh bench-saga-list
 
 chaos:
 	@compose/chaos.sh

@@ -18,3 +18,13 @@ update rm_sagas set
 -- Sagas without progress: the ones not ended, by when they last moved.
 create index rm_sagas_unfinished on rm_sagas (updated_at)
     where status not in ('completed', 'compensated');
+
+-- The orchestrator's bulk retry selects failed sagas with the list's
+-- filter, from this table (and nothing else of the read models). A rebuild
+-- keeps the grant: the swapped-in table gets the old one's grants.
+do $$
+begin
+    execute format('grant usage on schema %I to orders_saga', current_schema());
+end
+$$;
+grant select on rm_sagas to orders_saga;

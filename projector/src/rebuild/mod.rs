@@ -17,6 +17,7 @@
 //! during the rebuild is lost or applied twice.
 
 mod fold;
+mod shadow;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use event_store::{Checkpoint, EventStore, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use self::fold::Folds;
+use self::shadow::{create_shadows, index_shadow, swap_in};
 use crate::store::{self, DeadLetter};
 use crate::views::Projection;
 
@@ -216,38 +218,6 @@ async fn swap(
     Ok(read)
 }
 
-/// Makes an empty `<table>_shadow` for each projection and records that
-/// its rebuild has started.
-async fn create_shadows(
-    pool: &PgPool,
-    projections: &[Projection],
-    total: u64,
-) -> anyhow::Result<()> {
-    for projection in projections {
-        let table = projection.table();
-        for statement in [
-            format!("drop table if exists {table}_shadow"),
-            // Without indexes: they are built once the rows are in, which
-            // is faster than maintaining them row by row.
-            format!(
-                "create table {table}_shadow (like {table} including defaults including constraints)"
-            ),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(pool)
-                .await
-                .with_context(|| format!("creating {table}_shadow"))?;
-        }
-        sqlx::query("update projections set rebuild_read = 0, rebuild_total = $2 where name = $1")
-            .bind(projection.name())
-            .bind(total as i64)
-            .execute(pool)
-            .await
-            .context("recording rebuild progress")?;
-    }
-    Ok(())
-}
-
 /// Reads the whole log in global order and folds it in memory; returns the
 /// folds, the checkpoint of the last event read and how many were read.
 async fn fold_log(
@@ -297,97 +267,6 @@ async fn fold_log(
         .context("the log reader panicked")?
         .context("reading the log")?;
     Ok((folds, after, read))
-}
-
-/// In the swap's transaction: renames the shadow table and its indexes
-/// into place, drops the old table and records the rebuilt projection's
-/// counts.
-async fn swap_in(
-    tx: &mut PgConnection,
-    projection: Projection,
-    indexes: &[String],
-    events: u64,
-    position: i64,
-) -> anyhow::Result<()> {
-    let table = projection.table();
-    let renames = indexes
-        .iter()
-        .map(|name| format!("alter index {name}_shadow rename to {name}"));
-    for statement in [
-        format!("alter table {table} rename to {table}_old"),
-        format!("alter table {table}_shadow rename to {table}"),
-        format!("drop table {table}_old"),
-    ]
-    .into_iter()
-    .chain(renames)
-    {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("swapping {table}"))?;
-    }
-    sqlx::query(
-        "update projections
-         set events_applied = $2, position = $3, rebuild_read = null, rebuild_total = null,
-             updated_at = now()
-         where name = $1",
-    )
-    .bind(projection.name())
-    .bind(events as i64)
-    .bind(position)
-    .execute(&mut *tx)
-    .await
-    .context("recording the rebuilt projection")?;
-    Ok(())
-}
-
-/// Builds on `<table>_shadow` the indexes `table` has (named
-/// `<index>_shadow` until the swap renames them), primary key included;
-/// returns the indexes' names.
-async fn index_shadow(pool: &PgPool, table: &str) -> anyhow::Result<Vec<String>> {
-    let indexes: Vec<(String, String, bool)> = sqlx::query_as(
-        "select i.relname::text, pg_get_indexdef(i.oid), x.indisprimary
-         from pg_index x join pg_class i on i.oid = x.indexrelid
-         where x.indrelid = $1::regclass",
-    )
-    .bind(table)
-    .fetch_all(pool)
-    .await
-    .with_context(|| format!("reading the indexes of {table}"))?;
-    let mut names = Vec::with_capacity(indexes.len());
-    for (name, definition, primary) in indexes {
-        // `CREATE [UNIQUE] INDEX <name> ON <schema>.<table> USING ...`
-        let shadow_definition = definition
-            .replacen(
-                &format!(" INDEX {name} ON "),
-                &format!(" INDEX {name}_shadow ON "),
-                1,
-            )
-            .replacen(
-                &format!(".{table} USING "),
-                &format!(".{table}_shadow USING "),
-                1,
-            );
-        anyhow::ensure!(
-            shadow_definition.contains(&format!("{name}_shadow ON "))
-                && shadow_definition.contains(&format!("{table}_shadow USING ")),
-            "unexpected index definition: {definition}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(shadow_definition))
-            .execute(pool)
-            .await
-            .with_context(|| format!("building index {name} on {table}_shadow"))?;
-        if primary {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "alter table {table}_shadow add primary key using index {name}_shadow"
-            )))
-            .execute(pool)
-            .await
-            .with_context(|| format!("making {name}_shadow the primary key"))?;
-        }
-        names.push(name);
-    }
-    Ok(names)
 }
 
 async fn save_progress(pool: &PgPool, projections: &[Projection], read: u64) -> anyhow::Result<()> {

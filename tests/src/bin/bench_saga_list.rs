@@ -1,0 +1,185 @@
+//! The saga list (`GET /v1/sagas`) with `--sagas` sagas in the read model:
+//! the latency of each filter the console offers, first pages and a page
+//! deep in the list through its cursor, through a running query-service.
+//!
+//! Run with `make bench-saga-list` (see BENCHMARKS.md).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use harness::{infra, services};
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+
+#[derive(Parser, Debug)]
+#[command(about = "GET /v1/sagas latency with its filters over a large read model")]
+struct Args {
+    /// Sagas in the read model.
+    #[arg(long, default_value_t = 100_000)]
+    sagas: u64,
+    /// Requests per case; p50 and p99 are over these.
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// Pages followed through `next_cursor` for the deep-page case.
+    #[arg(long, default_value_t = 50)]
+    pages: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    harness::bench::main(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let bench = infra::start_for_benchmark().await?;
+    let result = measure(&bench, &args).await;
+    drop(bench);
+    result
+}
+
+async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
+    let database_url = infra::create_database(&bench.pg_base, "bench_saga_list").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&database_url)
+        .await?;
+    let store = event_store::EventStore::new(pool.clone());
+    projector::migrate(&pool, &pool, &store, "public").await?;
+    let started = Instant::now();
+    fill(&pool, args.sagas).await?;
+    eprintln!("{} sagas in {:.1?}", args.sagas, started.elapsed());
+
+    let common = service_kit::CommonConfig {
+        database_url,
+        database_max_connections: 8,
+        kafka_brokers: bench.brokers.clone(),
+        kafka_topic_prefix: "bench.".into(),
+        log_format: "json".into(),
+        log_filter: "warn".into(),
+        ready_timeout_ms: 2000,
+        stall_after_ms: 30_000,
+        auth: harness::auth::auth_config(),
+        limits: service_kit::http::Limits::default(),
+    };
+    let config = query_service::Config {
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        read_model_schema: "public".into(),
+        min_version_timeout_ms: 5000,
+        common,
+    };
+    let query = services::start(query_service::SERVICE, |listener, stop| {
+        query_service::run(config, listener, stop)
+    })
+    .await;
+    let client = harness::auth::client("reader");
+    let url = format!("{}/v1/sagas", query.url);
+    let cases = [
+        ("newest first, no filter", ""),
+        ("status=failed", "status=failed"),
+        (
+            "status=running&step=charge_payment",
+            "status=running&step=charge_payment",
+        ),
+        ("failure=timed out", "failure=timed%20out"),
+        ("min_attempts=4", "min_attempts=4"),
+        ("stuck_for=3600", "stuck_for=3600"),
+        (
+            "placed in one day",
+            "placed_from=2026-11-20T00:00:00Z&placed_to=2026-11-21T00:00:00Z",
+        ),
+        (
+            "status=failed&failure=declined&min_attempts=2",
+            "status=failed&failure=declined&min_attempts=2",
+        ),
+    ];
+    println!(
+        "| {} sagas: case | items on the first page | p50 | p99 |",
+        args.sagas
+    );
+    println!("|---|---|---|---|");
+    for (name, filter) in cases {
+        let mut times = Vec::with_capacity(args.requests);
+        let mut items = 0;
+        for _ in 0..args.requests {
+            let at = Instant::now();
+            let page = get(&client, &format!("{url}?{filter}")).await?;
+            times.push(at.elapsed());
+            items = page["items"].as_array().map_or(0, Vec::len);
+        }
+        let (p50, p99) = percentiles(times);
+        println!("| {name} | {items} | {p50:.1?} | {p99:.1?} |");
+    }
+    // Deep in the list: each page after the first through its cursor.
+    let mut times = Vec::with_capacity(args.pages);
+    let mut next = format!("{url}?limit=50");
+    for _ in 0..args.pages {
+        let at = Instant::now();
+        let page = get(&client, &next).await?;
+        times.push(at.elapsed());
+        let Some(cursor) = page["next_cursor"].as_str() else {
+            break;
+        };
+        next = format!("{url}?limit=50&cursor={cursor}");
+    }
+    let pages = times.len();
+    let (p50, p99) = percentiles(times);
+    println!("| {pages} pages in a row through next_cursor | 50 | {p50:.1?} | {p99:.1?} |");
+    query.stop().await?;
+    Ok(())
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let response = client.get(url).send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    Ok(response.json().await?)
+}
+
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// `sagas` rows as the projector writes them, in one statement: placed
+/// over the 30 days before 2026-12-01, mostly completed, some compensated,
+/// running, compensating and failed, with attempts and errors to filter on.
+async fn fill(pool: &sqlx::PgPool, sagas: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into rm_sagas (order_id, status, current_step, failure_reason, started_at,
+                               updated_at, finished_at, attempts, errors, state, detail, version)
+         select gen_random_uuid(), s.status,
+                case when s.status in ('running', 'compensating')
+                     then (array['reserve_inventory', 'charge_payment', 'create_shipment'])[1 + n % 3]
+                end,
+                case s.status when 'compensated' then 'payment_declined'
+                              when 'failed' then 'refund-payment failed after 5 attempts: timed out'
+                end,
+                s.placed, s.placed + interval '2 seconds',
+                case when s.status in ('completed', 'compensated', 'failed')
+                     then s.placed + interval '2 seconds' end,
+                1 + n % 5,
+                case s.status when 'compensated' then 'payment_declined'
+                              when 'failed' then 'refund-payment failed after 5 attempts: timed out'
+                              when 'running' then 'charge-payment: timed out'
+                              else '' end,
+                '{}'::jsonb, '{}'::jsonb, 8
+         from generate_series(1, $1) as n,
+         lateral (select
+             case when n % 100 < 85 then 'completed'
+                  when n % 100 < 93 then 'compensated'
+                  when n % 100 < 97 then 'running'
+                  when n % 100 < 98 then 'compensating'
+                  else 'failed' end as status,
+             timestamptz '2026-12-01' - (n * interval '30 days') / $1 as placed) as s",
+    )
+    .bind(sagas as i64)
+    .execute(pool)
+    .await?;
+    sqlx::query("analyze rm_sagas").execute(pool).await?;
+    Ok(())
+}
