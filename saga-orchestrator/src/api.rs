@@ -1,5 +1,7 @@
 //! The operator API: `POST /v1/sagas/{order_id}/retry` resumes a failed
-//! saga from where it stopped.
+//! saga from where it stopped; `POST /v1/sagas/retry` does so for every
+//! failed saga a filter selects, as a job (`bulk`), whose progress
+//! `GET /v1/sagas/retry/{job_id}` reports.
 
 use std::sync::Arc;
 
@@ -8,28 +10,31 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use domain::saga::{SagaEvent, SagaStatus};
 use event_store::EventStore;
 use serde_json::json;
 use service_kit::auth::{Access, Authenticator, Caller, RouteTable};
-use service_kit::backoff::Backoff;
 use service_kit::http::{PathParam, Problem};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{instances, record};
+use crate::record::Retried;
+use crate::{bulk, instances, record};
 
 #[derive(Clone)]
 pub struct ApiState {
     pub store: EventStore,
     pub pool: PgPool,
     pub wake: Arc<Notify>,
+    pub jobs: bulk::Jobs,
 }
 
 /// The operator API's routes, each with who may call it.
 pub fn routes() -> RouteTable<ApiState> {
-    RouteTable::new().post("/v1/sagas/{order_id}/retry", Access::OPERATE, retry)
+    RouteTable::new()
+        .post("/v1/sagas/{order_id}/retry", Access::OPERATE, retry)
+        .post("/v1/sagas/retry", Access::OPERATE, bulk::start)
+        .get("/v1/sagas/retry/{job_id}", Access::READ, bulk::status)
 }
 
 /// [`routes`] and `extra` (the operational endpoints) behind their rules.
@@ -57,37 +62,17 @@ async fn retry(
 
 /// Records the retry (with who asked) and makes the saga due.
 async fn resume(state: &ApiState, order_id: Uuid, actor: &str) -> anyhow::Result<Response> {
-    for attempt in 1.. {
-        if attempt > 1 {
-            Backoff::CONTENTION.sleep(attempt - 1).await;
-        }
-        let loaded = record::load(&state.store, order_id).await?;
-        if !loaded.state.exists {
+    match record::retry(&state.store, order_id, actor, None).await? {
+        Retried::Recorded => {}
+        Retried::NoSaga => {
             return Ok(Problem::not_found(format!("no saga for order {order_id}")).into_response());
         }
-        if loaded.state.status != SagaStatus::Failed {
+        Retried::NotFailed(status) => {
             return Ok(Problem::conflict(format!(
                 "the saga is {}; only a failed saga can be retried",
-                loaded.state.status.as_str()
+                status.as_str()
             ))
             .into_response());
-        }
-        let retried = [SagaEvent::SagaRetryRequested {}];
-        // An operator's command, in the saga's chain: caused by the saga's
-        // last event, which the retry acts on.
-        let cause = record::Cause::next_in(&loaded, order_id, "operator");
-        if record::append_by(
-            &state.store,
-            order_id,
-            loaded.version,
-            &retried,
-            &cause,
-            Some(actor),
-        )
-        .await?
-        .is_some()
-        {
-            break;
         }
     }
     instances::make_due(&state.pool, &[order_id]).await?;

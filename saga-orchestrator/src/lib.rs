@@ -9,6 +9,7 @@
 //! I/O, what each call's answer leads to); `api` is the operator's retry.
 
 pub mod api;
+mod bulk;
 mod client;
 pub mod decide;
 mod executor;
@@ -113,6 +114,11 @@ pub struct Config {
     #[arg(long, env = "SAGA_FETCH_WAIT_MS", default_value_t = 100)]
     pub fetch_wait_ms: u32,
 
+    /// PostgreSQL schema the projector keeps the read models in: a bulk
+    /// retry selects failed sagas from its `rm_sagas`.
+    #[arg(long, env = "READ_MODEL_SCHEMA", default_value = "public", value_parser = service_kit::config::parse_schema)]
+    pub read_model_schema: String,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -139,6 +145,7 @@ impl Config {
             poll_ms: 200,
             concurrency: 64,
             fetch_wait_ms: 100,
+            read_model_schema: "public".into(),
             common,
         }
     }
@@ -233,12 +240,21 @@ pub async fn run(
         watchdog: watchdog.clone(),
     };
     let pool = deps.pg.clone();
+    let read_models =
+        service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
+    let jobs = bulk::Jobs::new(store.clone(), pool.clone(), read_models, Arc::clone(&wake));
+    jobs.resume();
     let app = api_router(
         &config,
         deps,
         watchdog,
         registry,
-        api::ApiState { store, pool, wake },
+        api::ApiState {
+            store,
+            pool,
+            wake,
+            jobs,
+        },
     )
     .await;
     let (served, (), ()) = tokio::join!(

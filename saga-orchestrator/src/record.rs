@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use domain::Event;
-use domain::saga::{PerStep, SagaEvent, SagaState};
+use domain::saga::{PerStep, SagaEvent, SagaState, SagaStatus};
 use domain::stream::saga as stream_id;
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+use service_kit::backoff::Backoff;
 use uuid::Uuid;
 
 /// Events read per query; a saga's stream is usually a few dozen.
@@ -149,12 +150,20 @@ pub async fn start_all(store: &EventStore, sagas: &[Start]) -> anyhow::Result<Ve
 /// orchestrator itself, or `actor` (who asked: a token's subject) when
 /// given.
 fn new_events(events: &[SagaEvent], cause: &Cause, actor: Option<&str>) -> Vec<NewEvent> {
-    let metadata = Metadata {
+    new_events_with(events, metadata(cause, actor))
+}
+
+/// The metadata of the orchestrator's appends (see [`new_events`]).
+fn metadata(cause: &Cause, actor: Option<&str>) -> Metadata {
+    Metadata {
         correlation_id: cause.correlation_id.clone(),
         causation_id: cause.causation_id.clone(),
         ..Metadata::default()
     }
-    .with_actor(actor.unwrap_or(crate::SERVICE));
+    .with_actor(actor.unwrap_or(crate::SERVICE))
+}
+
+fn new_events_with(events: &[SagaEvent], metadata: Metadata) -> Vec<NewEvent> {
     events
         .iter()
         .map(|event| NewEvent::new(event.event_type(), event.data(), metadata.clone()))
@@ -195,4 +204,61 @@ pub async fn append_by(
         Err(event_store::Error::ConcurrencyConflict { .. }) => Ok(None),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The metadata field naming the bulk retry job an operator's retry was
+/// part of.
+pub const JOB_ID: &str = "job_id";
+
+/// What became of an operator's retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// `SagaRetryRequested` is recorded; the saga is to be made due.
+    Recorded,
+    /// No saga for that order.
+    NoSaga,
+    /// The saga is not failed (it is in this status): nothing recorded.
+    NotFailed(SagaStatus),
+}
+
+/// Records that `actor` asked the failed saga of `order_id` to resume
+/// (within bulk retry `job`, if any, named in the event's metadata), caused
+/// by the saga's last event, which the retry acts on. Decided again when
+/// another writer gets in first.
+pub async fn retry(
+    store: &EventStore,
+    order_id: Uuid,
+    actor: &str,
+    job: Option<Uuid>,
+) -> anyhow::Result<Retried> {
+    for attempt in Backoff::CONTENTION.attempts() {
+        let loaded = load(store, order_id).await?;
+        if !loaded.state.exists {
+            return Ok(Retried::NoSaga);
+        }
+        if loaded.state.status != SagaStatus::Failed {
+            return Ok(Retried::NotFailed(loaded.state.status));
+        }
+        let cause = Cause::next_in(&loaded, order_id, "operator");
+        let mut metadata = metadata(&cause, Some(actor));
+        if let Some(job) = job {
+            metadata
+                .extra
+                .insert(JOB_ID.into(), serde_json::Value::String(job.to_string()));
+        }
+        let events = new_events_with(&[SagaEvent::SagaRetryRequested {}], metadata);
+        let append = StreamAppend::new(
+            stream_id(order_id),
+            ExpectedVersion::at(loaded.version),
+            events,
+        );
+        match store.append(&[append]).await {
+            Ok(_) => return Ok(Retried::Recorded),
+            Err(event_store::Error::ConcurrencyConflict { .. }) => {
+                Backoff::CONTENTION.sleep(attempt).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    anyhow::bail!("the saga of {order_id} kept changing; its retry was not recorded")
 }

@@ -74,6 +74,17 @@ impl Platform {
         Self(platform::Platform::start_relaying(format, adjust).await)
     }
 
+    async fn command_get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.command.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn command(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .client
@@ -1043,4 +1054,126 @@ async fn the_saga_list_filters_by_failure_attempts_stuck_time_and_placement_time
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert_eq!(body["type"], "/problems/validation", "{bad}: {body}");
     }
+}
+
+#[tokio::test]
+async fn a_bulk_retry_shows_a_dry_run_then_retries_every_failed_saga_it_selects_as_a_job() {
+    let platform = Platform::start().await;
+    platform.product("vase", 1_500, 10).await;
+    let customer = platform.customer(10_000).await;
+    let completed = platform.place(&customer, "vase", 1, "GB").await;
+    platform.saga_becomes(&completed, "completed").await;
+    // Brazil is not served: each refund must run, and keeps failing.
+    platform.proxy.fail(&["refund-payment"]);
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        failed.push(platform.place(&customer, "vase", 1, "BR").await);
+    }
+    for order in &failed {
+        platform.saga_becomes(order, "failed").await;
+    }
+    let url = format!("{}/v1/sagas/retry", platform.orchestrator_url());
+    let operator = harness::auth::client("operator");
+    let ask = |client: &Client, body: Value| {
+        let request = client.post(&url).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let location = response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (
+                status,
+                location,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    // A dry run counts every failed saga the filter selects, and changes nothing.
+    let (status, _, dry) = ask(&operator, json!({"filter": {}, "dry_run": true})).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["count"], 3, "{dry}");
+    let mut sampled: Vec<String> = dry["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["order_id"].as_str().unwrap().to_owned())
+        .collect();
+    sampled.sort();
+    let mut expected = failed.clone();
+    expected.sort();
+    assert_eq!(sampled, expected);
+    let (_, _, none) = ask(
+        &operator,
+        json!({"filter": {"failure": "no such error"}, "dry_run": true}),
+    )
+    .await;
+    assert_eq!(none["count"], 0, "{none}");
+    // Only failed sagas are retried; only operators retry.
+    let (status, _, body) = ask(&operator, json!({"filter": {"status": "completed"}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = ask(&operator, json!({"filter": {"stauts": "failed"}})).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let (status, _, _) = ask(&harness::auth::client("writer"), json!({"filter": {}})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for order in &failed {
+        platform.saga_becomes(order, "failed").await;
+    }
+
+    platform.proxy.heal();
+    let (status, location, started) = ask(&operator, json!({"filter": {}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["count"], 3, "{started}");
+    let job_id = started["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/v1/sagas/retry/{job_id}").as_str())
+    );
+    let job_url = format!("{}/v1/sagas/retry/{job_id}", platform.orchestrator_url());
+    let job = eventually(
+        SETTLE,
+        "the job done and every saga out of failed",
+        || async {
+            let job: Value = harness::auth::client("reader")
+                .get(&job_url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            anyhow::ensure!(job["status"] == "done" && job["left_failed"] == 3, "{job}");
+            Ok(job)
+        },
+    )
+    .await;
+    assert_eq!(job["retried"], 3, "{job}");
+    assert_eq!(job["requested_by"], "test-operator", "{job}");
+    for order in &failed {
+        platform.saga_becomes(order, "compensated").await;
+        let (_, events) = platform
+            .command_get(&format!("/v1/streams/saga-{order}/events?limit=1000"))
+            .await;
+        let retried: Vec<&Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "SagaRetryRequested")
+            .collect();
+        assert_eq!(retried.len(), 1, "{events}");
+        assert_eq!(retried[0]["metadata"]["actor"], "test-operator");
+        assert_eq!(retried[0]["metadata"]["job_id"], job_id.as_str());
+    }
+    // The completed saga was never part of it.
+    platform.saga_becomes(&completed, "completed").await;
+    let (status, _, _) = ask(&operator, json!({"filter": {}, "dry_run": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    let unknown = format!(
+        "{}/v1/sagas/retry/{}",
+        platform.orchestrator_url(),
+        uuid::Uuid::new_v4()
+    );
+    let response = operator.get(unknown).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }

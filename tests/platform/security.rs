@@ -255,6 +255,18 @@ fn contract() -> Vec<(&'static str, Method, &'static str, Option<Vec<Role>>)> {
             "/v1/sagas/{order_id}/retry",
             Some(vec![Operator, Admin]),
         ),
+        (
+            ORCHESTRATOR,
+            Method::POST,
+            "/v1/sagas/retry",
+            Some(vec![Operator, Admin]),
+        ),
+        (
+            ORCHESTRATOR,
+            Method::GET,
+            "/v1/sagas/retry/{job_id}",
+            readers(),
+        ),
     ];
     for listener in [COMMAND, QUERY, PROJECTOR, ORCHESTRATOR] {
         for path in service_kit::ops::PATHS {

@@ -155,4 +155,3 @@ pub(super) async fn index_shadow(pool: &PgPool, table: &str) -> anyhow::Result<V
     }
     Ok(names)
 }
-
