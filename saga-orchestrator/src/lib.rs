@@ -10,6 +10,7 @@
 
 pub mod api;
 mod bulk;
+pub mod cli;
 mod client;
 pub mod decide;
 mod executor;
@@ -160,6 +161,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    // The operator's command line needs none of the service's settings.
+    if args.get(1).is_some_and(|arg| arg == "sagas") {
+        return cli::run(args, &mut std::io::stdout()).await;
+    }
     let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
     if let Some(Command::Migrate) = command {
         return service_kit::db::migrate_command(SERVICE, &config.common, |pool| async move {
@@ -174,7 +180,8 @@ where
     .await
 }
 
-/// The command line: the service's settings, and `migrate`.
+/// The command line: the service's settings, and `migrate` (`sagas` is
+/// the operator's command line, [`cli`]).
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "saga-orchestrator",

@@ -1177,3 +1177,71 @@ async fn a_bulk_retry_shows_a_dry_run_then_retries_every_failed_saga_it_selects_
     let response = operator.get(unknown).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// What `saga-orchestrator sagas ...` prints with `args`, as `role`.
+async fn sagas_cli(platform: &Platform, role: &str, args: &[&str]) -> anyhow::Result<String> {
+    let token = harness::auth::token(role, &format!("test-{role}"));
+    let mut command = vec![
+        "saga-orchestrator".to_owned(),
+        "sagas".to_owned(),
+        "--query-url".to_owned(),
+        platform.query.url.clone(),
+        "--orchestrator-url".to_owned(),
+        platform.orchestrator_url().to_owned(),
+        "--token".to_owned(),
+        token,
+    ];
+    command.extend(args.iter().map(|arg| (*arg).to_owned()));
+    let mut out = Vec::new();
+    saga_orchestrator::cli::run(command, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn operators_list_show_and_retry_sagas_from_the_command_line_with_their_roles() {
+    let platform = Platform::start().await;
+    platform.product("lamp", 1_500, 10).await;
+    let customer = platform.customer(10_000).await;
+    platform.proxy.fail(&["refund-payment"]);
+    // Brazil is not served: the refund must run, and keeps failing.
+    let order = platform.place(&customer, "lamp", 1, "BR").await;
+    platform.saga_becomes(&order, "failed").await;
+
+    let listed = sagas_cli(&platform, "reader", &["list", "--status", "failed"])
+        .await
+        .unwrap();
+    assert!(listed.contains(&order), "{listed}");
+    assert!(listed.contains("1 sagas"), "{listed}");
+    let none = sagas_cli(&platform, "reader", &["list", "--status", "running"])
+        .await
+        .unwrap();
+    assert!(!none.contains(&order), "{none}");
+    let shown = sagas_cli(&platform, "reader", &["show", &order])
+        .await
+        .unwrap();
+    assert!(shown.contains("failed"), "{shown}");
+    assert!(shown.contains("charge_payment"), "{shown}");
+    assert!(shown.contains("refund-payment"), "{shown}");
+    let dry = sagas_cli(
+        &platform,
+        "operator",
+        &["retry", "--status", "failed", "--dry-run"],
+    )
+    .await
+    .unwrap();
+    assert!(dry.contains("1 sagas would be retried"), "{dry}");
+    assert!(dry.contains(&order), "{dry}");
+    // A reader may look but not retry; nothing changes.
+    let refused = sagas_cli(&platform, "reader", &["retry", &order])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    platform.saga_becomes(&order, "failed").await;
+
+    platform.proxy.heal();
+    let retried = sagas_cli(&platform, "operator", &["retry", &order])
+        .await
+        .unwrap();
+    assert!(retried.contains(&order), "{retried}");
+    platform.saga_becomes(&order, "compensated").await;
+}
