@@ -180,20 +180,7 @@ pub async fn append(
     events: &[SagaEvent],
     cause: &Cause,
 ) -> anyhow::Result<Option<Uuid>> {
-    append_by(store, order_id, version, events, cause, None).await
-}
-
-/// [`append`], recording `actor` (who asked: a token's subject) in the
-/// events' metadata.
-pub async fn append_by(
-    store: &EventStore,
-    order_id: Uuid,
-    version: u64,
-    events: &[SagaEvent],
-    cause: &Cause,
-    actor: Option<&str>,
-) -> anyhow::Result<Option<Uuid>> {
-    let events = new_events(events, cause, actor);
+    let events = new_events(events, cause, None);
     let last = events.last().map(|event| event.event_id);
     let expected = ExpectedVersion::at(version);
     match store
