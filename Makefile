@@ -3,6 +3,7 @@
 #   make token ROLE=<role> [SUBJECT=<customer id>] [TTL=<seconds>]
 #               print a token signed with the platform's key (last line)
 #   make test   build what is missing, run the whole test suite
+#   make demo   seed orders against `make up`, one saga failed by a real fault; prints the console's URL and a token
 #   make down   stop and remove the platform's containers
 #   make clean  also remove its volumes and the images built here
 #   make bench-event-store  the event store benchmarks (BENCHMARKS.md)
@@ -13,13 +14,16 @@
 #   make chaos              crash safety: containers killed under load, then checked (on `make up`'s platform)
 #   make soak               10 minutes of steady load on `make up`'s platform (BENCHMARKS.md)
 
-.PHONY: up token test down clean images bench-event-store bench-orders bench-projector bench-sagas bench-saga-list soak chaos
+.PHONY: up token demo test down clean images bench-event-store bench-orders bench-projector bench-sagas bench-saga-list soak chaos
 
 up:
 	@compose/up.sh
 
 token:
 	@compose/token.sh "$(ROLE)" "$(SUBJECT)" "$(TTL)"
+
+demo:
+	@compose/demo.sh
 
 test:
 	@compose/test.sh
