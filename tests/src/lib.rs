@@ -9,6 +9,8 @@
 //! - [`services`] starts the real services in-process on port 0.
 //! - [`proxy`] puts a fault-injecting HTTP proxy in front of a service.
 //! - [`platform`] starts every service on one [`TestEnv`], ready.
+//! - [`gateway`] puts the real gateway (nginx, from compose's template) in
+//!   front of them.
 //! - [`eventually`] is the only way tests wait: bounded polling with a
 //!   deadline.
 //!
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod bench;
 pub mod chaos;
+pub mod gateway;
 pub mod infra;
 pub mod platform;
 pub mod proxy;
