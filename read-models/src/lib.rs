@@ -88,7 +88,7 @@ pub const SAGAS: Declaration = Declaration {
     key: ("order_id", "uuid"),
     columns: "order_id uuid, status text, current_step text, failure_reason text, \
               started_at timestamptz, updated_at timestamptz, finished_at timestamptz, \
-              attempts integer, errors text, state jsonb, detail jsonb, version bigint",
+              state jsonb, detail jsonb, version bigint, attempts integer, errors text",
 };
 
 /// `rm_daily_sales_orders`: each order's contribution to the daily sales
