@@ -59,7 +59,7 @@
   }
 
   function render(...nodes) {
-    view.replaceChildren(...nodes);
+    view.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
   }
 
   function table(id, headings, rows) {
@@ -466,9 +466,9 @@
     const last = history[history.length - 1];
     switch (saga.status) {
       case 'completed':
-        return `Nothing: completed at ${when(saga.finished_at)}.`;
+        return `Nothing: it ended completed at ${when(saga.finished_at)}.`;
       case 'compensated':
-        return `Nothing: compensated at ${when(saga.finished_at)} (${saga.failure_reason || 'no reason given'}); every step done was undone.`;
+        return `Nothing: it ended compensated at ${when(saga.finished_at)}; every step done was undone (reason: ${saga.failure_reason || 'none given'}).`;
       case 'failed':
         return 'An operator: a compensation could not be completed. Fix its cause, then retry the saga.';
       default:
