@@ -22,6 +22,10 @@ if [ -r "$ORDERS_SECRETS_DIR/db.env" ]; then
     . "$ORDERS_SECRETS_DIR/db.env"
     set +a
 fi
+# The gateway's configuration is mounted into its container; its checksum in
+# the container's environment makes compose recreate it when it changes.
+GATEWAY_CONFIG_REVISION=$(cat "$_compose_dir/gateway/nginx.conf.template" "$_compose_dir/gateway/start.sh" | cksum | cut -d' ' -f1)
+export GATEWAY_CONFIG_REVISION
 ORDERS_UID=$(id -u)
 ORDERS_GID=$(id -g)
 export ORDERS_UID ORDERS_GID

@@ -3,7 +3,7 @@
 # or without a container registry, and records the chosen names in
 # compose/.images.env (read by the Makefile, compose and the test harness).
 #
-#   compose/images.sh postgres kafka services   # any subset; `all` = all three
+#   compose/images.sh postgres kafka services gateway   # any subset; `all` = all four
 #
 # Each step is idempotent: an image that is already there is not built again,
 # and the expensive intermediate products (the Debian root filesystem, the
@@ -23,6 +23,9 @@
 #               compose/Dockerfile when rust:1-bookworm is present or
 #               pullable, else from binaries built on the host copied into the
 #               debootstrapped Debian base image.
+#   gateway:    $GATEWAY_IMAGE if set; else nginx:1.28 if present or
+#               pullable; else orders-platform/nginx:1.22-bookworm-2, Debian's
+#               nginx from the base image (compose/gateway/Dockerfile).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +36,7 @@ env_file=$here/.images.env
 official_postgres=postgres:16
 official_kafka=apache/kafka:3.9.1
 official_rust=rust:1-bookworm
+official_nginx=nginx:1.28
 # The suffix of the root filesystem's cache folder and of its image is the
 # base recipe's revision: bump both when the package list below changes, so
 # old caches and images are not reused.
@@ -51,6 +55,9 @@ tansu_version=0.6.0
 # image build the new one.
 tansu_image=orders-platform/tansu:$tansu_version-3
 services_image=${SERVICES_IMAGE:-orders-platform/services:latest}
+# Built from $base_image (bookworm's nginx is 1.22), so it carries the base's
+# revision; bump the suffix when compose/gateway/Dockerfile changes.
+debian_nginx=orders-platform/nginx:1.22-bookworm-$base_revision
 
 # The legacy builder needs no buildx plugin, which Debian's docker.io lacks.
 if ! docker buildx version >/dev/null 2>&1; then
@@ -228,14 +235,42 @@ ensure_services() {
     record SERVICES_IMAGE "$services_image"
 }
 
+# The gateway's configuration and start script are mounted by compose, not
+# built in, so either image runs the repository's own (compose/gateway).
+ensure_gateway() {
+    local image
+    if [ -n "${GATEWAY_IMAGE:-}" ]; then
+        image=$GATEWAY_IMAGE
+        have_image "$image" || present_or_pullable "$image" || { say "GATEWAY_IMAGE=$image is not available"; exit 1; }
+    elif present_or_pullable "$official_nginx"; then
+        image=$official_nginx
+    else
+        image=$debian_nginx
+        if have_image "$image"; then
+            say "$image is present"
+        else
+            ensure_base
+            local ctx
+            ctx=$(mktemp -d)
+            cp "$here/gateway/Dockerfile" "$ctx/"
+            say "building $image"
+            docker_build -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
+            rm -rf "$ctx"
+        fi
+    fi
+    say "gateway image: $image"
+    record GATEWAY_IMAGE "$image"
+}
+
 [ $# -gt 0 ] || set -- all
 for what in "$@"; do
     case "$what" in
         postgres) ensure_postgres ;;
         kafka) ensure_kafka ;;
         services) ensure_services ;;
-        all) ensure_postgres; ensure_kafka; ensure_services ;;
-        *) echo "usage: $0 [postgres|kafka|services|all]..." >&2; exit 2 ;;
+        gateway) ensure_gateway ;;
+        all) ensure_postgres; ensure_kafka; ensure_services; ensure_gateway ;;
+        *) echo "usage: $0 [postgres|kafka|services|gateway|all]..." >&2; exit 2 ;;
     esac
 done
 say "done; image names are in ${env_file#"$root"/}"

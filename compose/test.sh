@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: finds or builds the PostgreSQL and Kafka images, then runs the
-# whole test suite (unit and integration) with cargo. Integration tests start
+# `make test`: finds or builds the PostgreSQL and Kafka images, installs
+# nginx if it is missing (the gateway's tests run it), then runs the whole
+# test suite (unit and integration) with cargo. Integration tests start
 # their own containers from those images with testcontainers.
 set -euo pipefail
 
@@ -27,6 +28,15 @@ remove_test_containers
 # shellcheck source=compose/docker-api.sh
 . "$here/docker-api.sh"
 trap 'remove_test_containers; stop_docker_api_shim' EXIT
+
+# The gateway's tests run Debian's nginx on the host (harness::gateway);
+# a fresh machine has none.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    say "installing nginx (Debian's package) for the gateway's tests"
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
 
 say "checking formatting and lints"
 cargo fmt --all --check

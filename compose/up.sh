@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make up`: finds or builds every image, starts the platform with compose,
-# waits until all four services are ready and prints where they are.
+# waits until all four services and the gateway are ready and prints where
+# they are, the gateway (the one origin for the API and the console) first.
 # Running it again with nothing changed leaves the running containers alone.
 set -euo pipefail
 
@@ -43,10 +44,22 @@ for service in command-service query-service saga-orchestrator projector; do
     done
     say "$service ready"
 done
+gateway=http://localhost:${GATEWAY_PORT:-8080}
+until curl -fsS -o /dev/null "$gateway/health/gateway" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+        say "the gateway is not ready at $gateway/health/gateway; its last logs:"
+        compose logs --tail=30 gateway >&2
+        exit 1
+    fi
+    sleep 1
+done
+say "gateway ready"
 
 cat <<MSG
 
 The platform is up:
+  gateway            $gateway/  (the whole public API, /v1/...)
+  console            $gateway/console/
   command-service    http://localhost:${ports[command-service]}
   query-service      http://localhost:${ports[query-service]}
   saga-orchestrator  http://localhost:${ports[saga-orchestrator]}
@@ -54,7 +67,7 @@ The platform is up:
   PostgreSQL         postgres://orders_owner:***@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-orders}
                      (passwords in $ORDERS_SECRETS_DIR/db.env)
   Kafka              127.0.0.1:${KAFKA_PORT:-9092}
-Each serves /health/live, /health/ready and /metrics. Every other request
-needs a token: \`make token ROLE=admin\` prints one (README.md, "Tokens").
+Each service serves /health/live, /health/ready and /metrics on its own
+port (the gateway: /health/gateway). Every other request needs a token: \`make token ROLE=admin\` prints one (README.md, "Tokens").
 Stop with \`make down\`.
 MSG

@@ -9,6 +9,7 @@ mod customers;
 mod daily_sales;
 mod database_roles;
 mod event_store;
+mod gateway;
 mod health;
 mod jwks_rotation;
 mod read_side;

@@ -9,6 +9,8 @@
 //! - [`services`] starts the real services in-process on port 0.
 //! - [`proxy`] puts a fault-injecting HTTP proxy in front of a service.
 //! - [`platform`] starts every service on one [`TestEnv`], ready.
+//! - [`gateway`] puts the real gateway (nginx, from compose's template) in
+//!   front of them.
 //! - [`browser`] drives a headless Chromium through chromedriver
 //!   (WebDriver), for the console's tests.
 //! - [`eventually`] is the only way tests wait: bounded polling with a
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod bench;
 pub mod browser;
 pub mod chaos;
+pub mod gateway;
 pub mod infra;
 pub mod platform;
 pub mod proxy;
