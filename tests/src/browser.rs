@@ -11,10 +11,10 @@
 //! gives up); screenshots go under the cargo target
 //! directory, `console-screenshots/`, and are checked not to be blank.
 
+use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -74,7 +74,10 @@ impl Browser {
             Ok(())
         })
         .await;
-        let chromium = program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]);
+        let chromium = program(
+            "CHROME_BIN",
+            &["chromium", "chromium-browser", "google-chrome"],
+        );
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -84,7 +87,11 @@ impl Browser {
             },
         }}});
         let answer = browser
-            .send(reqwest::Method::POST, &format!("{base}/session"), Some(capabilities))
+            .send(
+                reqwest::Method::POST,
+                &format!("{base}/session"),
+                Some(capabilities),
+            )
             .await
             .expect("a WebDriver session");
         browser.session = format!(
@@ -122,8 +129,14 @@ impl Browser {
         Ok(answer["value"].clone())
     }
 
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        self.send(method, &format!("{}{path}", self.session), body).await
+    async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.send(method, &format!("{}{path}", self.session), body)
+            .await
     }
 
     /// Opens `url`.
