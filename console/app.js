@@ -307,6 +307,7 @@
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       const next = new URLSearchParams();
+      if (params.get('limit')) next.set('limit', params.get('limit'));
       for (const name of FILTERS) {
         let value = form.elements[name].value.trim();
         if (!value) continue;
@@ -321,7 +322,8 @@
   function sagasPage(params) {
     const query = new URLSearchParams();
     for (const [name, value] of Object.entries(filterOf(params))) query.set(name, value);
-    query.set('limit', String(PAGE_SIZE));
+    // A page size in the address (not in the form) is kept while paging.
+    query.set('limit', params.get('limit') || String(PAGE_SIZE));
     if (params.get('cursor')) query.set('cursor', params.get('cursor'));
     const form = filterForm(params);
     render(el('h1', {}, 'Sagas'), form, el('p', { class: 'muted' }, 'Loading…'));
@@ -337,7 +339,7 @@
       if (params.get('cursor')) {
         const first = new URLSearchParams(params);
         first.delete('cursor');
-        paging.append(link(`#/sagas?${first}`, 'First page'));
+        paging.append(link(`#/sagas?${first}`, { id: 'first-page' }, 'First page'));
       }
       if (page.next_cursor) {
         const next = new URLSearchParams(params);

@@ -156,6 +156,40 @@ async fn an_operator_finds_explains_and_retries_failed_sagas_in_the_console() {
     browser.wait_for("#saga-list").await;
     shot(&browser, "sagas").await;
 
+    // Paged by the server: two pages of two, newest first.
+    browser.goto(&format!("{console}#/sagas?limit=2")).await;
+    let first_page = eventually(SETTLE, "a first page of two", || async {
+        let rows = listed(&browser).await;
+        anyhow::ensure!(rows.len() == 2, "{rows:?}");
+        Ok(rows)
+    })
+    .await;
+    browser.click("#next-page").await;
+    let second_page = eventually(SETTLE, "a second page of two", || async {
+        let rows = listed(&browser).await;
+        anyhow::ensure!(rows.len() == 2 && rows != first_page, "{rows:?}");
+        Ok(rows)
+    })
+    .await;
+    browser.wait_for("#first-page").await;
+    assert!(
+        browser.find("#next-page").await.is_err(),
+        "the last page has no next"
+    );
+    let mut all: Vec<String> = first_page
+        .iter()
+        .chain(&second_page)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(
+        all[3], completed,
+        "newest first: the completed one was placed first"
+    );
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "every saga once");
+    browser.goto(&format!("{console}#/sagas")).await;
+
     // The failed ones, filtered by the server.
     browser.click("#filter-status option[value=failed]").await;
     browser.click("#apply-filter").await;
