@@ -413,3 +413,32 @@ fn log_or_null() -> Stdio {
         Stdio::null()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_of(width: u32, height: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        let data: Vec<u8> = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .flat_map(|(x, y)| pixel(x, y))
+            .collect();
+        writer.write_image_data(&data).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_blank_screenshot_has_too_few_colours_and_a_drawn_one_enough() {
+        let blank = png_of(64, 64, |_, _| [255, 255, 255]);
+        assert_eq!(distinct_colours(&blank).unwrap(), 1);
+        let drawn = png_of(64, 64, |x, y| [x as u8 * 4, y as u8 * 4, 0]);
+        assert!(distinct_colours(&drawn).unwrap() >= MIN_COLOURS);
+        assert!(distinct_colours(b"not a png").is_err());
+    }
+}
