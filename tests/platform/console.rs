@@ -315,6 +315,14 @@ async fn an_operator_finds_explains_and_retries_failed_sagas_in_the_console() {
         .await;
     shot(&browser, "projections").await;
 
+    let refused: Vec<String> = browser
+        .console_messages()
+        .await
+        .into_iter()
+        .filter(|line| line.contains("Content Security Policy"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+
     // Signing out forgets the token.
     browser.click("#sign-out").await;
     browser.wait_for("#sign-in:not([hidden])").await;
@@ -386,5 +394,13 @@ async fn markup_that_users_typed_is_shown_as_text_and_runs_nothing() {
         )
         .await;
     assert_eq!(ran, json!(["undefined", 0]), "user input ran as markup");
+    // Nothing the page does needs what its Content-Security-Policy forbids.
+    let refused: Vec<String> = browser
+        .console_messages()
+        .await
+        .into_iter()
+        .filter(|line| line.contains("Content Security Policy"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
     browser.close().await;
 }

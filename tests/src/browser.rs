@@ -80,6 +80,7 @@ impl Browser {
         );
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -279,6 +280,26 @@ impl Browser {
         )
         .await
         .unwrap_or_else(|e| panic!("running a script: {e:#}"))
+    }
+
+    /// What the page wrote to the browser's console since the last call
+    /// (its errors, and Chromium's own: a Content-Security-Policy refusal,
+    /// a failed request), one line each.
+    pub async fn console_messages(&self) -> Vec<String> {
+        let entries = self
+            .command(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({"type": "browser"})),
+            )
+            .await
+            .expect("the browser's console log");
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|entry| format!("{} {}", entry["level"], entry["message"]))
+            .collect()
     }
 
     /// The page's address now.
