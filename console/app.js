@@ -477,8 +477,12 @@
         break;
     }
     if (last && last.event === 'retry_scheduled') {
-      const what = /^compensation/.test(last.detail || '') ? 'undoing' : 'retrying';
-      return `Timer: ${what} ${words(last.step)} (${last.detail}); waits until ${when(retryTime(last.detail))}.`;
+      const undo = /^compensation/.test(last.detail || '') ? 'undo ' : '';
+      const attempt = (/attempt (\d+)/.exec(last.detail || '') || [])[1] || '?';
+      const at = retryTime(last.detail);
+      const left = Date.parse(at) - Date.now();
+      const due = Number.isNaN(left) ? '' : left > 0 ? ` (in ${Math.ceil(left / 1000)} s)` : ' (due now)';
+      return `A timer: ${undo}attempt ${attempt} of ${words(last.step)} starts at ${when(at)}${due}.`;
     }
     const stepName = (last && last.step) || saga.current_step;
     const step = (saga.steps || []).find((s) => s.name === stepName);

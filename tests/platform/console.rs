@@ -404,3 +404,48 @@ async fn markup_that_users_typed_is_shown_as_text_and_runs_nothing() {
     assert!(refused.is_empty(), "{refused:#?}");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_saga_waiting_to_retry_a_step_says_what_it_waits_for_and_until_when() {
+    // Retries far enough apart that the saga is seen waiting for one.
+    let platform = Platform::start_with(|config| {
+        harness::platform::fast_retries(config);
+        config.retry_base_ms = 20_000;
+        config.retry_max_ms = 20_000;
+        config.step_deadline_ms = 120_000;
+    })
+    .await;
+    let gateway = Gateway::start(&platform).await;
+    let setup = Setup(&platform);
+    setup.product("lamp", 900, 5).await;
+    let customer = setup.customer("Ada", 5_000).await;
+    platform.proxy.fail(&["create-shipment"]);
+    let order = setup.place(&customer, "lamp", "Ada", "GB").await;
+    let url = format!("{}/v1/sagas/{order}", platform.query.url);
+    let retry_at = eventually(SETTLE, "a retry of the shipment scheduled", || async {
+        let saga: Value = platform.client.get(&url).send().await?.json().await?;
+        let last = saga["history"].as_array().and_then(|h| h.last()).cloned();
+        let last = last.unwrap_or_default();
+        anyhow::ensure!(last["event"] == "retry_scheduled", "{saga}");
+        let detail = last["detail"].as_str().unwrap_or_default().to_owned();
+        Ok(detail.rsplit(" at ").next().unwrap_or_default().to_owned())
+    })
+    .await;
+    // As the page shows a time: "2026-12-06 10:00:00.250 UTC".
+    let shown_at = retry_at.replace('T', " ").replace('Z', " UTC");
+
+    let browser = Browser::start().await;
+    let console = format!("{}/console/", gateway.url);
+    sign_in(&browser, &console, &auth::token("reader", "test-reader")).await;
+    browser.wait_for("#saga-list").await;
+    browser.goto(&format!("{console}#/sagas/{order}")).await;
+    let now = browser
+        .wait_for_text("#saga-now", "A timer: attempt 2 of create shipment")
+        .await;
+    assert!(now.contains(&format!("starts at {shown_at}")), "{now}");
+    browser.wait_for_text("#saga-status", "running").await;
+    let attempts = browser.wait_for_text("#attempts", &shown_at).await;
+    assert!(attempts.contains("503"), "{attempts}");
+    shot(&browser, "saga-waiting").await;
+    browser.close().await;
+}
