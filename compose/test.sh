@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: finds or builds the PostgreSQL and Kafka images, installs
-# nginx if it is missing (the gateway's tests run it), then runs the whole
+# nginx, Chromium and chromedriver if they are missing (the gateway's and
+# the console's tests run them), then runs the whole
 # test suite (unit and integration) with cargo. Integration tests start
 # their own containers from those images with testcontainers.
 set -euo pipefail
@@ -29,13 +30,32 @@ remove_test_containers
 . "$here/docker-api.sh"
 trap 'remove_test_containers; stop_docker_api_shim' EXIT
 
-# The gateway's tests run Debian's nginx on the host (harness::gateway);
-# a fresh machine has none.
+# Programs the tests run on the host, from Debian's packages, when a fresh
+# machine lacks them: nginx for the gateway's tests (harness::gateway), and
+# Chromium with its WebDriver server for the console's (harness::browser;
+# browsers are never downloaded).
+# Chromium comes with its recommended packages: they bring the fonts
+# (fonts-liberation) that its screenshots need to show any text.
+need_nginx=
+need_chromium=
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-    say "installing nginx (Debian's package) for the gateway's tests"
+    need_nginx=1
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+    need_chromium=1
+fi
+if [ -n "$need_nginx$need_chromium" ]; then
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    if [ -n "$need_nginx" ]; then
+        say "installing nginx (Debian's package) for the gateway's tests"
+        apt_install --no-install-recommends nginx
+    fi
+    if [ -n "$need_chromium" ]; then
+        say "installing chromium and chromium-driver (Debian's packages) for the console's tests"
+        apt_install chromium chromium-driver
+    fi
 fi
 
 say "checking formatting and lints"

@@ -5,6 +5,7 @@
 mod broker;
 mod broker_trust;
 mod chaos;
+mod console;
 mod customers;
 mod daily_sales;
 mod database_roles;

@@ -11,6 +11,8 @@
 //! - [`platform`] starts every service on one [`TestEnv`], ready.
 //! - [`gateway`] puts the real gateway (nginx, from compose's template) in
 //!   front of them.
+//! - [`browser`] drives a headless Chromium through chromedriver
+//!   (WebDriver), for the console's tests.
 //! - [`eventually`] is the only way tests wait: bounded polling with a
 //!   deadline.
 //!
@@ -18,6 +20,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod browser;
 pub mod chaos;
 pub mod gateway;
 pub mod infra;
