@@ -1,6 +1,13 @@
-//! The saga list (`GET /v1/sagas`) with `--sagas` sagas in the read model:
-//! the latency of each filter the console offers, first pages and a page
-//! deep in the list through its cursor, through a running query-service.
+//! The operator's views over `--sagas` sagas:
+//!
+//! - the saga list (`GET /v1/sagas`): the latency of each filter the
+//!   console offers, first pages and a page deep in the list through its
+//!   cursor, through a running query-service;
+//! - the console's first view: from opening `/console/` (signed in) in
+//!   headless Chromium, through the gateway, to the list's rows shown;
+//! - an order's causal trace (`EventStore::trace`, what
+//!   `GET /v1/orders/{id}/trace` runs) with a causal chain of 15 events per
+//!   saga's order in the event store (1,500,000 events for 100,000).
 //!
 //! Run with `make bench-saga-list` (see BENCHMARKS.md).
 
@@ -24,6 +31,12 @@ struct Args {
     /// Pages followed through `next_cursor` for the deep-page case.
     #[arg(long, default_value_t = 50)]
     pages: usize,
+    /// Times the console's first view is loaded.
+    #[arg(long, default_value_t = 10)]
+    views: usize,
+    /// Skip the console (it needs nginx, chromium and chromedriver).
+    #[arg(long)]
+    no_console: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,7 +138,110 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let pages = times.len();
     let (p50, p99) = percentiles(times);
     println!("| {pages} pages in a row through next_cursor | 50 | {p50:.1?} | {p99:.1?} |");
+    if !args.no_console {
+        first_view(&query.url, args.views).await?;
+    }
     query.stop().await?;
+    trace(&pool, &store, args).await
+}
+
+/// The console's first view, signed in: from opening it to the first page
+/// of sagas shown, in headless Chromium through a real gateway.
+async fn first_view(query_url: &str, views: usize) -> anyhow::Result<()> {
+    use harness::browser::Browser;
+    use harness::gateway::{Gateway, Upstreams};
+    // Only the query-service answers: the list is all the first view asks.
+    let gateway = Gateway::start_for(Upstreams {
+        command_service: query_url.to_owned(),
+        query_service: query_url.to_owned(),
+        saga_orchestrator: query_url.to_owned(),
+        projector: query_url.to_owned(),
+    })
+    .await;
+    let browser = Browser::start().await;
+    let console = format!("{}/console/", gateway.url);
+    browser.goto(&console).await;
+    let token = harness::auth::token("operator", "bench-operator");
+    browser
+        .execute(
+            "sessionStorage.setItem('orders-console.token', arguments[0]);",
+            vec![Value::String(token)],
+        )
+        .await;
+    let mut times = Vec::with_capacity(views);
+    for _ in 0..views {
+        browser.goto("about:blank").await;
+        let at = Instant::now();
+        browser.goto(&format!("{console}#/sagas")).await;
+        browser.wait_for("#saga-list tbody tr").await;
+        times.push(at.elapsed());
+    }
+    browser.close().await;
+    let (p50, p99) = percentiles(times);
+    println!();
+    println!(
+        "| console's first view (signed in, to the list's rows shown), {views} loads | p50 | max |"
+    );
+    println!("|---|---|---|");
+    println!("| headless Chromium through the gateway | {p50:.1?} | {p99:.1?} |");
+    Ok(())
+}
+
+/// An order's causal trace with `--sagas` orders' chains in the store.
+async fn trace(
+    pool: &sqlx::PgPool,
+    store: &event_store::EventStore,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    fill_chains(pool, args.sagas).await?;
+    eprintln!("{} events in {:.1?}", args.sagas * 15, started.elapsed());
+    let mut times = Vec::with_capacity(args.requests);
+    for i in 0..args.requests as u64 {
+        let order = 1 + (i * 7_919) % args.sagas;
+        let at = Instant::now();
+        let events = store.trace(&format!("order-{order}"), 10_001).await?;
+        times.push(at.elapsed());
+        anyhow::ensure!(events.len() == 15, "order {order}: {} events", events.len());
+    }
+    let (p50, p99) = percentiles(times);
+    println!();
+    println!(
+        "| {} events: an order's causal trace (15 events) | p50 | p99 |",
+        args.sagas * 15
+    );
+    println!("|---|---|---|");
+    println!("| EventStore::trace | {p50:.1?} | {p99:.1?} |");
+    Ok(())
+}
+
+/// For each of `orders` orders, the chain its placement causes, as the
+/// platform writes it: `OrderPlaced`, ten saga events each caused by the
+/// one before, and the steps' effects (reservation, charge, shipment,
+/// confirmation) each caused by the saga event that started its step.
+async fn fill_chains(pool: &sqlx::PgPool, orders: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into events (event_id, stream_id, version, type, schema_version, data, metadata)
+         select md5(n || '/' || k)::uuid,
+                case when k = 1 or k = 15 then 'order-' || n
+                     when k <= 11 then 'saga-' || n
+                     when k = 12 then 'product-' || n
+                     when k = 13 then 'customer-' || n
+                     else 'shipment-' || n end,
+                case when k = 15 then 2 when k between 2 and 11 then k - 1 else 1 end,
+                'Event' || k, 1, '{}'::jsonb,
+                jsonb_build_object(
+                    'correlation_id', 'bench-' || n,
+                    'causation_id', case
+                        when k = 1 then md5('command/' || n)::uuid::text
+                        when k <= 11 then md5(n || '/' || (k - 1))::uuid::text
+                        else md5(n || '/' || (2 * (k - 11) + 1))::uuid::text end)
+         from generate_series(1, $1) as n, generate_series(1, 15) as k",
+    )
+    .bind(orders as i64)
+    .execute(pool)
+    .await?;
+    sqlx::query("analyze events").execute(pool).await?;
     Ok(())
 }
 
