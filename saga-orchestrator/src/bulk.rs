@@ -184,10 +184,12 @@ impl Inner {
             instances::make_due(&self.pool, &retried).await?;
             self.wake.notify_one();
         }
+        // A saga another run of the job retried meanwhile (an instance
+        // that resumed the job while this one worked it) stays retried.
         for (outcome, order_ids) in [("retried", retried), ("skipped", skipped)] {
             sqlx::query(
                 "update saga_retry_job_items set outcome = $2
-                 where job_id = $1 and order_id = any($3)",
+                 where job_id = $1 and order_id = any($3) and outcome <> 'retried'",
             )
             .bind(job_id)
             .bind(outcome)
