@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::saga::{SagaStatus, SagaStep};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 
 /// The longest `failure` text searched for.
@@ -12,7 +12,7 @@ pub const MAX_FAILURE_TEXT: usize = 200;
 pub const MAX_STUCK_FOR: u64 = 10 * 365 * 24 * 3600;
 
 /// Which sagas: every condition given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SagaFilter {
     /// In this status.

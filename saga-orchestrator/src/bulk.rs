@@ -218,13 +218,13 @@ pub async fn start(
 ) -> ApiResult<Response> {
     let filter = failed_only(request.filter)?;
     let jobs = &state.jobs.inner;
-    let mut count = QueryBuilder::new("select count(*) from rm_sagas where true");
-    filter.push_conditions(&mut count);
-    let count: i64 = count
-        .build_query_scalar()
-        .fetch_one(&jobs.read_models)
-        .await?;
     if request.dry_run {
+        let mut count = QueryBuilder::new("select count(*) from rm_sagas where true");
+        filter.push_conditions(&mut count);
+        let count: i64 = count
+            .build_query_scalar()
+            .fetch_one(&jobs.read_models)
+            .await?;
         let mut sample = QueryBuilder::new(
             "select order_id, failure_reason, updated_at from rm_sagas where true",
         );
@@ -235,22 +235,30 @@ pub async fn start(
         let sample: Vec<Sampled> = sample.build_query_as().fetch_all(&jobs.read_models).await?;
         return Ok(Json(serde_json::json!({ "count": count, "sample": sample })).into_response());
     }
-    if count > MOST_SAGAS {
+    // One more than a job takes tells a filter that selects too many.
+    let mut select = QueryBuilder::new("select order_id from rm_sagas where true");
+    filter.push_conditions(&mut select);
+    select.push(" limit ").push_bind(MOST_SAGAS + 1);
+    let order_ids: Vec<Uuid> = select
+        .build_query_scalar()
+        .fetch_all(&jobs.read_models)
+        .await?;
+    if order_ids.len() as i64 > MOST_SAGAS {
         return Err(Problem::validation(
             StatusCode::UNPROCESSABLE_ENTITY,
             "filter",
-            format!("selects {count} sagas; a job takes at most {MOST_SAGAS}, narrow it"),
+            format!("selects more than {MOST_SAGAS} sagas, which a job takes at most; narrow it"),
         )
         .into());
     }
     let job_id = Uuid::now_v7();
-    let taken = create(jobs, job_id, &caller.subject, &filter).await?;
+    create(jobs, job_id, &caller.subject, &filter, &order_ids).await?;
     state.jobs.work(job_id, caller.subject.clone());
     let location = format!("/v1/sagas/retry/{job_id}");
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(serde_json::json!({ "job_id": job_id, "count": taken })),
+        Json(serde_json::json!({ "job_id": job_id, "count": order_ids.len() })),
     )
         .into_response())
 }
@@ -279,27 +287,20 @@ fn failed_only(mut filter: SagaFilter) -> ApiResult<SagaFilter> {
     Ok(filter)
 }
 
-/// Keeps the job and every saga the filter selects now, in one
-/// transaction; how many it took.
+/// Keeps the job, asked with `filter`, and the sagas it selected
+/// (`order_ids`), in one transaction.
 async fn create(
     jobs: &Inner,
     job_id: Uuid,
     requested_by: &str,
     filter: &SagaFilter,
-) -> anyhow::Result<u64> {
-    let mut select = QueryBuilder::new("select order_id from rm_sagas where true");
-    filter.push_conditions(&mut select);
-    select.push(" limit ").push_bind(MOST_SAGAS);
-    let order_ids: Vec<Uuid> = select
-        .build_query_scalar()
-        .fetch_all(&jobs.read_models)
-        .await
-        .context("selecting the job's sagas")?;
+    order_ids: &[Uuid],
+) -> anyhow::Result<()> {
     let mut tx = jobs.pool.begin().await?;
     sqlx::query("insert into saga_retry_jobs (job_id, requested_by, filter) values ($1, $2, $3)")
         .bind(job_id)
         .bind(requested_by)
-        .bind(filter_json(filter))
+        .bind(serde_json::to_value(filter)?)
         .execute(&mut *tx)
         .await
         .context("keeping the job")?;
@@ -307,25 +308,12 @@ async fn create(
         "insert into saga_retry_job_items (job_id, order_id) select $1, unnest($2::uuid[])",
     )
     .bind(job_id)
-    .bind(&order_ids)
+    .bind(order_ids)
     .execute(&mut *tx)
     .await
     .context("keeping the job's sagas")?;
     tx.commit().await?;
-    Ok(order_ids.len() as u64)
-}
-
-/// The filter as the job keeps and reports it.
-fn filter_json(filter: &SagaFilter) -> serde_json::Value {
-    serde_json::json!({
-        "status": filter.status,
-        "step": filter.step,
-        "failure": filter.failure,
-        "min_attempts": filter.min_attempts,
-        "stuck_for": filter.stuck_for,
-        "placed_from": filter.placed_from,
-        "placed_to": filter.placed_to,
-    })
+    Ok(())
 }
 
 /// One saga of a job, as its page shows it.

@@ -108,18 +108,20 @@ impl Filter {
         query
     }
 
+    /// The filter as the bulk retry takes it: numbers as numbers, texts as
+    /// texts (a `--failure 503` stays the text "503").
     fn json(&self) -> Value {
-        let object: serde_json::Map<String, Value> = self
-            .query()
-            .into_iter()
-            .map(|(name, value)| {
-                let value = value
-                    .parse::<u64>()
-                    .map_or_else(|_| Value::String(value.clone()), Value::from);
-                (name.to_owned(), value)
-            })
-            .collect();
-        Value::Object(object)
+        let mut filter = json!({
+            "status": self.status,
+            "step": self.step,
+            "failure": self.failure,
+            "min_attempts": self.min_attempts,
+            "stuck_for": self.stuck_for,
+        });
+        if let Value::Object(fields) = &mut filter {
+            fields.retain(|_, value| !value.is_null());
+        }
+        filter
     }
 
     fn is_empty(&self) -> bool {
@@ -338,5 +340,25 @@ fn text(value: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(text) => text.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bulk_retrys_filter_keeps_texts_as_texts_and_leaves_out_what_is_not_given() {
+        let filter = Filter {
+            status: Some("failed".into()),
+            step: None,
+            failure: Some("503".into()),
+            min_attempts: Some(3),
+            stuck_for: None,
+        };
+        assert_eq!(
+            filter.json(),
+            json!({"status": "failed", "failure": "503", "min_attempts": 3})
+        );
     }
 }

@@ -220,14 +220,15 @@ impl Executor {
         action: SagaAction,
         recorded: Recorded,
     ) -> crate::client::Reply {
-        if matches!(action, SagaAction::Run(_) | SagaAction::Undo(_)) {
+        let at_a_step = matches!(action, SagaAction::Run(_) | SagaAction::Undo(_));
+        if at_a_step {
             self.metrics.step_attempts.inc();
         }
         let reply = self.client.call(saga.order_id, action, recorded).await;
         if let crate::client::Reply::Succeeded { recorded, .. } = &reply {
             saga.called_recorded = *recorded;
         }
-        if reply.is_failure() && matches!(action, SagaAction::Run(_) | SagaAction::Undo(_)) {
+        if reply.is_failure() && at_a_step {
             self.metrics.step_failures.inc();
         }
         reply
