@@ -7,17 +7,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Limits;
+use crate::metrics::HttpMetrics;
 use crate::{CommonConfig, shutdown, telemetry};
 
 /// Serves `router` behind `limits` on `listener` until `shutdown` is
-/// cancelled, then lets in-flight requests finish.
+/// cancelled, then lets in-flight requests finish. Every request's
+/// duration goes to `http`, refusals by the limits included.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
+    http: &HttpMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let router = limits.apply(router);
+    let router = http.instrument(limits.apply(router));
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
