@@ -231,7 +231,7 @@ ensure_services() {
         (cd "$root" && cargo build --release --locked --quiet $(printf -- '-p %s ' $packages))
         local ctx
         ctx=$(mktemp -d)
-        for b in $bins; do cp "$root/target/release/$b" "$ctx/"; done
+        for b in $bins; do cp "${CARGO_TARGET_DIR:-$root/target}/release/$b" "$ctx/"; done
         cp "$here/Dockerfile.offline" "$ctx/Dockerfile"
         # Docker's build cache keys COPY on file content, so unchanged
         # binaries give the same image id and `make up` recreates nothing.

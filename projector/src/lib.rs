@@ -111,12 +111,7 @@ pub async fn run(
     let metrics = Metrics::register(registry.platform());
     let watchdog =
         service_kit::progress::Watchdog::new(config.common.stall_after(), registry.platform());
-    registry
-        .conventional()
-        .register_collector(Box::new(service_kit::metrics::PoolCollector::new(
-            pool.clone(),
-            "read_models",
-        )));
+    registry.observe_pool("read_models", pool.clone());
     let http = registry.http();
     if !wait_until_migrated(&deps.pg, &pool, &shutdown).await {
         return Ok(());

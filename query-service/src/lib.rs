@@ -157,12 +157,7 @@ pub async fn run(
         pool: service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?,
         min_version_timeout: Duration::from_millis(config.min_version_timeout_ms),
     };
-    registry
-        .conventional()
-        .register_collector(Box::new(service_kit::metrics::PoolCollector::new(
-            state.pool.clone(),
-            "read_models",
-        )));
+    registry.observe_pool("read_models", state.pool.clone());
     let http = registry.http();
     let auth = Authenticator::new(&config.common.auth);
     auth.warm_up().await;

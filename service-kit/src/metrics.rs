@@ -6,8 +6,8 @@
 //!   conventions name keep that name, unprefixed, so that dashboards and
 //!   alerts written for any service work here too:
 //!   `http_server_request_duration_seconds` ([`HttpMetrics`]) and
-//!   `db_client_connection_count` / `db_client_connection_max`
-//!   ([`PoolCollector`]).
+//!   `db_client_connections_usage` / `db_client_connections_max`
+//!   ([`Metrics::observe_pool`]).
 //! - [`HttpMetrics::instrument`] records every request's duration by the route
 //!   template it matched (`/v1/orders/{id}`, never the raw path, so ids do
 //!   not make a series each), its method and its status.
@@ -43,6 +43,7 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 pub struct Metrics {
     registry: Registry,
     http: HttpMetrics,
+    pools: PoolCollector,
 }
 
 impl Default for Metrics {
@@ -55,7 +56,22 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let http = HttpMetrics::register(&mut registry);
-        Self { registry, http }
+        let pools = PoolCollector::default();
+        registry.register_collector(Box::new(pools.clone()));
+        Self {
+            registry,
+            http,
+            pools,
+        }
+    }
+
+    /// Reports `pool`'s connections as `name` at each scrape.
+    pub fn observe_pool(&self, name: &'static str, pool: sqlx::PgPool) {
+        self.pools
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name, pool));
     }
 
     /// Where the platform's own metrics are registered: each name gets
@@ -64,12 +80,6 @@ impl Metrics {
         // Each call adds a sub-registry with the same prefix; they are
         // encoded one after the other, which is all a scrape needs.
         self.registry.sub_registry_with_prefix(NAMESPACE)
-    }
-
-    /// Where metrics named by OpenTelemetry's semantic conventions are
-    /// registered: unprefixed.
-    pub fn conventional(&mut self) -> &mut Registry {
-        &mut self.registry
     }
 
     /// The request-duration histogram, to put around each listener.
@@ -180,60 +190,62 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// The PostgreSQL pool's connections at each scrape, by state, as
-/// OpenTelemetry's `db.client.connection.count` and
-/// `db.client.connection.max`.
-#[derive(Debug)]
-pub struct PoolCollector {
-    pool: sqlx::PgPool,
-    name: &'static str,
-}
-
-impl PoolCollector {
-    pub fn new(pool: sqlx::PgPool, name: &'static str) -> Self {
-        Self { pool, name }
-    }
+/// OpenTelemetry's `db.client.connections.usage` and
+/// `db.client.connections.max` (the names of semantic conventions 1.24;
+/// the newer `db.client.connection.count` would end in `_count`, which
+/// Prometheus keeps for histograms and summaries).
+/// One collector for all of a process's pools: each family may be written
+/// once per scrape.
+#[derive(Debug, Clone, Default)]
+struct PoolCollector {
+    pools: Arc<std::sync::Mutex<Vec<(&'static str, sqlx::PgPool)>>>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
-    db_client_connection_pool_name: &'static str,
-    db_client_connection_state: &'static str,
+    pool_name: &'static str,
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolNameLabel {
-    db_client_connection_pool_name: &'static str,
+    pool_name: &'static str,
 }
 
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let size = i64::from(self.pool.size());
-        let idle = i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX);
-        let max = i64::from(self.pool.options().get_max_connections());
-        let count = ConstGauge::new(0_i64);
+        let pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut family = encoder.encode_descriptor(
-            "db_client_connection_count",
-            "Connections of the PostgreSQL pool, by state (used: lent to a query now)",
+            "db_client_connections_usage",
+            "Connections of each PostgreSQL pool, by state (used: lent to a query now)",
             None,
-            count.metric_type(),
+            ConstGauge::new(0_i64).metric_type(),
         )?;
-        for (state, value) in [("idle", idle), ("used", (size - idle).max(0))] {
-            let labels = PoolLabels {
-                db_client_connection_pool_name: self.name,
-                db_client_connection_state: state,
-            };
-            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        for (name, pool) in &pools {
+            let size = i64::from(pool.size());
+            let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+            for (state, value) in [("idle", idle), ("used", (size - idle).max(0))] {
+                let labels = PoolLabels {
+                    pool_name: name,
+                    state,
+                };
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
         }
-        let gauge = ConstGauge::new(max);
         let mut family = encoder.encode_descriptor(
-            "db_client_connection_max",
-            "The most connections the PostgreSQL pool opens",
+            "db_client_connections_max",
+            "The most connections each PostgreSQL pool opens",
             None,
-            gauge.metric_type(),
+            ConstGauge::new(0_i64).metric_type(),
         )?;
-        gauge.encode(family.encode_family(&PoolNameLabel {
-            db_client_connection_pool_name: self.name,
-        })?)?;
+        for (name, pool) in &pools {
+            let max = ConstGauge::new(i64::from(pool.options().get_max_connections()));
+            max.encode(family.encode_family(&PoolNameLabel { pool_name: name })?)?;
+        }
         Ok(())
     }
 }

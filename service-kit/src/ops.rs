@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::Deps;
 use crate::deps::Readiness;
-use crate::metrics::{Metrics, PoolCollector};
+use crate::metrics::Metrics;
 use crate::progress::Watchdog;
 
 /// The longest a readiness answer is reused: probes (compose, Kubernetes,
@@ -91,9 +91,7 @@ fn register_common_metrics(
         "1 when the last readiness check reached the dependency, else 0",
         gauges.up.clone(),
     );
-    metrics
-        .conventional()
-        .register_collector(Box::new(PoolCollector::new(deps.pg.clone(), "main")));
+    metrics.observe_pool("main", deps.pg.clone());
     gauges
 }
 

@@ -19,8 +19,8 @@ use crate::sagas::Platform;
 /// Metric names that OpenTelemetry's conventions give, kept unprefixed.
 const CONVENTIONAL: [&str; 3] = [
     "http_server_request_duration_seconds",
-    "db_client_connection_count",
-    "db_client_connection_max",
+    "db_client_connections_usage",
+    "db_client_connections_max",
 ];
 
 async fn scrape(
@@ -90,7 +90,7 @@ async fn every_service_exports_prometheus_text_by_route_template_under_one_names
         }
         assert!(!text.contains("# EOF"), "{}", service.name);
         assert!(
-            text.contains("db_client_connection_max{db_client_connection_pool_name="),
+            text.contains("db_client_connections_max{pool_name="),
             "{}: {text}",
             service.name
         );
@@ -127,7 +127,7 @@ async fn every_service_exports_prometheus_text_by_route_template_under_one_names
     // the saga's step calls on its internal one.
     let (_, text) = scrape(&platform, &platform.command, None).await;
     assert!(
-        text.contains("http_route=\"/v1/orders\",http_response_status_code=\"201\""),
+        text.contains("http_route=\"/v1/orders\",http_response_status_code=\"202\""),
         "{text}"
     );
     assert!(
