@@ -59,7 +59,8 @@ impl Platform {
             .filter(|line| line.starts_with("orders_saga_step_attempts_total{"))
             .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse().ok())
             .collect();
-        assert!(!counts.is_empty(), "no step attempts counted: {metrics}");
+        // An instance that has called no step has no series yet (the
+        // metrics test checks the name).
         counts.into_iter().sum()
     }
 
