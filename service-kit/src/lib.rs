@@ -15,6 +15,9 @@
 //! - [`deps`]: the PostgreSQL pool and Kafka client a service depends on, and
 //!   the readiness check over both.
 //! - [`http`]: problem documents (RFC 9457) and extractors that produce them.
+//! - [`openapi`]: each listener's OpenAPI document completed from its
+//!   route table (security, the standard refusals, the problem schema),
+//!   served at `/openapi.json` with Swagger UI at `/docs`.
 //! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
 //! - [`progress`]: whether each worker (a consumer, the relay) keeps up:
 //!   stall detection, and the restart loop under every worker, which also
@@ -36,6 +39,7 @@ pub mod consumer;
 pub mod db;
 pub mod deps;
 pub mod http;
+pub mod openapi;
 pub mod ops;
 pub mod progress;
 pub mod shutdown;

@@ -15,6 +15,7 @@ mod health;
 mod jwks_rotation;
 mod read_side;
 mod relay;
+mod schemathesis;
 mod sagas;
 mod security;
 mod stalls;

@@ -69,20 +69,25 @@ pub struct ListQuery {
     pub step: Option<SagaStep>,
     /// Only sagas whose failure reason or a step's last error contains this
     /// text (case-insensitive; 1 to 200 characters).
+    #[param(min_length = 1, max_length = 200)]
     pub failure: Option<String>,
     /// Only sagas some step of which was attempted (or its undoing) at
     /// least this often.
     pub min_attempts: Option<u32>,
     /// Only sagas not ended (completed or compensated) and without progress
-    /// for at least this many seconds.
+    /// for at least this many seconds (at most ten years).
+    #[param(maximum = 315_360_000)]
     pub stuck_for: Option<u64>,
     /// Only sagas placed at or after this instant (RFC 3339).
     pub placed_from: Option<DateTime<Utc>>,
-    /// Only sagas placed before this instant (RFC 3339).
+    /// Only sagas placed before this instant (RFC 3339); not before
+    /// `placed_from`.
     pub placed_to: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^-?[0-9]{1,16}\\.[0-9a-f]{32}$")]
     pub cursor: Option<String>,
 }
 
