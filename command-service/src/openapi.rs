@@ -191,10 +191,8 @@ mod tests {
 
     #[test]
     fn each_listener_documents_every_route_of_its_table() {
-        let wrong = service_kit::openapi::check(
-            &public(),
-            &with_operational(crate::routes().rules()),
-        );
+        let wrong =
+            service_kit::openapi::check(&public(), &with_operational(crate::routes().rules()));
         assert!(wrong.is_empty(), "public listener: {wrong:#?}");
         let wrong = service_kit::openapi::check(&internal(), crate::internal_routes().rules());
         assert!(wrong.is_empty(), "internal listener: {wrong:#?}");

@@ -73,7 +73,10 @@ pub struct RebuildAccepted {
         (status = 202, description = "the rebuild has started", body = RebuildAccepted),
         (status = 404, description = "`/problems/not-found`: no projection of that name", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "`/problems/conflict`: a rebuild of it is already running", body = ProblemBody, content_type = "application/problem+json")))]
-pub async fn rebuild(State(state): State<ApiState>, PathParam(name): PathParam<String>) -> Response {
+pub async fn rebuild(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam<String>,
+) -> Response {
     let Some(projection) = Projection::parse(&name) else {
         let known: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
         return Problem::not_found(format!(

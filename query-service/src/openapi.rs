@@ -38,7 +38,10 @@ struct ApiDoc;
 
 /// The listener's document.
 pub fn document() -> Value {
-    complete(ApiDoc::openapi(), &with_operational(crate::routes().rules()))
+    complete(
+        ApiDoc::openapi(),
+        &with_operational(crate::routes().rules()),
+    )
 }
 
 #[cfg(test)]

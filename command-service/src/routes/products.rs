@@ -16,7 +16,9 @@ pub struct CreateProduct {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub sku: String,
     /// Not blank.
-    #[schema(pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: String,
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_cents: i64,

@@ -84,7 +84,11 @@ fn check_operation(doc: &Value, operation: &Value, access: Access) -> Vec<String
                 Some(reference) => resolve(doc, reference).unwrap_or(&Value::Null),
                 None => response,
             };
-            if is_refusal && response["content"].get("application/problem+json").is_none() {
+            if is_refusal
+                && response["content"]
+                    .get("application/problem+json")
+                    .is_none()
+            {
                 wrong.push(format!("{status} is not a problem document"));
             }
         }
@@ -163,8 +167,19 @@ mod tests {
         let mut more = rules.clone();
         more.push(rule(Method::POST, "/v1/things", Access::WRITE));
         let wrong = check(&gaps, &more);
-        assert!(wrong.iter().any(|w| w.contains("does not document 401")), "{wrong:?}");
-        assert!(wrong.iter().any(|w| w.contains("Teapot does not resolve")), "{wrong:?}");
-        assert!(wrong.iter().any(|w| w.contains("POST /v1/things is not documented")), "{wrong:?}");
+        assert!(
+            wrong.iter().any(|w| w.contains("does not document 401")),
+            "{wrong:?}"
+        );
+        assert!(
+            wrong.iter().any(|w| w.contains("Teapot does not resolve")),
+            "{wrong:?}"
+        );
+        assert!(
+            wrong
+                .iter()
+                .any(|w| w.contains("POST /v1/things is not documented")),
+            "{wrong:?}"
+        );
     }
 }

@@ -55,7 +55,8 @@ pub const BEARER: &str = "bearer";
 /// not Unicode `White_Space`, listed as Rust's `char::is_whitespace` has
 /// them (a regular expression's `\S` differs from it in some control
 /// characters).
-pub const NOT_BLANK: &str = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+pub const NOT_BLANK: &str =
+    "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
 /// `/openapi.json` serving `document()` (made once, at the first request)
 /// and `/docs`, all public, to merge into a listener's table.
@@ -303,9 +304,7 @@ fn add_own_paths(doc: &mut Value, rules: &[Rule]) {
 }
 
 fn own_operation(path: &str) -> Option<Value> {
-    let json_body = |description: &str, schema: Value| {
-        json!({ "description": description, "content": { "application/json": { "schema": schema } } })
-    };
+    let json_body = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
     let operation = match path {
         "/health/live" => json!({
             "tags": ["operations"],
