@@ -13,7 +13,9 @@ const MAX_LIMIT: u32 = 1000;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// The first version to return (default 1).
+    /// The first version to return (default 1); versions are PostgreSQL
+    /// `bigint`s.
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     pub from_version: Option<u64>,
     /// Events per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -46,6 +48,14 @@ pub async fn events(
         .into());
     }
     let from_version = query.from_version.unwrap_or(1).max(1);
+    if from_version > i64::MAX as u64 {
+        return Err(Problem::validation(
+            StatusCode::BAD_REQUEST,
+            "from_version",
+            format!("must be a version, at most {}", i64::MAX),
+        )
+        .into());
+    }
     let events = app
         .store
         .read_stream(&stream_id, from_version, limit)

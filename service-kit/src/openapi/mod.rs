@@ -92,6 +92,7 @@ pub fn with_operational(rules: &[Rule]) -> Vec<Rule> {
 /// module's documentation).
 pub fn complete(doc: utoipa::openapi::OpenApi, rules: &[Rule]) -> Value {
     let mut doc = serde_json::to_value(doc).expect("an OpenAPI document is JSON");
+    unsigned_bounds(&mut doc);
     add_own_paths(&mut doc, rules);
     add_components(&mut doc);
     let Some(paths) = doc["paths"].as_object_mut() else {
@@ -117,6 +118,7 @@ pub fn complete(doc: utoipa::openapi::OpenApi, rules: &[Rule]) -> Value {
 }
 
 fn complete_operation(operation: &mut Map<String, Value>, access: Option<Access>) {
+    not_null_parameters(operation);
     let reads = |place: &str| {
         operation
             .get("parameters")
@@ -161,6 +163,60 @@ fn complete_operation(operation: &mut Map<String, Value>, access: Option<Access>
     }
 }
 
+/// A path, query or header parameter is text or absent, never `null`:
+/// utoipa writes an `Option` as "the type or null", which for a parameter
+/// would ask clients to send the word `null`.
+fn not_null_parameters(operation: &mut Map<String, Value>) {
+    let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for parameter in parameters {
+        let schema = &mut parameter["schema"];
+        if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+            types.retain(|t| t != "null");
+            if let [only] = types.as_slice() {
+                schema["type"] = only.clone();
+            }
+        }
+    }
+}
+
+/// utoipa writes an unsigned integer as `int32` or `int64` with a minimum
+/// of 0, and `int32` reads as "at most 2^31 - 1" to a client: the largest
+/// value the type really takes is said instead (where no bound is given),
+/// with a format that says it.
+fn unsigned_bounds(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let unsigned = map.get("type").is_some_and(|t| {
+                t == "integer"
+                    || t.as_array()
+                        .is_some_and(|a| a.iter().any(|t| t == "integer"))
+            }) && map.get("minimum").and_then(Value::as_u64) == Some(0)
+                && !map.contains_key("maximum");
+            if unsigned {
+                match map.get("format").and_then(Value::as_str) {
+                    Some("int32") => {
+                        map.insert("format".into(), json!("uint32"));
+                        map.insert("maximum".into(), json!(u32::MAX));
+                    }
+                    Some("int64") => {
+                        map.insert("format".into(), json!("uint64"));
+                        map.insert("maximum".into(), json!(u64::MAX));
+                    }
+                    _ => {}
+                }
+            }
+            map.values_mut().for_each(unsigned_bounds);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unsigned_bounds),
+        _ => {}
+    }
+}
+
 /// The roles a rule admits, in words.
 fn who(roles: &[Role]) -> String {
     let names: Vec<String> = roles
@@ -197,7 +253,8 @@ fn add_components(doc: &mut Value) {
         (
             "BadRequest",
             "`/problems/validation`: a path or query parameter, a header or the JSON body \
-             cannot be read (malformed JSON); `errors` names the field",
+             cannot be read (malformed JSON), or a parameter holds U+0000, which no text \
+             stored in PostgreSQL may; `errors` names the field",
             json!({}),
         ),
         (
@@ -230,8 +287,8 @@ fn add_components(doc: &mut Value) {
         (
             "Unprocessable",
             "`/problems/validation`: the JSON body has the wrong shape (a wrong type, a \
-             missing field, an unknown enum value) or a value out of bounds; `errors` names \
-             the field",
+             missing field, an unknown enum value), a value out of bounds, or a text holding \
+             U+0000, which no text stored in PostgreSQL may; `errors` names the field",
             json!({}),
         ),
         (
