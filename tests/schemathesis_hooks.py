@@ -1,24 +1,44 @@
-"""Schemathesis hooks for tests/platform/schemathesis.rs (named in
-tests/schemathesis.toml).
+"""Schemathesis hooks for tests/platform/schemathesis.rs (loaded through
+SCHEMATHESIS_HOOKS).
 
-Schemathesis reuses a generated `Idempotency-Key` value with another body, and
-the contract answers that with 422 `/problems/idempotency-key-reused`: the
-request is valid by the schema, and refused for the key's history, not for
-its content. Only that refusal is dropped, by its problem type, so a 422 for a
-bound the document does not state still fails the run.
+Schemathesis sends a generated `Idempotency-Key` value again, with another
+body or with other headers, and the contract answers by the key's history,
+not by the request's content: the same key with another body is 422
+`/problems/idempotency-key-reused`, and the same key with the same body
+repeats the first answer (marked `Idempotent-Replayed: true`) without
+running the request, whatever its other headers say. Only those answers are
+let through, on the two checks that judge a request's content (a valid
+request refused, an invalid one accepted); a 422 for a bound the document
+does not state, or an invalid header accepted on a request that really ran,
+still fails the run.
 """
 
 import json
 
 import schemathesis
 
+CONTENT_CHECKS = {"ST201", "ST202"}
 
-@schemathesis.hook
-def filter_failure(context, failure, case, response):
-    if getattr(failure, "code", None) != "ST202" or response.status_code != 422:
-        return True
+
+def _replayed(response):
+    values = response.headers.get("idempotent-replayed") or []
+    if isinstance(values, str):
+        values = [values]
+    return "true" in values
+
+
+def _key_reused(response):
+    if response.status_code != 422:
+        return False
     try:
         problem = json.loads(response.content)
     except (TypeError, ValueError):
+        return False
+    return isinstance(problem, dict) and problem.get("type") == "/problems/idempotency-key-reused"
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    if getattr(failure, "code", None) not in CONTENT_CHECKS:
         return True
-    return problem.get("type") != "/problems/idempotency-key-reused"
+    return not (_replayed(response) or _key_reused(response))

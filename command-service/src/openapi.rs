@@ -135,9 +135,10 @@ fn idempotency_key(operation: &mut Value) {
             "in": "header",
             "required": false,
             "description": "Repeating the request with the same key and body answers as the \
-                            first did (same status and body) without writing anything new; the \
-                            same key with another body is 422 `idempotency-key-reused`. Keys are \
-                            the caller's own and kept at least 24 hours.",
+                            first did (same status and body, with `Idempotent-Replayed: true`) \
+                            without running it again, whatever its other headers; the same key \
+                            with another body is 422 `idempotency-key-reused`. Keys are the \
+                            caller's own and kept at least 24 hours.",
             // What the middleware takes: 1 to 255 visible ASCII characters
             // (spaces inside; a header's own leading and trailing blanks are
             // not part of its value).

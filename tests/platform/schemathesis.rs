@@ -84,8 +84,12 @@ async fn run(st: &PathBuf, listener: &Listener, workdir: &std::path::Path) -> Ru
             &MAX_EXAMPLES.to_string(),
             "--seed",
             &seed,
+            // One worker: Python 3.11 can fail parsing source in two
+            // threads at once (hypothesis describing a strategy: "AST
+            // constructor recursion depth mismatch"), an error of the tool
+            // that would fail the run.
             "--workers",
-            "2",
+            "1",
             "--request-timeout",
             "20",
             "--generation-database",
