@@ -95,6 +95,7 @@ pub fn complete(doc: utoipa::openapi::OpenApi, rules: &[Rule]) -> Value {
     unsigned_bounds(&mut doc);
     add_own_paths(&mut doc, rules);
     add_components(&mut doc);
+    order_tags(&mut doc);
     let Some(paths) = doc["paths"].as_object_mut() else {
         return doc;
     };
@@ -215,6 +216,34 @@ fn unsigned_bounds(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(unsigned_bounds),
         _ => {}
     }
+}
+
+/// The tags in the order the operations name them, this crate's own
+/// (the document, the operational endpoints) last: Swagger UI shows them
+/// in this order, the service's API first.
+fn order_tags(doc: &mut Value) {
+    const LAST: [&str; 2] = ["documentation", "operations"];
+    let mut named: Vec<String> = Vec::new();
+    for item in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for operation in item.as_object().into_iter().flat_map(|i| i.values()) {
+            for tag in operation["tags"].as_array().into_iter().flatten() {
+                if let Some(tag) = tag.as_str()
+                    && !named.iter().any(|t| t == tag)
+                {
+                    named.push(tag.to_owned());
+                }
+            }
+        }
+    }
+    named.sort_by_key(|tag| LAST.iter().position(|last| last == tag));
+    doc["tags"] = named
+        .into_iter()
+        .map(|name| json!({ "name": name }))
+        .collect();
 }
 
 /// The roles a rule admits, in words.
