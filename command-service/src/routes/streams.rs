@@ -24,9 +24,34 @@ pub struct EventsQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventsView {
-    /// `{event_id, stream_id, version, position, type, schema_version, data, metadata, recorded_at}`
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<StoredEvent>)]
     pub events: Vec<RecordedEvent>,
+}
+
+/// A stored event as the API shows it (the event store's `RecordedEvent`,
+/// the wire format, which carries no schema of its own): described here
+/// for the document only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StoredEvent {
+    pub event_id: uuid::Uuid,
+    pub stream_id: String,
+    /// Its place in its stream, from 1.
+    pub version: u64,
+    /// Its place in the store's global order.
+    pub position: i64,
+    /// The event's type name (`OrderPlaced`).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    /// The event's own fields.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// At least `correlation_id` and `causation_id`, and who wrote it as
+    /// `actor`.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A stream's events in version order.

@@ -166,10 +166,60 @@ pub async fn list(
     Ok(Json(SagaList { items, next_cursor }))
 }
 
+/// The contract's saga detail, as the projector keeps it ready in
+/// `rm_sagas.detail` (`projector::views::sagas`) and this service sends it
+/// unchanged; described here for the document only.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SagaDetail {
+    /// `saga-<order id>`.
+    pub saga_id: String,
+    pub order_id: Uuid,
+    /// `order_fulfilment`.
+    #[serde(rename = "type")]
+    pub saga_type: String,
+    pub status: SagaStatus,
+    pub current_step: Option<SagaStep>,
+    /// The business failure's code, or the error that failed the saga.
+    pub failure_reason: Option<String>,
+    /// Every step, in the order they run.
+    pub steps: Vec<SagaStepDetail>,
+    /// Every recorded transition, oldest first.
+    pub history: Vec<SagaHistoryEntry>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One step of a saga detail.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SagaStepDetail {
+    pub name: SagaStep,
+    pub status: domain::saga::StepStatus,
+    pub attempts: u32,
+    /// Attempts at undoing it.
+    pub compensation_attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// One transition of a saga.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SagaHistoryEntry {
+    pub at: DateTime<Utc>,
+    /// The saga event's type, in snake case (`step_failed`).
+    pub event: String,
+    pub step: Option<SagaStep>,
+    pub detail: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/sagas/{order_id}", tag = "sagas",
     params(("order_id" = Uuid, Path, description = "the order the saga fulfils")),
     responses(
-        (status = 200, description = "saga detail: status, current_step, failure_reason, steps (name, status, attempts, started_at, finished_at, last_error) and history (at, event, step, detail)", body = Object),
+        (status = 200, description = "the saga's steps, attempts, errors and history", body = SagaDetail),
         (status = 400, description = "bad id", body = service_kit::http::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no saga for this order", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn get(
