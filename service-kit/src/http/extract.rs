@@ -117,10 +117,10 @@ fn whole_floats_as_integers(value: &mut serde_json::Value) {
             if let Some(float) = number.as_f64().filter(|_| number.is_f64())
                 && float.fract() == 0.0
             {
-                // Within i64 and u64 (2^63 and 2^64 are exact floats).
-                if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&float) {
+                // `i64::MIN as f64` is -2^63 exactly, `u64::MAX as f64` 2^64.
+                if (i64::MIN as f64..-(i64::MIN as f64)).contains(&float) {
                     *number = (float as i64).into();
-                } else if (0.0..1.844_674_407_370_955_2e19).contains(&float) {
+                } else if (0.0..u64::MAX as f64).contains(&float) {
                     *number = (float as u64).into();
                 }
             }
