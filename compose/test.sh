@@ -83,6 +83,10 @@ cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
 say "running cargo test --workspace"
 cargo test --workspace --locked "$@"
+# Schemathesis against every listener's document, alone: its load would
+# disturb the tests that time contention (tests/platform/schemathesis.rs).
+say "running schemathesis against every listener's OpenAPI document"
+cargo test -p tests --locked --test platform -- --ignored schemathesis::
 # The crash suite, alone: it measures recovery under a load of its own
 # (tests/platform/chaos.rs says why it is not run beside the others).
 say "running the crash suite on its own"

@@ -7,8 +7,9 @@
 //! and content types, bounds that the service really enforces, 401 without
 //! the token, 405 with `Allow` for another method, and no server error.
 //!
-//! `make test` installs schemathesis (`compose/test.sh`) and names its
-//! program in `SCHEMATHESIS`. `tests/schemathesis.toml` says, per
+//! `make test` installs schemathesis (`compose/test.sh`), names its program
+//! in `SCHEMATHESIS` and runs this test on its own after the rest
+//! (`cargo test -p tests --test platform -- --ignored schemathesis::`). `tests/schemathesis.toml` says, per
 //! operation, which answers the contract gives to requests that are valid
 //! by the schema but refused by the state they meet (an unknown customer
 //! in an order is 422; a version `If-Match` does not find is 412), or by a
@@ -130,7 +131,11 @@ async fn run(st: &PathBuf, listener: &Listener, workdir: &std::path::Path) -> Ru
     }
 }
 
+// On its own, after the rest (compose/test.sh): its thousands of requests,
+// projection rebuilds among them, would otherwise load the machine under
+// the tests that time contention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run on its own by make test (compose/test.sh), after the rest"]
 async fn every_listener_answers_as_its_document_says() {
     let st = schemathesis();
     let env = TestEnv::new().await;
