@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: finds or builds the PostgreSQL and Kafka images, installs
 # nginx, Chromium and chromedriver if they are missing (the gateway's and
-# the console's tests run them), finds Debian's prometheus and promtool
-# (the metrics test runs them), then runs the whole
+# the console's tests run them) and schemathesis (the API documents' test),
+# finds Debian's prometheus and promtool (the metrics test runs them), then
+# runs the whole
 # test suite (unit and integration) with cargo. Integration tests start
 # their own containers from those images with testcontainers.
 set -euo pipefail
@@ -85,6 +86,23 @@ if [ -z "$prometheus_bin" ]; then
 fi
 export PROMETHEUS_BIN=${PROMETHEUS_BIN:-$prometheus_bin/prometheus}
 export PROMTOOL=${PROMTOOL:-$prometheus_bin/promtool}
+# Schemathesis (tests/platform/schemathesis.rs), from PyPI into a virtual
+# environment under the cache directory, once; Debian's python3-venv when
+# Python cannot make one. Pinned, so every run tests with the same checks.
+schemathesis_version=4.32.5
+schemathesis_venv=${XDG_CACHE_HOME:-$HOME/.cache}/orders-platform/schemathesis
+if ! "$schemathesis_venv/bin/st" --version 2>/dev/null | grep -q "version $schemathesis_version\$"; then
+    say "installing schemathesis $schemathesis_version (PyPI) into $schemathesis_venv"
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf "$schemathesis_venv"
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+export SCHEMATHESIS="$schemathesis_venv/bin/st"
 
 say "checking formatting and lints"
 cargo fmt --all --check
@@ -92,6 +110,10 @@ cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
 say "running cargo test --workspace"
 cargo test --workspace --locked "$@"
+# Schemathesis against every listener's document, alone: its load would
+# disturb the tests that time contention (tests/platform/schemathesis.rs).
+say "running schemathesis against every listener's OpenAPI document"
+cargo test -p tests --locked --test platform -- --ignored schemathesis::
 # The crash suite, alone: it measures recovery under a load of its own
 # (tests/platform/chaos.rs says why it is not run beside the others).
 say "running the crash suite on its own"

@@ -116,7 +116,7 @@ pub struct AppState {
 pub fn routes() -> RouteTable<AppState> {
     use routes::*;
     RouteTable::new()
-        .get("/openapi.json", Access::Public, openapi::document)
+        .merge(service_kit::openapi::routes(openapi::public))
         .post("/v1/products", Access::WRITE, products::create)
         .post(
             "/v1/products/{sku}/restock",
@@ -161,9 +161,9 @@ pub fn api(state: AppState, auth: Authenticator, extra: RouteTable<AppState>) ->
 }
 
 /// The saga's internal step API's routes (`routes::steps`), all for the
-/// `service` role only.
+/// `service` role only, and their document with its page (public).
 pub fn internal_routes() -> RouteTable<AppState> {
-    routes::steps::routes()
+    routes::steps::routes().merge(service_kit::openapi::routes(openapi::internal))
 }
 
 /// The internal listener's router: [`internal_routes`] behind their rules.

@@ -21,11 +21,40 @@ pub struct OrderLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShippingAddress {
+    /// Not blank (the pattern: a character that is not white space).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        )
+    )]
     pub name: String,
+    /// Not blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        )
+    )]
     pub line1: String,
+    /// Not blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        )
+    )]
     pub city: String,
+    /// Not blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        )
+    )]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper case.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{2}$"))]
     pub country: String,
 }
 

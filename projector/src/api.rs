@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use event_store::EventStore;
 use serde::Serialize;
 use service_kit::auth::{Access, Authenticator, RouteTable};
-use service_kit::http::{ApiError, PathParam, Problem};
+use service_kit::http::{ApiError, PathParam, Problem, ProblemBody};
 use service_kit::progress::Watchdog;
 use sqlx::PgPool;
 
@@ -26,9 +26,11 @@ pub struct ApiState {
     pub watchdog: Watchdog,
 }
 
-/// The projector's routes, each with who may call it.
+/// The projector's routes, each with who may call it, and their document
+/// with its page (public).
 pub fn routes() -> RouteTable<ApiState> {
     RouteTable::new()
+        .merge(service_kit::openapi::routes(crate::openapi::document))
         .get("/v1/projections", Access::READ, list)
         .post("/v1/projections/{name}/rebuild", Access::OPERATE, rebuild)
 }
@@ -42,7 +44,10 @@ pub fn router(state: ApiState, auth: Authenticator, extra: RouteTable<ApiState>)
         .with_state(state)
 }
 
-async fn list(State(state): State<ApiState>) -> Response {
+/// Every projection's status, position and lag.
+#[utoipa::path(get, path = "/v1/projections", tag = "projections",
+    responses((status = 200, body = Vec<ProjectionStatus>)))]
+pub async fn list(State(state): State<ApiState>) -> Response {
     match status::statuses(&state.pool, &state.store).await {
         Ok(mut all) => {
             status::mark_stalled(&mut all, &state.watchdog);
@@ -52,13 +57,26 @@ async fn list(State(state): State<ApiState>) -> Response {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct RebuildAccepted {
-    name: &'static str,
-    status: &'static str,
+/// What a rebuild's start answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RebuildAccepted {
+    pub name: &'static str,
+    /// `rebuilding`: the current read model keeps serving until the swap.
+    pub status: &'static str,
 }
 
-async fn rebuild(State(state): State<ApiState>, PathParam(name): PathParam<String>) -> Response {
+/// Rebuilds a read model from the event store while the current one keeps
+/// serving, then swaps it in.
+#[utoipa::path(post, path = "/v1/projections/{name}/rebuild", tag = "projections",
+    params(("name" = String, Path, description = "the projection (its list is the enum)")),
+    responses(
+        (status = 202, description = "the rebuild has started", body = RebuildAccepted),
+        (status = 404, description = "`/problems/not-found`: no projection of that name", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/conflict`: a rebuild of it is already running", body = ProblemBody, content_type = "application/problem+json")))]
+pub async fn rebuild(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam<String>,
+) -> Response {
     let Some(projection) = Projection::parse(&name) else {
         let known: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
         return Problem::not_found(format!(

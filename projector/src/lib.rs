@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 mod live;
 mod metrics;
+mod openapi;
 pub mod rebuild;
 mod status;
 mod store;

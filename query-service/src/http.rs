@@ -18,7 +18,9 @@ pub use service_kit::http::{ApiError, ApiResult};
 #[into_params(parameter_in = Query)]
 pub struct MinVersion {
     /// Wait (up to 5 s by default) until the read model has caught up to
-    /// this version of the aggregate; 504 if it does not.
+    /// this version of the aggregate; 504 if it does not. Versions are
+    /// PostgreSQL `bigint`s.
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     pub min_version: Option<u64>,
 }
 

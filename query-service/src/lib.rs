@@ -62,7 +62,7 @@ pub struct AppState {
 pub fn routes() -> RouteTable<AppState> {
     use routes::*;
     RouteTable::new()
-        .get("/openapi.json", Access::Public, openapi::document)
+        .merge(service_kit::openapi::routes(openapi::document))
         .get("/v1/orders", Access::READ_OWN, orders::list)
         .get("/v1/orders/{id}", Access::READ_OWN, orders::get)
         .get("/v1/products/{sku}", Access::Public, products::get)

@@ -12,7 +12,7 @@ pub const MAX_FAILURE_TEXT: usize = 200;
 pub const MAX_STUCK_FOR: u64 = 10 * 365 * 24 * 3600;
 
 /// Which sagas: every condition given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SagaFilter {
     /// In this status.
@@ -21,12 +21,14 @@ pub struct SagaFilter {
     pub step: Option<SagaStep>,
     /// Whose failure reason or a step's last error contains this text
     /// (case-insensitive).
+    #[schema(min_length = 1, max_length = 200)]
     pub failure: Option<String>,
     /// Some step of which was attempted (or its undoing) at least this
     /// often.
     pub min_attempts: Option<u32>,
     /// Not ended (completed or compensated) and with no progress for at
     /// least this many seconds.
+    #[schema(maximum = 315_360_000)]
     pub stuck_for: Option<u64>,
     /// Placed at or after this instant.
     pub placed_from: Option<DateTime<Utc>>,
@@ -166,5 +168,22 @@ mod tests {
             ..SagaFilter::default()
         };
         assert_eq!(empty.validate().unwrap_err().field, "failure");
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    #[test]
+    fn the_schema_states_the_bounds_validate_checks() {
+        let schema = serde_json::to_value(SagaFilter::schema()).unwrap();
+        let properties = &schema["properties"];
+        assert_eq!(properties["failure"]["maxLength"], MAX_FAILURE_TEXT);
+        assert_eq!(properties["failure"]["minLength"], 1);
+        assert_eq!(properties["stuck_for"]["maximum"], MAX_STUCK_FOR);
+        assert_eq!(schema["additionalProperties"], false);
     }
 }

@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use event_store::EventStore;
-use serde_json::json;
 use service_kit::auth::{Access, Authenticator, Caller, RouteTable};
 use service_kit::http::{PathParam, Problem};
 use sqlx::PgPool;
@@ -29,9 +28,11 @@ pub struct ApiState {
     pub jobs: bulk::Jobs,
 }
 
-/// The operator API's routes, each with who may call it.
+/// The operator API's routes, each with who may call it, and their
+/// document with its page (public).
 pub fn routes() -> RouteTable<ApiState> {
     RouteTable::new()
+        .merge(service_kit::openapi::routes(crate::openapi::document))
         .post("/v1/sagas/{order_id}/retry", Access::OPERATE, retry)
         .post("/v1/sagas/retry", Access::OPERATE, bulk::start)
         .get("/v1/sagas/retry/{job_id}", Access::READ, bulk::status)
@@ -46,7 +47,22 @@ pub fn router(state: ApiState, auth: Authenticator, extra: RouteTable<ApiState>)
         .with_state(state)
 }
 
-async fn retry(
+/// What a retry answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RetryAccepted {
+    pub order_id: Uuid,
+    /// `compensating`: the saga resumes where it stopped.
+    pub status: String,
+}
+
+/// Resumes a failed saga from where it stopped.
+#[utoipa::path(post, path = "/v1/sagas/{order_id}/retry", tag = "sagas",
+    params(("order_id" = Uuid, Path, description = "the order the saga fulfils")),
+    responses(
+        (status = 202, description = "the retry is recorded (with who asked) and the saga is due", body = RetryAccepted),
+        (status = 404, description = "`/problems/not-found`: no saga for this order", body = service_kit::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/conflict`: the saga is not failed", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
+pub async fn retry(
     State(state): State<ApiState>,
     caller: Caller,
     PathParam(order_id): PathParam<Uuid>,
@@ -79,7 +95,10 @@ async fn resume(state: &ApiState, order_id: Uuid, actor: &str) -> anyhow::Result
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "order_id": order_id, "status": "compensating" })),
+        Json(RetryAccepted {
+            order_id,
+            status: "compensating".into(),
+        }),
     )
         .into_response())
 }

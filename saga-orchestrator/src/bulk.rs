@@ -47,7 +47,7 @@ const BATCH: i64 = 100;
 const LISTED: i64 = 10_000;
 
 /// What a bulk retry is asked to do.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRetry {
     /// The saga list's filter; only failed sagas are retried, so a
@@ -203,14 +203,39 @@ impl Inner {
 }
 
 /// A failed saga a dry run shows.
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct Sampled {
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Sampled {
     order_id: Uuid,
     failure_reason: Option<String>,
     updated_at: DateTime<Utc>,
 }
 
-/// `POST /v1/sagas/retry`.
+/// A dry run's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    /// The failed sagas the filter selects.
+    pub count: i64,
+    /// The newest of them, at most ten.
+    pub sample: Vec<Sampled>,
+}
+
+/// A job's start.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobStarted {
+    pub job_id: Uuid,
+    /// The sagas it retries.
+    pub count: usize,
+}
+
+/// Retries every failed saga the filter selects, as a job (or, with
+/// `dry_run`, counts them and shows a sample).
+#[utoipa::path(post, path = "/v1/sagas/retry", tag = "sagas", request_body = BulkRetry,
+    responses(
+        (status = 200, description = "a dry run: the count and a sample", body = DryRun),
+        (status = 202, description = "the job is kept and runs in the background; `GET /v1/sagas/retry/{job_id}` reports it", body = JobStarted,
+            headers(("Location" = String, description = "the job's page"))),
+        (status = 400, description = "`/problems/validation`: the filter is invalid (an empty or too long failure text, placed_to before placed_from) or asks for sagas other than failed ones", body = service_kit::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`/problems/validation`: the body has the wrong shape, or the filter selects more than 100000 sagas", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn start(
     State(state): State<ApiState>,
     caller: Caller,
@@ -233,7 +258,7 @@ pub async fn start(
             .push(" order by started_at desc, order_id desc limit ")
             .push_bind(SAMPLE);
         let sample: Vec<Sampled> = sample.build_query_as().fetch_all(&jobs.read_models).await?;
-        return Ok(Json(serde_json::json!({ "count": count, "sample": sample })).into_response());
+        return Ok(Json(DryRun { count, sample }).into_response());
     }
     // One more than a job takes tells a filter that selects too many.
     let mut select = QueryBuilder::new("select order_id from rm_sagas where true");
@@ -258,7 +283,10 @@ pub async fn start(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(serde_json::json!({ "job_id": job_id, "count": order_ids.len() })),
+        Json(JobStarted {
+            job_id,
+            count: order_ids.len(),
+        }),
     )
         .into_response())
 }
@@ -334,7 +362,46 @@ struct JobRow {
     finished_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /v1/sagas/retry/{job_id}`.
+/// One saga of a job, as its page shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobItemView {
+    pub order_id: Uuid,
+    /// pending, running, retried or skipped.
+    pub outcome: String,
+    /// The saga's status in the read model now.
+    pub status: Option<String>,
+    /// Retried, and no longer failed.
+    pub left_failed: bool,
+}
+
+/// A job's progress.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    pub job_id: Uuid,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running` or `done`.
+    pub status: &'static str,
+    /// The filter the job was asked with.
+    #[schema(value_type = Object)]
+    pub filter: serde_json::Value,
+    pub total: i64,
+    pub pending: i64,
+    pub retried: i64,
+    pub skipped: i64,
+    pub left_failed: usize,
+    /// The first 10000 of its sagas, by order id.
+    pub items: Vec<JobItemView>,
+    pub items_truncated: bool,
+}
+
+/// A bulk retry job's progress and, per saga, whether it left `failed`.
+#[utoipa::path(get, path = "/v1/sagas/retry/{job_id}", tag = "sagas",
+    params(("job_id" = Uuid, Path, description = "the job's id")),
+    responses(
+        (status = 200, body = JobStatus),
+        (status = 404, description = "`/problems/not-found`: no such job", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn status(
     State(state): State<ApiState>,
     PathParam(job_id): PathParam<Uuid>,
@@ -373,34 +440,35 @@ pub async fn status(
     .fetch_all(&jobs.read_models)
     .await?;
     let total = counts.iter().map(|(_, n)| n).sum::<i64>();
-    let items: Vec<serde_json::Value> = items
+    let items: Vec<JobItemView> = items
         .into_iter()
-        .map(|item| {
-            let left_failed =
-                item.outcome == "retried" && item.status.as_deref().is_some_and(|s| s != "failed");
-            serde_json::json!({
-                "order_id": item.order_id,
-                "outcome": item.outcome,
-                "status": item.status,
-                "left_failed": left_failed,
-            })
+        .map(|item| JobItemView {
+            left_failed: item.outcome == "retried"
+                && item.status.as_deref().is_some_and(|s| s != "failed"),
+            order_id: item.order_id,
+            outcome: item.outcome,
+            status: item.status,
         })
         .collect();
-    let left_failed = items.iter().filter(|i| i["left_failed"] == true).count();
-    Ok(Json(serde_json::json!({
-        "job_id": job_id,
-        "requested_by": job.requested_by,
-        "requested_at": job.requested_at,
-        "finished_at": job.finished_at,
-        "status": if job.finished_at.is_some() { "done" } else { "running" },
-        "filter": job.filter,
-        "total": total,
-        "pending": count("pending") + count("running"),
-        "retried": count("retried"),
-        "skipped": count("skipped"),
-        "left_failed": left_failed,
-        "items": items,
-        "items_truncated": total > LISTED,
-    }))
+    let left_failed = items.iter().filter(|item| item.left_failed).count();
+    Ok(Json(JobStatus {
+        job_id,
+        requested_by: job.requested_by,
+        requested_at: job.requested_at,
+        finished_at: job.finished_at,
+        status: if job.finished_at.is_some() {
+            "done"
+        } else {
+            "running"
+        },
+        filter: job.filter,
+        total,
+        pending: count("pending") + count("running"),
+        retried: count("retried"),
+        skipped: count("skipped"),
+        left_failed,
+        items,
+        items_truncated: total > LISTED,
+    })
     .into_response())
 }

@@ -17,6 +17,7 @@ mod executor;
 mod instances;
 mod intake;
 mod metrics;
+mod openapi;
 mod record;
 
 use std::net::SocketAddr;

@@ -18,6 +18,9 @@
 //! - [`metrics`]: the metric registry every service exports (one
 //!   namespace for the platform's own metrics), the request-duration
 //!   histogram, the pool's gauges, and the scrape's two formats.
+//! - [`openapi`]: each listener's OpenAPI document completed from its
+//!   route table (security, the standard refusals, the problem schema),
+//!   served at `/openapi.json` with Swagger UI at `/docs`.
 //! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
 //! - [`progress`]: whether each worker (a consumer, the relay) keeps up:
 //!   stall detection, and the restart loop under every worker, which also
@@ -40,6 +43,7 @@ pub mod db;
 pub mod deps;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod progress;
 pub mod shutdown;

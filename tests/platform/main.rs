@@ -2,6 +2,7 @@
 //! area. Each test gets its own database and topic prefix from
 //! `harness::TestEnv`; the containers are shared.
 
+mod api_docs;
 mod broker;
 mod broker_trust;
 mod chaos;
@@ -17,6 +18,7 @@ mod metrics;
 mod read_side;
 mod relay;
 mod sagas;
+mod schemathesis;
 mod security;
 mod stalls;
 mod steps;

@@ -157,7 +157,6 @@ fn contract() -> Vec<(&'static str, Method, &'static str, Option<Vec<Role>>)> {
     let readers = || Some(vec![Reader, Writer, Operator, Admin]);
     let customers_and_readers = || Some(vec![Customer, Reader, Writer, Operator, Admin]);
     let mut expected = vec![
-        (COMMAND, Method::GET, "/openapi.json", None),
         (
             COMMAND,
             Method::POST,
@@ -219,7 +218,6 @@ fn contract() -> Vec<(&'static str, Method, &'static str, Option<Vec<Role>>)> {
             "/internal/v1/orders/{id}/confirm",
             Some(vec![Service]),
         ),
-        (QUERY, Method::GET, "/openapi.json", None),
         (QUERY, Method::GET, "/v1/products/{sku}", None),
         (QUERY, Method::GET, "/v1/orders", customers_and_readers()),
         (
@@ -270,6 +268,12 @@ fn contract() -> Vec<(&'static str, Method, &'static str, Option<Vec<Role>>)> {
     ];
     for listener in [COMMAND, QUERY, PROJECTOR, ORCHESTRATOR] {
         for path in service_kit::ops::PATHS {
+            expected.push((listener, Method::GET, path, None));
+        }
+    }
+    // The API description, on every listener, the internal one included.
+    for listener in [COMMAND, INTERNAL, QUERY, PROJECTOR, ORCHESTRATOR] {
+        for path in ["/openapi.json", "/docs"] {
             expected.push((listener, Method::GET, path, None));
         }
     }

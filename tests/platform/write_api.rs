@@ -841,8 +841,6 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/v1/orders/{id}/cancel",
         "/v1/orders/{id}/state",
         "/v1/streams/{stream_id}/events",
-        "/internal/v1/orders/{id}/reserve-inventory",
-        "/internal/v1/orders/{id}/mark-cancelled",
     ] {
         assert!(
             paths.contains_key(path),
@@ -851,4 +849,23 @@ async fn the_openapi_document_describes_every_endpoint() {
         );
     }
     assert!(doc["components"]["schemas"]["ProblemBody"].is_object());
+    // The step API is the internal listener's, and so is its document.
+    assert!(paths.keys().all(|path| !path.starts_with("/internal/")));
+    let internal = api
+        .service
+        .internal_url
+        .clone()
+        .expect("an internal listener");
+    let doc: Value = reqwest::get(format!("{internal}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/internal/v1/orders/{id}/reserve-inventory",
+        "/internal/v1/orders/{id}/mark-cancelled",
+    ] {
+        assert!(doc["paths"][path]["post"].is_object(), "{path}");
+    }
 }

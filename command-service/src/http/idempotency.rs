@@ -31,6 +31,10 @@ use super::problem::{ApiError, Problem};
 
 pub const HEADER: &str = "idempotency-key";
 
+/// On a response that repeats a stored one (`true`): the request itself
+/// was not run, whatever else it carried besides its key and body.
+pub const REPLAYED: &str = "idempotent-replayed";
+
 /// Namespace of request fingerprints (uuid v5).
 const FINGERPRINT: Uuid = Uuid::from_u128(0x6f1c_2a7e_9d3b_4c55_8e21_0b7a_44d1_9c10);
 
@@ -200,6 +204,7 @@ impl IntoResponse for StoredResponse {
                 headers.insert(name, value);
             }
         }
+        headers.insert(REPLAYED, HeaderValue::from_static("true"));
         response
     }
 }

@@ -15,12 +15,22 @@ use crate::http::{ApiResult, JsonBody, PathParam, RequestContext, etag};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterCustomer {
+    /// Not blank.
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: String,
+    /// `local@domain`: no white space (as Rust's `char::is_whitespace` has
+    /// it), one `@`, a domain with a dot inside.
+    #[schema(
+        pattern = "^[^@\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000.][^@\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*\\.[^@\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^@\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000.]$"
+    )]
     pub email: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Deposit {
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount_cents: i64,
 }
 

@@ -24,13 +24,17 @@ use crate::http::{ApiResult, JsonBody, PathParam, Problem, QueryParams, RequestC
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PlaceOrder {
     pub customer_id: Uuid,
+    /// At least one line, each SKU once.
+    #[schema(min_items = 1)]
     pub lines: Vec<LineRequest>,
     pub shipping_address: ShippingAddress,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LineRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1_000_000_i64)]
     pub quantity: i64,
 }
 
@@ -249,7 +253,12 @@ pub async fn cancel(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StateQuery {
+    /// The order as it was at this version of its stream (from 1); not
+    /// with `as_of`.
+    #[param(minimum = 1)]
     pub as_of_version: Option<u64>,
+    /// The order as it was at this instant (RFC 3339); not with
+    /// `as_of_version`.
     pub as_of: Option<DateTime<Utc>>,
 }
 

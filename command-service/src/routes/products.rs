@@ -13,15 +13,23 @@ use crate::http::{ApiResult, JsonBody, PathParam, Problem, RequestContext, etag}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateProduct {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub sku: String,
+    /// Not blank.
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: String,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_cents: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_i64)]
     pub initial_stock: i64,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Restock {
+    #[schema(minimum = 1, maximum = 1_000_000_i64)]
     pub quantity: i64,
 }
 
@@ -95,7 +103,7 @@ pub async fn create(
 
 /// Adds stock.
 #[utoipa::path(post, path = "/v1/products/{sku}/restock", tag = "products", request_body = Restock,
-    params(("sku" = String, Path, description = "the product's SKU")),
+    params(("sku" = String, Path, description = "the product's SKU", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, body = ProductView), (status = 404, description = "unknown SKU", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 412, description = "If-Match does not match", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "quantity must be > 0", body = crate::http::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn restock(
     State(app): State<AppState>,

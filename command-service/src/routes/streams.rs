@@ -13,15 +13,45 @@ const MAX_LIMIT: u32 = 1000;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// The first version to return (default 1); versions are PostgreSQL
+    /// `bigint`s.
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     pub from_version: Option<u64>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventsView {
-    /// `{event_id, stream_id, version, position, type, schema_version, data, metadata, recorded_at}`
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<StoredEvent>)]
     pub events: Vec<RecordedEvent>,
+}
+
+/// A stored event as the API shows it (the event store's `RecordedEvent`,
+/// the wire format, which carries no schema of its own): described here
+/// for the document only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StoredEvent {
+    pub event_id: uuid::Uuid,
+    pub stream_id: String,
+    /// Its place in its stream, from 1.
+    pub version: u64,
+    /// Its place in the store's global order.
+    pub position: i64,
+    /// The event's type name (`OrderPlaced`).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    /// The event's own fields.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// At least `correlation_id` and `causation_id`, and who wrote it as
+    /// `actor`.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A stream's events in version order.
@@ -43,6 +73,14 @@ pub async fn events(
         .into());
     }
     let from_version = query.from_version.unwrap_or(1).max(1);
+    if from_version > i64::MAX as u64 {
+        return Err(Problem::validation(
+            StatusCode::BAD_REQUEST,
+            "from_version",
+            format!("must be a version, at most {}", i64::MAX),
+        )
+        .into());
+    }
     let events = app
         .store
         .read_stream(&stream_id, from_version, limit)

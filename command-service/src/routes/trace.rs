@@ -30,9 +30,8 @@ pub struct TracedEvent {
     /// command that appended them).
     pub causation_id: String,
     pub correlation_id: String,
-    /// `{event_id, stream_id, version, position, type, schema_version, data, metadata, recorded_at}`
     #[serde(flatten)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::routes::streams::StoredEvent)]
     pub event: RecordedEvent,
 }
 

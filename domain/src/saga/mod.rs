@@ -165,6 +165,7 @@ impl SagaStatus {
 
 /// A step's status (the contract's `steps[].status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     #[default]

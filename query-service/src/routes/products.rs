@@ -34,7 +34,7 @@ pub struct ProductView {
 }
 
 #[utoipa::path(get, path = "/v1/products/{sku}", tag = "products",
-    params(("sku" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$"), MinVersion),
+    params(("sku" = String, Path, description = "the product's SKU", pattern = "^[A-Za-z0-9_-]{1,64}$"), MinVersion),
     responses(
         (status = 200, body = ProductView, headers(("ETag" = String, description = "\"<version>\""))),
         (status = 400, description = "bad SKU or query", body = service_kit::http::ProblemBody, content_type = "application/problem+json"),

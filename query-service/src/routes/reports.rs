@@ -53,7 +53,8 @@ static REPORT: LazyLock<String> = LazyLock::new(|| {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DailySalesQuery {
-    /// Only this SKU (^[A-Za-z0-9_-]{1,64}$).
+    /// Only this SKU.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub sku: Option<String>,
     /// The first UTC day, inclusive (YYYY-MM-DD).
     pub from: Option<NaiveDate>,

@@ -69,20 +69,25 @@ pub struct ListQuery {
     pub step: Option<SagaStep>,
     /// Only sagas whose failure reason or a step's last error contains this
     /// text (case-insensitive; 1 to 200 characters).
+    #[param(min_length = 1, max_length = 200)]
     pub failure: Option<String>,
     /// Only sagas some step of which was attempted (or its undoing) at
     /// least this often.
     pub min_attempts: Option<u32>,
     /// Only sagas not ended (completed or compensated) and without progress
-    /// for at least this many seconds.
+    /// for at least this many seconds (at most ten years).
+    #[param(maximum = 315_360_000)]
     pub stuck_for: Option<u64>,
     /// Only sagas placed at or after this instant (RFC 3339).
     pub placed_from: Option<DateTime<Utc>>,
-    /// Only sagas placed before this instant (RFC 3339).
+    /// Only sagas placed before this instant (RFC 3339); not before
+    /// `placed_from`.
     pub placed_to: Option<DateTime<Utc>>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^-?[0-9]{1,16}\\.[0-9a-f]{32}$")]
     pub cursor: Option<String>,
 }
 
@@ -161,10 +166,60 @@ pub async fn list(
     Ok(Json(SagaList { items, next_cursor }))
 }
 
+/// The contract's saga detail, as the projector keeps it ready in
+/// `rm_sagas.detail` (`projector::views::sagas`) and this service sends it
+/// unchanged; described here for the document only.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SagaDetail {
+    /// `saga-<order id>`.
+    pub saga_id: String,
+    pub order_id: Uuid,
+    /// `order_fulfilment`.
+    #[serde(rename = "type")]
+    pub saga_type: String,
+    pub status: SagaStatus,
+    pub current_step: Option<SagaStep>,
+    /// The business failure's code, or the error that failed the saga.
+    pub failure_reason: Option<String>,
+    /// Every step, in the order they run.
+    pub steps: Vec<SagaStepDetail>,
+    /// Every recorded transition, oldest first.
+    pub history: Vec<SagaHistoryEntry>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One step of a saga detail.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SagaStepDetail {
+    pub name: SagaStep,
+    pub status: domain::saga::StepStatus,
+    pub attempts: u32,
+    /// Attempts at undoing it.
+    pub compensation_attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// One transition of a saga.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SagaHistoryEntry {
+    pub at: DateTime<Utc>,
+    /// The saga event's type, in snake case (`step_failed`).
+    pub event: String,
+    pub step: Option<SagaStep>,
+    pub detail: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/sagas/{order_id}", tag = "sagas",
     params(("order_id" = Uuid, Path, description = "the order the saga fulfils")),
     responses(
-        (status = 200, description = "saga detail: status, current_step, failure_reason, steps (name, status, attempts, started_at, finished_at, last_error) and history (at, event, step, detail)", body = Object),
+        (status = 200, description = "the saga's steps, attempts, errors and history", body = SagaDetail),
         (status = 400, description = "bad id", body = service_kit::http::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no saga for this order", body = service_kit::http::ProblemBody, content_type = "application/problem+json")))]
 pub async fn get(

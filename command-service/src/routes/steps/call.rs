@@ -27,14 +27,14 @@ pub struct SagaHeaders {
     #[param(rename = "X-Saga-Version", required = true)]
     x_saga_version: u64,
     /// The attempt at the step (or at undoing it), from 1; default 1.
-    #[param(rename = "X-Saga-Attempt")]
+    #[param(rename = "X-Saga-Attempt", minimum = 1)]
     x_saga_attempt: Option<u32>,
     /// Forward steps only: the step (`charge_payment`, `create_shipment`)
     /// whose start is recorded together with this one's success.
     #[param(rename = "X-Saga-Next-Step")]
     x_saga_next_step: Option<String>,
     /// The attempt at that step, from 1; default 1.
-    #[param(rename = "X-Saga-Next-Attempt")]
+    #[param(rename = "X-Saga-Next-Attempt", minimum = 1)]
     x_saga_next_attempt: Option<u32>,
 }
 
