@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::http::Limits;
 use crate::{CommonConfig, shutdown, telemetry};
 
-/// Serves `router` behind `limits` on `listener` until `shutdown` is
+/// Serves `router` behind `limits`, each request in its span with its
+/// correlation id (`http::trace`), on `listener` until `shutdown` is
 /// cancelled, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -17,7 +18,7 @@ pub async fn serve(
     limits: &Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let router = limits.apply(router);
+    let router = crate::http::trace::apply(limits.apply(router));
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -28,8 +29,9 @@ pub async fn serve(
         .context("HTTP server failed")
 }
 
-/// The body of every service's `main`: logging, the listener, the signal
-/// handler, then the service's own `run`.
+/// The body of every service's `main`: logging and traces, the listener,
+/// the signal handler, then the service's own `run`; at the end the spans
+/// still batched are sent.
 pub async fn service_main<F, Fut>(
     service: &'static str,
     common: &CommonConfig,
@@ -40,8 +42,18 @@ where
     F: FnOnce(TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init(&common.log_format, &common.log_filter);
-    tracing::info!(service, config = ?common, "starting");
+    let telemetry = telemetry::init(
+        service,
+        &common.log_format,
+        &common.log_filter,
+        &common.traces,
+    )?;
+    tracing::info!(
+        service,
+        config = ?common,
+        exporting_spans = telemetry.exporting(),
+        "starting"
+    );
     let listener = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("binding {http_addr}"))?;
@@ -51,5 +63,6 @@ where
         Ok(()) => tracing::info!(service, "stopped"),
         Err(error) => tracing::error!(service, error = format!("{error:#}"), "failed"),
     }
+    telemetry.shutdown().await;
     result
 }

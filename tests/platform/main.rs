@@ -19,4 +19,5 @@ mod sagas;
 mod security;
 mod stalls;
 mod steps;
+mod traces;
 mod write_api;

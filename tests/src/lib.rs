@@ -13,6 +13,8 @@
 //!   front of them.
 //! - [`browser`] drives a headless Chromium through chromedriver
 //!   (WebDriver), for the console's tests.
+//! - [`otlp`] receives the spans every test's services export (the test
+//!   binary's telemetry is installed once, exporting there).
 //! - [`eventually`] is the only way tests wait: bounded polling with a
 //!   deadline.
 //!
@@ -24,6 +26,7 @@ pub mod browser;
 pub mod chaos;
 pub mod gateway;
 pub mod infra;
+pub mod otlp;
 pub mod platform;
 pub mod proxy;
 pub mod services;

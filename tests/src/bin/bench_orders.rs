@@ -195,6 +195,7 @@ async fn start_command_service(database_url: &str, brokers: &str, args: &Args) -
             stall_after_ms: 30_000,
             auth: harness::auth::auth_config(),
             limits: service_kit::http::Limits::default(),
+            traces: service_kit::telemetry::TracesConfig::default(),
         },
     };
     services::start_with_internal(command_service::SERVICE, |listener, internal, stop| {
