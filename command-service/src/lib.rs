@@ -3,8 +3,9 @@
 //!
 //! Layout: `http` holds the plumbing every route shares (problem documents,
 //! extractors that never panic, the request context with correlation id,
-//! trace context and `If-Match`); `commands` loads an aggregate, decides and appends with
-//! retries; `routes` has one module per resource of the contract.
+//! trace context and `If-Match`); `commands` loads an aggregate, decides
+//! and appends with retries; `routes` has one module per resource of the
+//! contract.
 
 pub mod catalogue;
 mod commands;

@@ -33,7 +33,7 @@ use opentelemetry::trace::{
 use opentelemetry_http::{Bytes, HeaderExtractor, HeaderInjector, HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
@@ -68,6 +68,16 @@ pub struct TracesConfig {
     /// when unset.
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
+
+    /// Most finished spans waiting to be sent; more are dropped (so a slow
+    /// collector never holds up a request).
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048)]
+    pub max_queue_size: usize,
+
+    /// How often the spans waiting are sent, in milliseconds (sooner when
+    /// 512 are waiting).
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000)]
+    pub schedule_delay_ms: u64,
 }
 
 impl Default for TracesConfig {
@@ -77,6 +87,8 @@ impl Default for TracesConfig {
             otlp_traces_endpoint: None,
             otlp_protocol: "http/protobuf".into(),
             service_name: None,
+            max_queue_size: 2048,
+            schedule_delay_ms: 5000,
         }
     }
 }
@@ -213,8 +225,16 @@ fn tracer_provider(
         .clone()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| service.to_owned());
+    let batches = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(traces.max_queue_size.max(1))
+                .with_scheduled_delay(Duration::from_millis(traces.schedule_delay_ms))
+                .build(),
+        )
+        .build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(batches)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(name)
@@ -359,14 +379,17 @@ pub fn consumer_span(topic: &str, group: &str, messages: usize) -> Span {
 
 /// The `traceparent` an event's metadata holds, if any.
 pub fn traceparent_in(metadata: &serde_json::Value) -> Option<&str> {
-    metadata.get("traceparent").and_then(serde_json::Value::as_str)
+    metadata
+        .get("traceparent")
+        .and_then(serde_json::Value::as_str)
 }
 
 /// A W3C `traceparent` (`00-<trace id>-<span id>-<flags>`) as a remote
 /// span context.
 fn parse_traceparent(value: &str) -> Option<SpanContext> {
     let mut parts = value.trim().split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
         return None;
     }

@@ -28,10 +28,7 @@ fn joined(spans: &[Span], trace_id: &str) -> Vec<Span> {
     loop {
         let before = traces.len();
         for span in spans {
-            let linked = span
-                .links
-                .iter()
-                .any(|(trace, _)| traces.contains(trace));
+            let linked = span.links.iter().any(|(trace, _)| traces.contains(trace));
             if linked || traces.contains(&span.trace_id) {
                 traces.insert(span.trace_id.clone());
                 traces.extend(span.links.iter().map(|(trace, _)| trace.clone()));

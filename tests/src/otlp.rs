@@ -203,6 +203,9 @@ fn install_telemetry(url: &str) {
     let traces = service_kit::telemetry::TracesConfig {
         otlp_endpoint: Some(url.to_owned()),
         otlp_protocol: "http/json".into(),
+        // Room for the spans of every test running at once, sent soon.
+        max_queue_size: 1 << 16,
+        schedule_delay_ms: 500,
         ..Default::default()
     };
     let format = if verbose { "pretty" } else { "none" };
