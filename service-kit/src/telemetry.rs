@@ -33,7 +33,9 @@ use opentelemetry::trace::{
 use opentelemetry_http::{Bytes, HeaderExtractor, HeaderInjector, HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample,
+};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
@@ -149,9 +151,22 @@ pub fn init(
     filter: &str,
     traces: &TracesConfig,
 ) -> anyhow::Result<Telemetry> {
+    init_sampled(service, format, filter, traces, None::<Sampler>)
+}
+
+/// [`init`] with `sampler` choosing the spans exported, instead of the
+/// SDK's default (`OTEL_TRACES_SAMPLER`, else every span whose parent, if
+/// any, was sampled). The tests export only while a test reads spans.
+pub fn init_sampled(
+    service: &str,
+    format: &str,
+    filter: &str,
+    traces: &TracesConfig,
+    sampler: Option<impl ShouldSample + 'static>,
+) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = match traces.traces_url() {
-        Some(url) => Some(tracer_provider(service, &url, traces)?),
+        Some(url) => Some(tracer_provider(service, &url, traces, sampler)?),
         None => None,
     };
     let otel = provider.as_ref().map(|provider| {
@@ -200,6 +215,7 @@ fn tracer_provider(
     service: &str,
     url: &str,
     traces: &TracesConfig,
+    sampler: Option<impl ShouldSample + 'static>,
 ) -> anyhow::Result<SdkTracerProvider> {
     let protocol = match traces.otlp_protocol.as_str() {
         "http/json" => Protocol::HttpJson,
@@ -233,14 +249,18 @@ fn tracer_provider(
                 .build(),
         )
         .build();
-    Ok(SdkTracerProvider::builder()
+    let provider = SdkTracerProvider::builder()
         .with_span_processor(batches)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(name)
                 .build(),
-        )
-        .build())
+        );
+    Ok(match sampler {
+        Some(sampler) => provider.with_sampler(sampler),
+        None => provider,
+    }
+    .build())
 }
 
 /// The exporter's HTTP client: the SDK calls it from its own batch thread,

@@ -134,7 +134,7 @@ async fn placement_context(platform: &Platform, order: &str) -> (String, String)
 
 #[tokio::test]
 async fn an_orders_placement_step_calls_and_projections_are_joined_by_trace_and_links() {
-    let collector = otlp::collector();
+    let (collector, _recording) = otlp::record();
     let platform = Platform::start().await;
     let order = a_completed_order(&platform).await;
     let (trace_id, placement_span) = placement_context(&platform, &order).await;

@@ -10,10 +10,16 @@
 //! id it knows (its order's events carry the `traceparent` of the span
 //! that appended them).
 //!
+//! Spans are exported only while a test that reads them holds a
+//! [`Recording`] ([`record`]): the other tests' spans are made (their
+//! events still store a `traceparent`) but not sampled, so they cost the
+//! suite no export. While one records, every test's spans are exported.
+//!
 //! The receiver and the exporter's requests run on a thread with its own
 //! runtime, so they outlive each test's runtime (like `infra`'s).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
@@ -21,6 +27,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use opentelemetry::trace::{
+    Link, SamplingDecision, SamplingResult, SpanKind, TraceContextExt, TraceId, TraceState,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::ShouldSample;
 use serde_json::Value;
 
 /// The most spans kept; older ones are dropped (the suite's other tests
@@ -195,8 +206,60 @@ pub fn collector() -> &'static Collector {
     })
 }
 
+/// How many tests are recording spans now.
+static RECORDING: AtomicUsize = AtomicUsize::new(0);
+
+/// While held, every span of the test binary is exported to the receiver.
+#[must_use = "spans are exported only while it is held"]
+pub struct Recording(());
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        RECORDING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Starts exporting spans (the receiver and the binary's telemetry first,
+/// if need be) until the [`Recording`] is dropped; returns the receiver.
+pub fn record() -> (&'static Collector, Recording) {
+    let collector = collector();
+    RECORDING.fetch_add(1, Ordering::SeqCst);
+    (collector, Recording(()))
+}
+
+/// Samples every span while a test records, none otherwise.
+#[derive(Debug, Clone, Copy)]
+struct WhileRecording;
+
+impl ShouldSample for WhileRecording {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        _trace_id: TraceId,
+        _name: &str,
+        _span_kind: &SpanKind,
+        _attributes: &[KeyValue],
+        _links: &[Link],
+    ) -> SamplingResult {
+        let decision = if RECORDING.load(Ordering::Relaxed) > 0 {
+            SamplingDecision::RecordAndSample
+        } else {
+            SamplingDecision::Drop
+        };
+        SamplingResult {
+            decision,
+            attributes: Vec::new(),
+            trace_state: parent_context
+                .filter(|context| context.has_active_span())
+                .map(|context| context.span().span_context().trace_state().clone())
+                .unwrap_or_else(TraceState::default),
+        }
+    }
+}
+
 /// The test binary's subscriber: spans exported as JSON to the receiver at
-/// `url`; log lines only with `TEST_LOG=1`. Held for the binary's life.
+/// `url` while a test records; log lines only with `TEST_LOG=1`. Held for
+/// the binary's life.
 fn install_telemetry(url: &str) {
     let verbose = std::env::var("TEST_LOG").is_ok_and(|v| v == "1");
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
@@ -209,8 +272,14 @@ fn install_telemetry(url: &str) {
         ..Default::default()
     };
     let format = if verbose { "pretty" } else { "none" };
-    let telemetry = service_kit::telemetry::init("platform-tests", format, &filter, &traces)
-        .expect("the tests' telemetry");
+    let telemetry = service_kit::telemetry::init_sampled(
+        "platform-tests",
+        format,
+        &filter,
+        &traces,
+        Some(WhileRecording),
+    )
+    .expect("the tests' telemetry");
     // Never shut down: spans go on being exported until the binary exits.
     std::mem::forget(telemetry);
 }
