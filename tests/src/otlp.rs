@@ -252,7 +252,7 @@ impl ShouldSample for WhileRecording {
             trace_state: parent_context
                 .filter(|context| context.has_active_span())
                 .map(|context| context.span().span_context().trace_state().clone())
-                .unwrap_or_else(TraceState::default),
+                .unwrap_or_default(),
         }
     }
 }
