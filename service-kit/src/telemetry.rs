@@ -141,10 +141,11 @@ impl Telemetry {
 }
 
 /// Installs the process-wide subscriber: log lines in `format` (`json`,
-/// `pretty`, or `none` for no log lines: tests) filtered by `filter`, and, when `traces` names an endpoint,
-/// spans exported over OTLP as `service` (or `OTEL_SERVICE_NAME`). Must be
-/// called on a Tokio runtime that outlives the exporter: the exporter's
-/// requests run there. A second call keeps the first subscriber.
+/// `pretty`, or `none` for no log lines: tests) filtered by `filter`, and,
+/// when `traces` names an endpoint, spans exported over OTLP as `service`
+/// (or `OTEL_SERVICE_NAME`). Must be called on a Tokio runtime that
+/// outlives the exporter: the exporter's requests run there. A second call
+/// keeps the first subscriber.
 pub fn init(
     service: &str,
     format: &str,

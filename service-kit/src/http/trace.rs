@@ -119,11 +119,17 @@ fn make_span<B>(request: &axum::http::Request<B>) -> Span {
     span
 }
 
+/// The target of the per-response log line, apart from the spans' so that
+/// `RUST_LOG=info,service_kit::http::response=warn` drops the lines and
+/// keeps the spans.
+const RESPONSE_LOG: &str = "service_kit::http::response";
+
 /// One log line per response, and its status on the span.
 fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     tracing::info!(
+        target: RESPONSE_LOG,
         parent: span,
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
