@@ -26,6 +26,9 @@ fi
 # the container's environment makes compose recreate it when it changes.
 GATEWAY_CONFIG_REVISION=$(cat "$_compose_dir/gateway/nginx.conf.template" "$_compose_dir/gateway/start.sh" | cksum | cut -d' ' -f1)
 export GATEWAY_CONFIG_REVISION
+# Prometheus' likewise: its start script and alert rules.
+PROMETHEUS_CONFIG_REVISION=$(cat "$_compose_dir/prometheus/start.sh" "$_compose_dir/prometheus/alerts.yml" | cksum | cut -d' ' -f1)
+export PROMETHEUS_CONFIG_REVISION
 ORDERS_UID=$(id -u)
 ORDERS_GID=$(id -g)
 export ORDERS_UID ORDERS_GID

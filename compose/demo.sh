@@ -92,7 +92,7 @@ for _ in $(seq 150); do
     [ "$(saga_status "$victim")" = completed ] && break
     sleep 0.2
 done
-failed_before=$(curl -fsS "$orchestrator_url/metrics" | sed -n 's/^sagas_failed_total //p')
+failed_before=$(curl -fsS "$orchestrator_url/metrics" | sed -n 's/^orders_sagas_failed_total //p')
 # The orchestrator is paused while the cancellation is recorded and relayed,
 # so that it cannot compensate before the command-service is frozen.
 compose pause saga-orchestrator >/dev/null
@@ -105,7 +105,7 @@ compose unpause saga-orchestrator >/dev/null
 unfreeze() { compose unpause command-service >/dev/null 2>&1 || true; }
 trap unfreeze EXIT
 for _ in $(seq 300); do
-    failed_now=$(curl -fsS "$orchestrator_url/metrics" | sed -n 's/^sagas_failed_total //p')
+    failed_now=$(curl -fsS "$orchestrator_url/metrics" | sed -n 's/^orders_sagas_failed_total //p')
     [ "${failed_now:-0}" != "${failed_before:-0}" ] && break
     sleep 0.5
 done

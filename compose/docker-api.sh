@@ -16,7 +16,7 @@ if [ "$(printf '%s\n%s\n' "$_engine_api" "$_required_api" | sort -V | head -n1)"
     case "${DOCKER_HOST:-}" in unix://*) _socket=${DOCKER_HOST#unix://} ;; esac
     # mktemp -d makes the directory with mode 0700.
     docker_api_shim_dir=$(mktemp -d "${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/docker-api-shim.XXXXXX")
-    target/debug/docker-api-shim "$_socket" "$docker_api_shim_dir/docker.sock" >/dev/null &
+    "${CARGO_TARGET_DIR:-target}/debug/docker-api-shim" "$_socket" "$docker_api_shim_dir/docker.sock" >/dev/null &
     docker_api_shim_pid=$!
     for _ in $(seq 100); do
         [ -S "$docker_api_shim_dir/docker.sock" ] && break

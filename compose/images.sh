@@ -3,7 +3,7 @@
 # or without a container registry, and records the chosen names in
 # compose/.images.env (read by the Makefile, compose and the test harness).
 #
-#   compose/images.sh postgres kafka services gateway   # any subset; `all` = all four
+#   compose/images.sh postgres kafka services gateway prometheus   # any subset; `all` = all five
 #
 # Each step is idempotent: an image that is already there is not built again,
 # and the expensive intermediate products (the Debian root filesystem, the
@@ -26,6 +26,10 @@
 #   gateway:    $GATEWAY_IMAGE if set; else nginx:1.28 if present or
 #               pullable; else orders-platform/nginx:1.22-bookworm-2, Debian's
 #               nginx from the base image (compose/gateway/Dockerfile).
+#   prometheus: $PROMETHEUS_IMAGE if set; else prom/prometheus:v3.5.0 if
+#               present or pullable; else orders-platform/prometheus:2.42-
+#               bookworm-2, Debian's prometheus from the base image
+#               (compose/prometheus/Dockerfile).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,6 +41,7 @@ official_postgres=postgres:16
 official_kafka=apache/kafka:3.9.1
 official_rust=rust:1-bookworm
 official_nginx=nginx:1.28
+official_prometheus=prom/prometheus:v3.5.0
 # The suffix of the root filesystem's cache folder and of its image is the
 # base recipe's revision: bump both when the package list below changes, so
 # old caches and images are not reused.
@@ -58,6 +63,9 @@ services_image=${SERVICES_IMAGE:-orders-platform/services:latest}
 # Built from $base_image (bookworm's nginx is 1.22), so it carries the base's
 # revision; bump the suffix when compose/gateway/Dockerfile changes.
 debian_nginx=orders-platform/nginx:1.22-bookworm-$base_revision
+# Likewise (bookworm's prometheus is 2.42); bump the suffix when
+# compose/prometheus/Dockerfile changes.
+debian_prometheus=orders-platform/prometheus:2.42-bookworm-$base_revision
 
 # The legacy builder needs no buildx plugin, which Debian's docker.io lacks.
 if ! docker buildx version >/dev/null 2>&1; then
@@ -223,7 +231,7 @@ ensure_services() {
         (cd "$root" && cargo build --release --locked --quiet $(printf -- '-p %s ' $packages))
         local ctx
         ctx=$(mktemp -d)
-        for b in $bins; do cp "$root/target/release/$b" "$ctx/"; done
+        for b in $bins; do cp "${CARGO_TARGET_DIR:-$root/target}/release/$b" "$ctx/"; done
         cp "$here/Dockerfile.offline" "$ctx/Dockerfile"
         # Docker's build cache keys COPY on file content, so unchanged
         # binaries give the same image id and `make up` recreates nothing.
@@ -262,6 +270,32 @@ ensure_gateway() {
     record GATEWAY_IMAGE "$image"
 }
 
+# Like the gateway's, Prometheus' start script and rules are mounted.
+ensure_prometheus() {
+    local image
+    if [ -n "${PROMETHEUS_IMAGE:-}" ]; then
+        image=$PROMETHEUS_IMAGE
+        have_image "$image" || present_or_pullable "$image" || { say "PROMETHEUS_IMAGE=$image is not available"; exit 1; }
+    elif present_or_pullable "$official_prometheus"; then
+        image=$official_prometheus
+    else
+        image=$debian_prometheus
+        if have_image "$image"; then
+            say "$image is present"
+        else
+            ensure_base
+            local ctx
+            ctx=$(mktemp -d)
+            cp "$here/prometheus/Dockerfile" "$ctx/"
+            say "building $image"
+            docker_build -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
+            rm -rf "$ctx"
+        fi
+    fi
+    say "prometheus image: $image"
+    record PROMETHEUS_IMAGE "$image"
+}
+
 [ $# -gt 0 ] || set -- all
 for what in "$@"; do
     case "$what" in
@@ -269,8 +303,9 @@ for what in "$@"; do
         kafka) ensure_kafka ;;
         services) ensure_services ;;
         gateway) ensure_gateway ;;
-        all) ensure_postgres; ensure_kafka; ensure_services; ensure_gateway ;;
-        *) echo "usage: $0 [postgres|kafka|services|gateway|all]..." >&2; exit 2 ;;
+        prometheus) ensure_prometheus ;;
+        all) ensure_postgres; ensure_kafka; ensure_services; ensure_gateway; ensure_prometheus ;;
+        *) echo "usage: $0 [postgres|kafka|services|gateway|prometheus|all]..." >&2; exit 2 ;;
     esac
 done
 say "done; image names are in ${env_file#"$root"/}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: finds or builds the PostgreSQL and Kafka images, installs
 # nginx, Chromium and chromedriver if they are missing (the gateway's and
-# the console's tests run them), then runs the whole
+# the console's tests run them), finds Debian's prometheus and promtool
+# (the metrics test runs them), then runs the whole
 # test suite (unit and integration) with cargo. Integration tests start
 # their own containers from those images with testcontainers.
 set -euo pipefail
@@ -57,6 +58,33 @@ if [ -n "$need_nginx$need_chromium" ]; then
         apt_install chromium chromium-driver
     fi
 fi
+
+# Prometheus and promtool for the metrics test (tests/platform/metrics.rs:
+# the alert rules are checked and unit-tested, and a real Prometheus scrapes
+# the services). Debian's, from the base image's root filesystem when
+# images.sh made one, else extracted from the package without installing
+# it (an installed package would start a Prometheus server on the host).
+cache=${ORDERS_CACHE_DIR:-$HOME/.cache/orders-platform}
+prometheus_bin=
+for dir in "$cache"/rootfs-bookworm-*/usr/bin "$cache/prometheus-deb/usr/bin"; do
+    if [ -x "$dir/prometheus" ] && [ -x "$dir/promtool" ]; then
+        prometheus_bin=$dir
+    fi
+done
+if [ -z "$prometheus_bin" ]; then
+    say "fetching Debian's prometheus package for the metrics test"
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    deb_dir=$(mktemp -d)
+    (cd "$deb_dir" && apt-get download -qq prometheus)
+    rm -rf "$cache/prometheus-deb"
+    mkdir -p "$cache"
+    dpkg-deb -x "$deb_dir"/prometheus_*.deb "$cache/prometheus-deb"
+    rm -rf "$deb_dir"
+    prometheus_bin=$cache/prometheus-deb/usr/bin
+fi
+export PROMETHEUS_BIN=${PROMETHEUS_BIN:-$prometheus_bin/prometheus}
+export PROMTOOL=${PROMTOOL:-$prometheus_bin/promtool}
 
 say "checking formatting and lints"
 cargo fmt --all --check

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make up`: finds or builds every image, starts the platform with compose,
-# waits until all four services and the gateway are ready and prints where
+# waits until all four services, the gateway and Prometheus (every target
+# scraped) are ready and prints where
 # they are, the gateway (the one origin for the API and the console) first.
 # Running it again with nothing changed leaves the running containers alone.
 set -euo pipefail
@@ -54,12 +55,24 @@ until curl -fsS -o /dev/null "$gateway/health/gateway" 2>/dev/null; do
     sleep 1
 done
 say "gateway ready"
+# Prometheus is ready once it has scraped every service: each target up.
+prometheus=http://localhost:${PROMETHEUS_PORT:-9090}
+until [ "$(curl -fsS "$prometheus/api/v1/targets?state=active" 2>/dev/null | grep -o '"health":"up"' | wc -l)" -ge 4 ]; do
+    if [ $SECONDS -ge $deadline ]; then
+        say "Prometheus does not have every target up at $prometheus/targets; its last logs:"
+        compose logs --tail=30 prometheus >&2
+        exit 1
+    fi
+    sleep 1
+done
+say "prometheus ready: every target up"
 
 cat <<MSG
 
 The platform is up:
   gateway            $gateway/  (the whole public API, /v1/...)
   console            $gateway/console/
+  Prometheus         $prometheus/  (alerts: $prometheus/alerts, targets: $prometheus/targets)
   command-service    http://localhost:${ports[command-service]}
   query-service      http://localhost:${ports[query-service]}
   saga-orchestrator  http://localhost:${ports[saga-orchestrator]}

@@ -25,7 +25,6 @@ use axum::extract::DefaultBodyLimit;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use event_relay::{self as relay, MessageFormat, RelayConfig, RelayMetrics};
 use event_store::EventStore;
-use prometheus_client::registry::Registry;
 use service_kit::auth::{Access, Authenticator, RouteTable};
 use service_kit::progress::{Progress, Watchdog};
 use service_kit::{CommonConfig, Deps};
@@ -258,9 +257,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
-    let mut registry = Registry::default();
-    let relay_metrics = RelayMetrics::register(&mut registry);
-    let watchdog = Watchdog::new(config.common.stall_after(), &mut registry);
+    let mut registry = service_kit::metrics::Metrics::new();
+    let relay_metrics = RelayMetrics::register(registry.platform());
+    let watchdog = Watchdog::new(config.common.stall_after(), registry.platform());
+    let http = registry.http();
     let store = EventStore::new(deps.pg.clone());
     let relay_config = relay_config(&config);
     // The API needs the schema, which `command-service migrate` makes; while
@@ -298,6 +298,7 @@ pub async fn run(
         (listener, app),
         (internal_listener, internal),
         limits,
+        &http,
         &shutdown,
     )
     .await;
@@ -372,17 +373,19 @@ async fn serve_both(
     (listener, app): (TcpListener, Router),
     (internal_listener, internal): (TcpListener, Router),
     limits: &service_kit::http::limits::Limits,
+    http: &service_kit::metrics::HttpMetrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (served, served_internal) = tokio::join!(
         async {
-            let served = service_kit::serve(listener, app, limits, shutdown.clone()).await;
+            let served = service_kit::serve(listener, app, limits, http, shutdown.clone()).await;
             shutdown.cancel();
             served
         },
         async {
             let served =
-                service_kit::serve(internal_listener, internal, limits, shutdown.clone()).await;
+                service_kit::serve(internal_listener, internal, limits, http, shutdown.clone())
+                    .await;
             shutdown.cancel();
             served
         },

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use event_store::EventStore;
-use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -108,9 +107,12 @@ pub async fn run(
     let deps = Deps::new(&config.common)?;
     let pool = service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
     let store = EventStore::new(deps.pg.clone());
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
+    let mut registry = service_kit::metrics::Metrics::new();
+    let metrics = Metrics::register(registry.platform());
+    let watchdog =
+        service_kit::progress::Watchdog::new(config.common.stall_after(), registry.platform());
+    registry.observe_pool("read_models", pool.clone());
+    let http = registry.http();
     if !wait_until_migrated(&deps.pg, &pool, &shutdown).await {
         return Ok(());
     }
@@ -153,7 +155,14 @@ pub async fn run(
         service_kit::ops::router(SERVICE, deps, watchdog, registry),
     );
     let app = api::router(state, auth, ops);
-    let served = service_kit::serve(listener, app, &config.common.limits, shutdown.clone()).await;
+    let served = service_kit::serve(
+        listener,
+        app,
+        &config.common.limits,
+        &http,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     live.await?;
     lag.await?;

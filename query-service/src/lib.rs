@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use prometheus_client::registry::Registry;
 use service_kit::auth::{Access, Authenticator, RouteTable};
 use service_kit::http::Problem;
 use service_kit::{CommonConfig, Deps};
@@ -150,13 +149,16 @@ pub async fn run(
         config.min_version_timeout_ms
     );
     let deps = Deps::new(&config.common)?;
-    let mut registry = Registry::default();
+    let mut registry = service_kit::metrics::Metrics::new();
     // The query-service has no background workers to watch.
-    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
+    let watchdog =
+        service_kit::progress::Watchdog::new(config.common.stall_after(), registry.platform());
     let state = AppState {
         pool: service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?,
         min_version_timeout: Duration::from_millis(config.min_version_timeout_ms),
     };
+    registry.observe_pool("read_models", state.pool.clone());
+    let http = registry.http();
     let auth = Authenticator::new(&config.common.auth);
     auth.warm_up().await;
     let ops = RouteTable::new().public(
@@ -164,5 +166,5 @@ pub async fn run(
         service_kit::ops::router(SERVICE, deps, watchdog, registry),
     );
     let app = api(state, auth, ops);
-    service_kit::serve(listener, app, &config.common.limits, shutdown).await
+    service_kit::serve(listener, app, &config.common.limits, &http, shutdown).await
 }

@@ -164,6 +164,26 @@ pub async fn make_due(pool: &PgPool, order_ids: &[Uuid]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many sagas stand each way, over every instance's sagas: every
+/// standing is in the answer, zero when no saga stands so.
+pub async fn count_by_standing(pool: &PgPool) -> anyhow::Result<Vec<(Standing, i64)>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("select status, count(*) from saga_instances group by status")
+            .fetch_all(pool)
+            .await
+            .context("counting the sagas by standing")?;
+    Ok([Standing::Active, Standing::Done, Standing::Failed]
+        .into_iter()
+        .map(|standing| {
+            let count = rows
+                .iter()
+                .find(|(status, _)| status == standing.as_str())
+                .map_or(0, |(_, count)| *count);
+            (standing, count)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::EventStore;
-use prometheus_client::registry::Registry;
 use service_kit::{CommonConfig, Deps};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -120,6 +119,11 @@ pub struct Config {
     #[arg(long, env = "READ_MODEL_SCHEMA", default_value = "public", value_parser = service_kit::config::parse_schema)]
     pub read_model_schema: String,
 
+    /// How often the sagas of every instance are counted by standing
+    /// (`orders_sagas`), in milliseconds: one scan of `saga_instances`.
+    #[arg(long, env = "SAGA_COUNT_INTERVAL_MS", default_value_t = 10_000)]
+    pub count_interval_ms: u64,
+
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -147,6 +151,7 @@ impl Config {
             concurrency: 64,
             fetch_wait_ms: 100,
             read_model_schema: "public".into(),
+            count_interval_ms: 10_000,
             common,
         }
     }
@@ -215,10 +220,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let deps = Deps::new(&config.common)?;
     let store = EventStore::new(deps.pg.clone());
-    let mut registry = Registry::default();
-    let watchdog = service_kit::progress::Watchdog::new(config.common.stall_after(), &mut registry);
+    let mut registry = service_kit::metrics::Metrics::new();
+    let watchdog =
+        service_kit::progress::Watchdog::new(config.common.stall_after(), registry.platform());
     let client = Arc::new(step_client(&config, watchdog.watch("saga-steps"))?);
-    let metrics = metrics::Metrics::register(&mut registry, client.breaker_open.clone());
+    let metrics = metrics::Metrics::register(registry.platform(), client.breaker_open.clone());
+    let http = registry.http();
     // The schema is made by `saga-orchestrator migrate`; wait for it.
     if !migrated(&deps.pg, &shutdown).await {
         return Ok(());
@@ -240,7 +247,7 @@ pub async fn run(
         topic: config.common.events_topic(),
         group: config.common.consumer_group("saga-orchestrator"),
         fetch_wait_ms: config.fetch_wait_ms,
-        metrics,
+        metrics: metrics.clone(),
         wake: Arc::clone(&wake),
         handoff,
         progress: watchdog.watch("saga-intake"),
@@ -250,6 +257,11 @@ pub async fn run(
     let read_models =
         service_kit::deps::read_model_pool(&config.common, &config.read_model_schema)?;
     let jobs = bulk::Jobs::new(store.clone(), pool.clone(), read_models, Arc::clone(&wake));
+    let counting = metrics.count_sagas(
+        pool.clone(),
+        Duration::from_millis(config.count_interval_ms.max(1)),
+        shutdown.clone(),
+    );
     jobs.resume();
     let app = api_router(
         &config,
@@ -264,15 +276,22 @@ pub async fn run(
         },
     )
     .await;
-    let (served, (), ()) = tokio::join!(
+    let (served, (), (), ()) = tokio::join!(
         async {
-            let served =
-                service_kit::serve(listener, app, &config.common.limits, shutdown.clone()).await;
+            let served = service_kit::serve(
+                listener,
+                app,
+                &config.common.limits,
+                &http,
+                shutdown.clone(),
+            )
+            .await;
             shutdown.cancel();
             served
         },
         intake.run(shutdown.clone()),
         executor.run(adopted, shutdown.clone()),
+        counting,
     );
     served
 }
@@ -291,7 +310,7 @@ async fn api_router(
     config: &Config,
     deps: Deps,
     watchdog: service_kit::progress::Watchdog,
-    registry: Registry,
+    registry: service_kit::metrics::Metrics,
     state: api::ApiState,
 ) -> axum::Router {
     let auth = service_kit::auth::Authenticator::new(&config.common.auth);

@@ -15,6 +15,9 @@
 //! - [`deps`]: the PostgreSQL pool and Kafka client a service depends on, and
 //!   the readiness check over both.
 //! - [`http`]: problem documents (RFC 9457) and extractors that produce them.
+//! - [`metrics`]: the metric registry every service exports (one
+//!   namespace for the platform's own metrics), the request-duration
+//!   histogram, the pool's gauges, and the scrape's two formats.
 //! - [`ops`]: the `/health/live`, `/health/ready` and `/metrics` routes.
 //! - [`progress`]: whether each worker (a consumer, the relay) keeps up:
 //!   stall detection, and the restart loop under every worker, which also
@@ -36,6 +39,7 @@ pub mod consumer;
 pub mod db;
 pub mod deps;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod progress;
 pub mod shutdown;

@@ -7,18 +7,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Limits;
+use crate::metrics::HttpMetrics;
 use crate::{CommonConfig, shutdown, telemetry};
 
 /// Serves `router` behind `limits`, each request in its span with its
 /// correlation id (`http::trace`), on `listener` until `shutdown` is
-/// cancelled, then lets in-flight requests finish.
+/// cancelled, then lets in-flight requests finish. Every request's
+/// duration goes to `http`, refusals by the limits included.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
+    http: &HttpMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let router = crate::http::trace::apply(limits.apply(router));
+    let router = http.instrument(crate::http::trace::apply(limits.apply(router)));
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;

@@ -282,14 +282,14 @@ async fn forged_messages_change_nothing(format: MessageFormat) {
     platform
         .counted(
             &platform.projector,
-            "projector_forged_events_total",
+            "orders_projector_forged_events_total",
             [("not_stored", 1), ("differs", 2)],
         )
         .await;
     platform
         .counted(
             platform.orchestrator.as_ref().expect("running"),
-            "saga_intake_forged_events_total",
+            "orders_saga_intake_forged_events_total",
             [("not_stored", 1), ("differs", 1)],
         )
         .await;

@@ -227,7 +227,7 @@ impl Side {
 
     async fn rebuilt(&self, times: u32) {
         let metrics_url = format!("{}/metrics", self.projector.url);
-        let line = format!("projector_rebuilds_total{{projection=\"daily_sales\"}} {times}");
+        let line = format!("orders_projector_rebuilds_total{{projection=\"daily_sales\"}} {times}");
         eventually(CATCH_UP, "the rebuild swapped in", || async {
             let metrics = self.client.get(&metrics_url).send().await?.text().await?;
             anyhow::ensure!(metrics.lines().any(|l| l == line), "not yet");

@@ -36,7 +36,7 @@ async fn assert_ready(service: &RunningService) {
         service.name
     );
     assert!(
-        metrics.lines().any(|line| line == "ready 1"),
+        metrics.lines().any(|line| line == "orders_ready 1"),
         "{} metrics report ready:\n{metrics}",
         service.name
     );

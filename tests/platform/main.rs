@@ -13,6 +13,7 @@ mod event_store;
 mod gateway;
 mod health;
 mod jwks_rotation;
+mod metrics;
 mod read_side;
 mod relay;
 mod sagas;

@@ -478,7 +478,7 @@ async fn a_poison_message_is_dead_lettered_and_later_events_still_apply() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("projector_dead_letters_total 2"),
+        metrics.contains("orders_projector_dead_letters_total 2"),
         "{metrics}"
     );
 }
@@ -681,7 +681,7 @@ async fn a_rebuild_under_load_ends_identical_to_a_projection_that_never_stopped(
             let metrics = side.client.get(&metrics_url).send().await?.text().await?;
             let swapped = metrics
                 .lines()
-                .filter(|l| l.starts_with("projector_rebuilds_total{") && l.ends_with(" 1"))
+                .filter(|l| l.starts_with("orders_projector_rebuilds_total{") && l.ends_with(" 1"))
                 .count();
             anyhow::ensure!(swapped == 5, "{swapped} of 5 swapped");
             Ok(())

@@ -23,8 +23,9 @@ use crate::write_api::{address, assert_problem};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-/// The whole platform, with what these tests ask of it.
-struct Platform(platform::Platform);
+/// The whole platform, with what these tests (and the metrics' and
+/// traces' tests) ask of it.
+pub(crate) struct Platform(pub(crate) platform::Platform);
 
 impl std::ops::Deref for Platform {
     type Target = platform::Platform;
@@ -52,18 +53,22 @@ impl Platform {
             .text()
             .await
             .unwrap();
-        metrics
+        // One series per step and direction.
+        let counts: Vec<u64> = metrics
             .lines()
-            .find_map(|line| line.strip_prefix("saga_step_attempts_total "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no step attempts counted: {metrics}"))
+            .filter(|line| line.starts_with("orders_saga_step_attempts_total{"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse().ok())
+            .collect();
+        // An instance that has called no step has no series yet (the
+        // metrics test checks the name).
+        counts.into_iter().sum()
     }
 
     async fn start() -> Self {
         Self(platform::Platform::start().await)
     }
 
-    async fn start_with(adjust: impl FnOnce(&mut saga_orchestrator::Config)) -> Self {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut saga_orchestrator::Config)) -> Self {
         Self(platform::Platform::start_with(adjust).await)
     }
 
@@ -107,7 +112,7 @@ impl Platform {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn product(&self, sku: &str, price_cents: i64, stock: i64) {
+    pub(crate) async fn product(&self, sku: &str, price_cents: i64, stock: i64) {
         let (status, body) = self
             .command(
                 "/v1/products",
@@ -117,7 +122,7 @@ impl Platform {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
-    async fn customer(&self, deposit: i64) -> String {
+    pub(crate) async fn customer(&self, deposit: i64) -> String {
         let (status, body) = self
             .command(
                 "/v1/customers",
@@ -138,7 +143,13 @@ impl Platform {
         id
     }
 
-    async fn place(&self, customer: &str, sku: &str, quantity: i64, country: &str) -> String {
+    pub(crate) async fn place(
+        &self,
+        customer: &str,
+        sku: &str,
+        quantity: i64,
+        country: &str,
+    ) -> String {
         let (status, body) = self
             .command(
                 "/v1/orders",
@@ -187,7 +198,7 @@ impl Platform {
         .await
     }
 
-    async fn saga_becomes(&self, order_id: &str, status: &str) -> Value {
+    pub(crate) async fn saga_becomes(&self, order_id: &str, status: &str) -> Value {
         self.saga_where(order_id, status, |saga| saga["status"] == status)
             .await
     }

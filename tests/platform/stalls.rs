@@ -102,7 +102,7 @@ async fn a_projection_that_gets_nothing_from_the_broker_is_reported_stalled() {
     assert!(
         metrics
             .lines()
-            .any(|line| line == "worker_stalled{worker=\"projection:customers\"} 1"),
+            .any(|line| line == "orders_worker_stalled{worker=\"projection:customers\"} 1"),
         "{metrics}"
     );
 
@@ -184,10 +184,13 @@ async fn a_relay_whose_broker_hangs_is_reported_stalled_and_recovers_with_a_new_
         || async {
             let (_, metrics) = get(&metrics_url).await?;
             let has = |wanted: &str| metrics.lines().any(|line| line == wanted);
-            anyhow::ensure!(has("worker_stalled{worker=\"relay\"} 0"), "{metrics}");
+            anyhow::ensure!(
+                has("orders_worker_stalled{worker=\"relay\"} 0"),
+                "{metrics}"
+            );
             let published = metrics
                 .lines()
-                .find_map(|line| line.strip_prefix("relay_published_events_total "))
+                .find_map(|line| line.strip_prefix("orders_relay_published_events_total "))
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0);
             anyhow::ensure!(published >= 1, "published {published}");
@@ -261,11 +264,11 @@ async fn an_orchestrator_whose_sagas_ended_is_caught_up_and_ready() {
         anyhow::ensure!(
             metrics
                 .lines()
-                .any(|line| line == "worker_behind{worker=\"saga-intake\"} 0"),
+                .any(|line| line == "orders_worker_behind{worker=\"saga-intake\"} 0"),
             "{}",
             metrics
                 .lines()
-                .filter(|line| line.starts_with("worker_"))
+                .filter(|line| line.starts_with("orders_worker_"))
                 .collect::<Vec<_>>()
                 .join("\n")
         );

@@ -79,14 +79,16 @@ pub struct Gateway {
     watchdog: Child,
 }
 
-/// Stops nginx when the shell's standard input closes; exits when nginx
-/// does, with its status. The reader gets the input as fd 3 because an
-/// asynchronous list's standard input is /dev/null in a script.
-const WATCHDOG: &str = r#"exec 3<&0
+/// Stops the program it runs (nginx, here and in [`crate::prometheus`])
+/// when the shell's standard input closes, so that a test process killed
+/// mid-run leaves none behind; exits when the program does, with its
+/// status. The reader gets the input as fd 3 because an asynchronous
+/// list's standard input is /dev/null in a script.
+pub(crate) const WATCHDOG: &str = r#"exec 3<&0
 "$@" </dev/null &
-nginx=$!
-{ read -r _ <&3; kill -TERM "$nginx" 2>/dev/null; } &
-wait "$nginx""#;
+program=$!
+{ read -r _ <&3; kill -TERM "$program" 2>/dev/null; } &
+wait "$program""#;
 
 impl Gateway {
     /// A gateway in front of `platform`'s four services.
@@ -248,13 +250,13 @@ pub fn render(template: &str, placeholders: &[(&str, &str)]) -> String {
 }
 
 /// `host:port` of a base URL.
-fn address(url: &str) -> String {
+pub(crate) fn address(url: &str) -> String {
     url.trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .and_then(|listener| listener.local_addr())
         .expect("a free local port")

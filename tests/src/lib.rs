@@ -11,6 +11,8 @@
 //! - [`platform`] starts every service on one [`TestEnv`], ready.
 //! - [`gateway`] puts the real gateway (nginx, from compose's template) in
 //!   front of them.
+//! - [`prometheus`] runs a real Prometheus (Debian's, with compose's start
+//!   script and alert rules) scraping them, and finds `promtool`.
 //! - [`browser`] drives a headless Chromium through chromedriver
 //!   (WebDriver), for the console's tests.
 //! - [`otlp`] receives the spans every test's services export (the test
@@ -28,6 +30,7 @@ pub mod gateway;
 pub mod infra;
 pub mod otlp;
 pub mod platform;
+pub mod prometheus;
 pub mod proxy;
 pub mod services;
 

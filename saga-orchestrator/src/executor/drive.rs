@@ -242,9 +242,9 @@ impl Executor {
         action: SagaAction,
         recorded: Recorded,
     ) -> crate::client::Reply {
-        let at_a_step = matches!(action, SagaAction::Run(_) | SagaAction::Undo(_));
-        if at_a_step {
-            self.metrics.step_attempts.inc();
+        let step = crate::metrics::StepLabel::of(&action);
+        if let Some(step) = &step {
+            self.metrics.step_attempts.get_or_create(step).inc();
         }
         let reply = self
             .client
@@ -258,8 +258,8 @@ impl Executor {
         if let crate::client::Reply::Succeeded { recorded, .. } = &reply {
             saga.called_recorded = *recorded;
         }
-        if reply.is_failure() && at_a_step {
-            self.metrics.step_failures.inc();
+        if let Some(step) = step.filter(|_| reply.is_failure()) {
+            self.metrics.step_failures.get_or_create(&step).inc();
         }
         reply
     }

@@ -604,7 +604,7 @@ async fn sample(
     }
 }
 
-/// `relay_lag_seconds` from command-service's metrics, if it is there.
+/// `orders_relay_lag_seconds` from command-service's metrics, if it is there.
 async fn relay_lag(client: &reqwest::Client, url: &str) -> Option<f64> {
     let text = client
         .get(format!("{url}/metrics"))
@@ -614,7 +614,7 @@ async fn relay_lag(client: &reqwest::Client, url: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    metric(&text, "relay_lag_seconds")
+    metric(&text, "orders_relay_lag_seconds")
 }
 
 /// The value of an unlabelled metric in Prometheus' text format.
