@@ -2,9 +2,10 @@
 //! event store, which the relay (run here) publishes to Kafka.
 //!
 //! Layout: `http` holds the plumbing every route shares (problem documents,
-//! extractors that never panic, the request context with correlation id and
-//! `If-Match`); `commands` loads an aggregate, decides and appends with
-//! retries; `routes` has one module per resource of the contract.
+//! extractors that never panic, the request context with correlation id,
+//! trace context and `If-Match`); `commands` loads an aggregate, decides
+//! and appends with retries; `routes` has one module per resource of the
+//! contract.
 
 pub mod catalogue;
 mod commands;
@@ -156,7 +157,6 @@ pub fn api(state: AppState, auth: Authenticator, extra: RouteTable<AppState>) ->
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
-        .layer(axum::middleware::from_fn(http::context::correlation))
         .with_state(state)
 }
 
@@ -175,7 +175,6 @@ pub fn internal_api(state: AppState, auth: Authenticator) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::BODY_LIMIT))
-        .layer(axum::middleware::from_fn(http::context::correlation))
         .with_state(state)
 }
 

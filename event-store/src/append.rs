@@ -33,6 +33,15 @@ impl EventStore {
     /// version or event id surfaces as [`AppendError::Lost`]: a surrounding
     /// transaction is then aborted, and a new one may succeed (or report the
     /// conflict precisely).
+    #[tracing::instrument(name = "event_store.append", skip_all,
+        fields(
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            streams = appends.len(),
+            stream_id = appends.first().map(|a| a.stream_id.as_str()),
+            expected = appends.first().map(|a| tracing::field::display(a.expected)),
+            events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
+        ))]
     pub async fn append_in(
         &self,
         conn: &mut PgConnection,

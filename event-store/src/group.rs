@@ -41,6 +41,15 @@ impl EventStore {
     /// Appends that arrive while others are being written are written
     /// together with them (group commit, see `group`); each is still judged
     /// on its own.
+    #[tracing::instrument(name = "event_store.append", skip_all,
+        fields(
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            streams = appends.len(),
+            stream_id = appends.first().map(|a| a.stream_id.as_str()),
+            expected = appends.first().map(|a| tracing::field::display(a.expected)),
+            events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
+        ))]
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
         append::validate(appends)?;
         match self.group.submit(appends.to_vec()).await {
@@ -53,6 +62,11 @@ impl EventStore {
     /// succeeds or fails on its own, as if appended one after the other
     /// with [`EventStore::append`]; those that can are written together in
     /// one statement. Results come in the order given.
+    #[tracing::instrument(
+        name = "event_store.append_each",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", appends = appends.len())
+    )]
     pub async fn append_each(&self, appends: &[Vec<StreamAppend>]) -> Vec<Result<Vec<Appended>>> {
         let mut results: Vec<Option<Result<Vec<Appended>>>> = appends
             .iter()

@@ -18,6 +18,11 @@ const COLUMNS_WITHOUT_METADATA: &str = "event_id, stream_id, version, position, 
 impl EventStore {
     /// Events of one stream from `from_version` (inclusive), oldest first,
     /// at most `limit`, upcast to their current schema.
+    #[tracing::instrument(
+        name = "event_store.read_stream",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", stream_id = stream_id, from_version = from_version, limit = limit)
+    )]
     pub async fn read_stream(
         &self,
         stream_id: &str,
@@ -52,6 +57,11 @@ impl EventStore {
     /// one, and up to `limit` events after it (from the start without one),
     /// in one query: a load that starts from a snapshot needs no second
     /// round trip unless more than `limit` events follow.
+    #[tracing::instrument(
+        name = "event_store.read_stream_from_snapshot",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", stream_id = stream_id, limit = limit)
+    )]
     pub async fn read_stream_from_snapshot(
         &self,
         stream_id: &str,
@@ -105,6 +115,11 @@ impl EventStore {
     }
 
     /// Events of one stream recorded at or before `as_of`, oldest first.
+    #[tracing::instrument(
+        name = "event_store.read_stream_until",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", stream_id = stream_id)
+    )]
     pub async fn read_stream_until(
         &self,
         stream_id: &str,
@@ -127,6 +142,11 @@ impl EventStore {
     /// of ids, each found through the unique index on `event_id`: what a
     /// consumer of the broker pays once per batch to learn what the events
     /// its messages name really are (see [`EventStore::verify`]).
+    #[tracing::instrument(
+        name = "event_store.read_by_ids",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", events = ids.len())
+    )]
     pub async fn read_by_ids(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -146,6 +166,11 @@ impl EventStore {
     /// Only causation is followed, never a correlation id, which a client
     /// chooses: nothing outside the chain can join it, and nothing in it
     /// can leave.
+    #[tracing::instrument(
+        name = "event_store.trace",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", stream_id = root_stream, limit = limit)
+    )]
     pub async fn trace(&self, root_stream: &str, limit: u32) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "with recursive chain(event_id) as (
@@ -167,6 +192,11 @@ impl EventStore {
     }
 
     /// The current version of a stream, 0 when it does not exist.
+    #[tracing::instrument(
+        name = "event_store.stream_version",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", stream_id = stream_id)
+    )]
     pub async fn stream_version(&self, stream_id: &str) -> Result<u64> {
         let version: Option<i64> =
             sqlx::query_scalar("select max(version) from events where stream_id = $1")
@@ -203,6 +233,12 @@ impl EventStore {
             .await
     }
 
+    #[tracing::instrument(
+        name = "event_store.read_all",
+        level = "debug",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", after = after.position, limit = limit)
+    )]
     async fn read_all_columns(
         &self,
         columns: &str,
@@ -286,6 +322,12 @@ impl EventStore {
     /// Events of streams whose id starts with `prefix` stored after global
     /// position `position`, and when the oldest of them was recorded: how
     /// far behind a reader of that category is.
+    #[tracing::instrument(
+        name = "event_store.category_after",
+        level = "debug",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     pub async fn category_after(
         &self,
         prefix: &str,

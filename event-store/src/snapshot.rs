@@ -27,6 +27,11 @@ pub struct FromSnapshot {
 
 impl EventStore {
     /// Stores a snapshot unless a newer one of the same shape is there.
+    #[tracing::instrument(
+        name = "event_store.save_snapshot",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", stream_id = %snapshot.stream_id, version = snapshot.version)
+    )]
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         sqlx::query(
             "insert into event_snapshots (stream_id, version, state_type, schema_version, state)

@@ -75,7 +75,7 @@ where
     let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
     match command {
         Some(Command::Rebuild { projection }) => {
-            service_kit::telemetry::init(&config.common.log_format, "warn");
+            service_kit::telemetry::init_logs(&config.common.log_format, "warn");
             cli::rebuild(config, projection).await
         }
         Some(Command::Migrate) => {

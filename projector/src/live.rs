@@ -24,6 +24,7 @@ use service_kit::consumer::Offsets;
 use service_kit::progress::Watchdog;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::store::{self, DeadLetter};
@@ -79,7 +80,10 @@ async fn consume(
     loop {
         service_kit::consumer::next_batch(&consumer, &mut offsets, &mut batch, config.batch_size)
             .await?;
-        apply_batch(pool, store, metrics, &batch).await?;
+        let span = service_kit::telemetry::consumer_span(&config.topic, &config.group, batch.len());
+        apply_batch(pool, store, metrics, &batch)
+            .instrument(span)
+            .await?;
         // Only now are the batch's offsets committable.
         offsets.handled(&batch);
         offsets.commit_if_due(&consumer);
@@ -128,6 +132,15 @@ pub async fn apply_batch(
         .verify(claimed)
         .await
         .context("looking the batch's events up in the event store")?;
+    // Linked to the spans that appended the stored events (never to what a
+    // message claims).
+    service_kit::telemetry::link_all(
+        &tracing::Span::current(),
+        verified
+            .genuine
+            .iter()
+            .filter_map(|(event, _)| service_kit::telemetry::traceparent_in(&event.metadata)),
+    );
     let forged = set_aside_forged(verified.forged, &mut dead);
     let by_projection = by_projection(verified.genuine);
     let committed = apply_in_one_transaction(pool, store, by_projection, dead).await?;

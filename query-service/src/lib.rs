@@ -97,7 +97,7 @@ where
 {
     let Cli { command, config } = <Cli as clap::Parser>::parse_from(args);
     if let Some(Command::Migrate) = command {
-        service_kit::telemetry::init(&config.common.log_format, &config.common.log_filter);
+        service_kit::telemetry::init_logs(&config.common.log_format, &config.common.log_filter);
         tracing::info!(
             service = SERVICE,
             "nothing to migrate: the read models are the projector's (`projector migrate`)"

@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use service_kit::backoff::Backoff;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::topic::{EVENTS_TOPIC_PARTITIONS, ensure_topic, partition_count};
 use crate::wire::{MessageFormat, batch_messages, cloudevents_headers, partition_of};
@@ -306,8 +307,39 @@ async fn still_holding(lock: &mut PgConnection) -> anyhow::Result<()> {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Sends the batch in order and waits until the broker acknowledged all of
-/// it. The idempotent producer keeps per-partition order across retries.
+/// it, in a producer span linked to the span that appended each event
+/// (whose context each message carries: the `traceparent` header of the
+/// CloudEvents format, the event's metadata in the payload of every
+/// format).
 async fn publish(
+    producer: &FutureProducer,
+    config: &RelayConfig,
+    partitions: i32,
+    batch: &[RecordedEvent],
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = format!("send {}", config.topic),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = config.topic.as_str(),
+        messaging.batch.message_count = batch.len(),
+    );
+    service_kit::telemetry::link_all(
+        &span,
+        batch
+            .iter()
+            .filter_map(|event| service_kit::telemetry::traceparent_in(&event.metadata)),
+    );
+    send_all(producer, config, partitions, batch)
+        .instrument(span)
+        .await
+}
+
+/// [`publish`]'s work. The idempotent producer keeps per-partition order
+/// across retries.
+async fn send_all(
     producer: &FutureProducer,
     config: &RelayConfig,
     partitions: i32,

@@ -12,6 +12,10 @@
 //! has no `/internal/...`). All of those are the platform's set-up, which
 //! an operator fixes, so the saga waits rather than compensating.
 //!
+//! Each call is a client span, and carries its trace context
+//! (`traceparent`, so command-service's span for it is its child) and the
+//! saga's correlation id (`X-Correlation-Id`: its placement's).
+//!
 //! Each call carries `Authorization: Bearer <token>`, the token read from
 //! `SERVICE_TOKEN_FILE`: a file the platform renews (a Kubernetes projected
 //! token, or `make up`'s renewal), so it is read again once a minute and
@@ -27,6 +31,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use reqwest::StatusCode;
 use serde_json::Value;
 use service_kit::progress::Progress;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 /// What the step API answered a call, sorted by what the executor does next.
@@ -179,12 +185,48 @@ impl StepClient {
     /// its reason as the body), made at the saga's version in `recorded`:
     /// command-service carries it out only if the saga's stream is at that
     /// version and says it is this call's turn, and records its outcome
-    /// there with its effect.
-    pub async fn call(&self, order_id: Uuid, action: SagaAction, recorded: Recorded) -> Reply {
+    /// there with its effect. `correlation_id`: the saga's.
+    pub async fn call(
+        &self,
+        order_id: Uuid,
+        action: SagaAction,
+        recorded: Recorded,
+        correlation_id: Option<&str>,
+    ) -> Reply {
+        let action_api = api::of(action);
+        let span = tracing::info_span!(
+            "step call",
+            otel.name = format!("POST {}", action_api.route),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "POST",
+            http.route = action_api.route,
+            http.response.status_code = Empty,
+            %order_id,
+        );
+        self.call_in(&span, order_id, action, recorded, correlation_id)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`StepClient::call`] in its span.
+    async fn call_in(
+        &self,
+        span: &Span,
+        order_id: Uuid,
+        action: SagaAction,
+        recorded: Recorded,
+        correlation_id: Option<&str>,
+    ) -> Reply {
         let action_api = api::of(action);
         let path = action_api.name;
         let url = format!("{}{}", self.base, action_api.path(order_id));
-        let mut request = self.http.post(&url);
+        let mut headers = reqwest::header::HeaderMap::new();
+        service_kit::telemetry::inject(span, &mut headers);
+        if let Some(id) = correlation_id.and_then(|id| id.parse().ok()) {
+            headers.insert(service_kit::http::trace::CORRELATION_HEADER, id);
+        }
+        let mut request = self.http.post(&url).headers(headers);
         if let SagaAction::Reject(reason) = action {
             request = request.json(&serde_json::json!({ "reason": saga::code(reason) }));
         }
@@ -207,10 +249,20 @@ impl StepClient {
             request = request.bearer_auth(token);
         }
         let outcome = match request.send().await {
-            Err(error) if error.is_timeout() => Reply::Transient(format!("{path}: timed out")),
-            Err(error) => Reply::Transient(format!("{path}: unreachable: {error}")),
+            Err(error) if error.is_timeout() => {
+                span.record("otel.status_code", "ERROR");
+                Reply::Transient(format!("{path}: timed out"))
+            }
+            Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                Reply::Transient(format!("{path}: unreachable: {error}"))
+            }
             Ok(response) => {
                 let status = response.status();
+                span.record("http.response.status_code", status.as_u16());
+                if status.is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
                 if status == StatusCode::UNAUTHORIZED
                     && let Some(credential) = &self.credential
                 {

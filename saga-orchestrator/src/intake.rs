@@ -34,6 +34,7 @@ use service_kit::progress::{Progress, Watchdog};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::executor::Handoff;
@@ -93,7 +94,8 @@ impl Intake {
         let mut offsets = Offsets::new();
         loop {
             service_kit::consumer::next_batch(&consumer, &mut offsets, &mut batch, 200).await?;
-            let reached = self.handle_batch(&batch).await?;
+            let span = service_kit::telemetry::consumer_span(&self.topic, &self.group, batch.len());
+            let reached = self.handle_batch(&batch).instrument(span).await?;
             match reached {
                 Some(position) => self.progress.advanced_to(position),
                 None => self.progress.advanced(),
@@ -120,6 +122,15 @@ impl Intake {
             .await
             .context("looking the batch's order events up in the event store")?;
         let forged: Vec<_> = verified.forged.into_iter().map(warned).collect();
+        // Linked to the spans that appended the stored events (never to
+        // what a message claims).
+        service_kit::telemetry::link_all(
+            &tracing::Span::current(),
+            verified
+                .genuine
+                .iter()
+                .filter_map(|(stored, _)| service_kit::telemetry::traceparent_in(&stored.metadata)),
+        );
         let mut placed = Vec::new();
         // The order ids in `placed`.
         let mut placing = HashSet::new();
@@ -205,6 +216,8 @@ impl Intake {
                 let mut loaded = record::SagaRecord::of(&start.events, recorded_at);
                 loaded.correlation_id = Some(start.cause.correlation_id.clone());
                 loaded.last_event_id = last_event_id;
+                // What `record::start_all` stamped on the saga's events.
+                loaded.traceparent = service_kit::telemetry::current_traceparent();
                 self.handoff
                     .hand_over(start.order_id, loaded, leased_at, place);
             } else {

@@ -26,6 +26,9 @@ pub struct SagaRecord {
     /// The saga's last event, as far as this process knows: what its next
     /// event is caused by.
     pub last_event_id: Option<Uuid>,
+    /// The trace context of the span that recorded the saga's last event
+    /// as read (its `traceparent`), which the executor's span links to.
+    pub traceparent: Option<String>,
 }
 
 impl SagaRecord {
@@ -37,6 +40,7 @@ impl SagaRecord {
             first_started: PerStep::default(),
             correlation_id: None,
             last_event_id: None,
+            traceparent: None,
         };
         for event in events {
             loaded.apply(event, at);
@@ -78,6 +82,8 @@ pub async fn load(store: &EventStore, order_id: Uuid) -> anyhow::Result<SagaReco
                     .map(str::to_owned);
             }
             loaded.last_event_id = Some(recorded.event_id);
+            loaded.traceparent =
+                service_kit::telemetry::traceparent_in(&recorded.metadata).map(str::to_owned);
         }
         if !more {
             break;
@@ -153,11 +159,13 @@ fn new_events(events: &[SagaEvent], cause: &Cause, actor: Option<&str>) -> Vec<N
     new_events_with(events, metadata(cause, actor))
 }
 
-/// The metadata of the orchestrator's appends (see [`new_events`]).
+/// The metadata of the orchestrator's appends (see [`new_events`]), with
+/// the trace context of the span appending them.
 fn metadata(cause: &Cause, actor: Option<&str>) -> Metadata {
     Metadata {
         correlation_id: cause.correlation_id.clone(),
         causation_id: cause.causation_id.clone(),
+        traceparent: service_kit::telemetry::current_traceparent(),
         ..Metadata::default()
     }
     .with_actor(actor.unwrap_or(crate::SERVICE))

@@ -54,6 +54,10 @@ pub struct CommonConfig {
     /// What every HTTP listener refuses (see `http::limits`).
     #[command(flatten)]
     pub limits: crate::http::Limits,
+
+    /// Where spans are exported (see `telemetry`).
+    #[command(flatten)]
+    pub traces: crate::telemetry::TracesConfig,
 }
 
 impl CommonConfig {
@@ -96,6 +100,7 @@ impl fmt::Debug for CommonConfig {
             .field("stall_after_ms", &self.stall_after_ms)
             .field("auth", &self.auth)
             .field("limits", &self.limits)
+            .field("traces", &self.traces)
             .finish()
     }
 }

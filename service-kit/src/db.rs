@@ -325,7 +325,7 @@ where
     F: FnOnce(PgPool) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    crate::telemetry::init(&config.log_format, &config.log_filter);
+    crate::telemetry::init_logs(&config.log_format, &config.log_filter);
     let pool = connect_for_migrations(config).await?;
     migrate(pool).await?;
     tracing::info!(service, "migrated");

@@ -10,7 +10,8 @@ use crate::http::Limits;
 use crate::metrics::HttpMetrics;
 use crate::{CommonConfig, shutdown, telemetry};
 
-/// Serves `router` behind `limits` on `listener` until `shutdown` is
+/// Serves `router` behind `limits`, each request in its span with its
+/// correlation id (`http::trace`), on `listener` until `shutdown` is
 /// cancelled, then lets in-flight requests finish. Every request's
 /// duration goes to `http`, refusals by the limits included.
 pub async fn serve(
@@ -20,7 +21,7 @@ pub async fn serve(
     http: &HttpMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let router = http.instrument(limits.apply(router));
+    let router = http.instrument(crate::http::trace::apply(limits.apply(router)));
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -31,8 +32,9 @@ pub async fn serve(
         .context("HTTP server failed")
 }
 
-/// The body of every service's `main`: logging, the listener, the signal
-/// handler, then the service's own `run`.
+/// The body of every service's `main`: logging and traces, the listener,
+/// the signal handler, then the service's own `run`; at the end the spans
+/// still batched are sent.
 pub async fn service_main<F, Fut>(
     service: &'static str,
     common: &CommonConfig,
@@ -43,8 +45,18 @@ where
     F: FnOnce(TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init(&common.log_format, &common.log_filter);
-    tracing::info!(service, config = ?common, "starting");
+    let telemetry = telemetry::init(
+        service,
+        &common.log_format,
+        &common.log_filter,
+        &common.traces,
+    )?;
+    tracing::info!(
+        service,
+        config = ?common,
+        exporting_spans = telemetry.exporting(),
+        "starting"
+    );
     let listener = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("binding {http_addr}"))?;
@@ -54,5 +66,6 @@ where
         Ok(()) => tracing::info!(service, "stopped"),
         Err(error) => tracing::error!(service, error = format!("{error:#}"), "failed"),
     }
+    telemetry.shutdown().await;
     result
 }

@@ -22,4 +22,5 @@ mod schemathesis;
 mod security;
 mod stalls;
 mod steps;
+mod traces;
 mod write_api;

@@ -627,7 +627,20 @@ async fn events_carry_correlation_causation_and_trace_context() {
             .as_str()
             .is_some_and(|c| !c.is_empty())
     );
-    assert_eq!(event["metadata"]["traceparent"], traceparent);
+    // The stored context is the span that appended the event (so consumers
+    // have something to link to), in the caller's trace: a child of the
+    // caller's span.
+    let stored = event["metadata"]["traceparent"].as_str().unwrap();
+    let (caller, stored): (Vec<&str>, Vec<&str>) = (
+        traceparent.split('-').collect(),
+        stored.split('-').collect(),
+    );
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[..2], caller[..2], "the caller's trace");
+    // (Unless a `RUST_LOG` given to the tests turns request spans off.)
+    if tracing::span_enabled!(target: "service_kit::http::trace", tracing::Level::INFO) {
+        assert_ne!(stored[2], caller[2], "the server's own span");
+    }
 }
 
 #[tokio::test]

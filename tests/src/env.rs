@@ -1,7 +1,5 @@
 //! One test's private slice of the shared containers.
 
-use std::sync::Once;
-
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
@@ -87,6 +85,7 @@ impl TestEnv {
             stall_after_ms: 30_000,
             auth: crate::auth::auth_config(),
             limits: service_kit::http::Limits::default(),
+            traces: service_kit::telemetry::TracesConfig::default(),
         }
     }
 }
@@ -99,18 +98,8 @@ fn as_role(database_url: &str, role: &str) -> String {
     format!("{scheme}://{role}:{password}@{host}")
 }
 
-/// Logs stay silent unless `TEST_LOG=1`.
+/// The test binary's subscriber, once: spans exported to the binary's
+/// OTLP receiver (`otlp`), logs silent unless `TEST_LOG=1`.
 pub(crate) fn init_test_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_test_writer()
-                .try_init();
-        }
-    });
+    crate::otlp::collector();
 }

@@ -15,6 +15,8 @@
 //!   script and alert rules) scraping them, and finds `promtool`.
 //! - [`browser`] drives a headless Chromium through chromedriver
 //!   (WebDriver), for the console's tests.
+//! - [`otlp`] receives the spans every test's services export (the test
+//!   binary's telemetry is installed once, exporting there).
 //! - [`eventually`] is the only way tests wait: bounded polling with a
 //!   deadline.
 //!
@@ -26,6 +28,7 @@ pub mod browser;
 pub mod chaos;
 pub mod gateway;
 pub mod infra;
+pub mod otlp;
 pub mod platform;
 pub mod prometheus;
 pub mod proxy;

@@ -1,40 +1,15 @@
-//! Who is asking: the correlation id (echoed on every response), the W3C
-//! trace context, the `If-Match` precondition, and a fresh id for the
-//! command, which becomes the `causation_id` of the events it appends.
+//! Who is asking: the correlation id (service-kit's request-id layer makes
+//! one when the caller sent none, and echoes it), the trace context, the
+//! `If-Match` precondition, and a fresh id for the command, which becomes
+//! the `causation_id` of the events it appends.
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
 use event_store::Metadata;
 use uuid::Uuid;
 
 use super::problem::{ApiError, Problem};
-
-pub const CORRELATION_HEADER: &str = "x-correlation-id";
-
-/// The request's correlation id, put in the request's extensions by
-/// [`correlation`].
-#[derive(Debug, Clone)]
-pub struct CorrelationId(pub String);
-
-/// Middleware: takes `X-Correlation-Id` from the request (or makes one) and
-/// returns it on the response.
-pub async fn correlation(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-    request.extensions_mut().insert(CorrelationId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(CORRELATION_HEADER, value);
-    }
-    response
-}
 
 /// Everything a command handler needs to know about the request besides
 /// its body.
@@ -42,6 +17,9 @@ pub async fn correlation(mut request: Request, next: Next) -> Response {
 pub struct RequestContext {
     pub correlation_id: String,
     pub command_id: Uuid,
+    /// The W3C trace context stored with the events: the request's own
+    /// span when spans are exported (so consumers link to the span that
+    /// appended them), else the caller's `traceparent`, if well formed.
     pub traceparent: Option<String>,
     /// The version `If-Match` requires, if the header was sent.
     pub if_match: Option<u64>,
@@ -113,10 +91,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let correlation_id = parts
-            .extensions
-            .get::<CorrelationId>()
-            .map_or_else(|| Uuid::new_v4().to_string(), |c| c.0.clone());
+        let correlation_id = service_kit::http::trace::correlation_id(&parts.headers);
         let idempotency_key = parts
             .extensions
             .get::<super::idempotency::IdempotencyKey>()
@@ -135,7 +110,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             idempotency_key,
             actor,
             caused_by_event: None,
-            traceparent: traceparent(&parts.headers),
+            traceparent: service_kit::telemetry::current_traceparent()
+                .or_else(|| traceparent(&parts.headers)),
             if_match: if_match(&parts.headers)?,
         })
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use domain::saga::{Ending, SagaAction, SagaEvent, SagaStep};
 use service_kit::backoff::{Backoff, Jitter};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::interpret::{self, Flow, Outcome, Retry};
@@ -57,8 +58,26 @@ impl Executor {
     /// stream as the intake just started it (the first step's start
     /// recorded, the step not called); otherwise it is read.
     /// `leased_at`: when the lease was asked for.
+    ///
+    /// In a span of its own, linked to the span that recorded the saga's
+    /// last event (its start: the intake's, itself linked to the
+    /// placement's), whose step calls are its children.
     pub(super) async fn drive(
         &self,
+        order_id: Uuid,
+        adopted: Option<record::SagaRecord>,
+        leased_at: Instant,
+    ) -> anyhow::Result<Flow> {
+        let span = tracing::info_span!("saga", otel.name = "drive saga", %order_id);
+        self.drive_in(&span, order_id, adopted, leased_at)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`Executor::drive`] in its span.
+    async fn drive_in(
+        &self,
+        span: &Span,
         order_id: Uuid,
         adopted: Option<record::SagaRecord>,
         leased_at: Instant,
@@ -67,6 +86,9 @@ impl Executor {
             Some(loaded) => (loaded, Some((SagaStep::FIRST, 1))),
             None => (record::load(&self.store, order_id).await?, None),
         };
+        if let Some(traceparent) = &loaded.traceparent {
+            service_kit::telemetry::link(span, traceparent);
+        }
         let mut saga = Saga {
             order_id,
             loaded,
@@ -224,7 +246,15 @@ impl Executor {
         if let Some(step) = &step {
             self.metrics.step_attempts.get_or_create(step).inc();
         }
-        let reply = self.client.call(saga.order_id, action, recorded).await;
+        let reply = self
+            .client
+            .call(
+                saga.order_id,
+                action,
+                recorded,
+                saga.loaded.correlation_id.as_deref(),
+            )
+            .await;
         if let crate::client::Reply::Succeeded { recorded, .. } = &reply {
             saga.called_recorded = *recorded;
         }

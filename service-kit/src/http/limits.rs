@@ -8,6 +8,9 @@
 //! Refusing at once (load shedding) rather than queueing keeps a flood from
 //! turning into minutes of latency for everyone, and costs the caller one
 //! retry. Bodies stay limited to [`super::BODY_LIMIT`] by the extractors.
+//!
+//! The timeout and the panic catcher are tower-http's, their answers made
+//! problem documents here; the limit on requests in flight is a semaphore.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use super::Problem;
 
@@ -47,6 +51,11 @@ impl Default for Limits {
     }
 }
 
+/// What tower-http's timeout answers, on its own an empty response: a
+/// status no handler of the platform answers, so [`timeout_problem`] can
+/// tell it from every other response and make it the contract's problem.
+const TIMED_OUT: StatusCode = StatusCode::REQUEST_TIMEOUT;
+
 impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -54,25 +63,27 @@ impl Limits {
 
     /// `router` behind the limits (outermost: a panic anywhere inside is
     /// caught, and a request counts against the limit until it is
-    /// answered).
+    /// answered). The layers go on each route, sharing one semaphore.
     pub fn apply(&self, router: Router) -> Router {
-        let gate = Arc::new(Gate {
-            permits: Semaphore::new(self.max_concurrent_requests.max(1)),
-            timeout: self.request_timeout(),
-        });
+        let permits = Arc::new(Semaphore::new(self.max_concurrent_requests.max(1)));
+        let timeout = self.request_timeout();
+        // The last layer added is the outermost.
         router
-            .layer(axum::middleware::from_fn_with_state(gate, limit))
+            .layer(TimeoutLayer::with_status_code(TIMED_OUT, timeout))
+            .layer(axum::middleware::map_response_with_state(
+                timeout,
+                timeout_problem,
+            ))
+            .layer(axum::middleware::from_fn_with_state(permits, limit))
             .layer(CatchPanicLayer::custom(panicked))
     }
 }
 
-struct Gate {
-    permits: Semaphore,
-    timeout: Duration,
-}
-
-async fn limit(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = gate.permits.try_acquire() else {
+/// Refuses a request at once, 503 `overloaded` with `Retry-After`, while
+/// the listener handles as many as it may. (tower's concurrency limit
+/// queues instead, and applied per route it would limit each route alone.)
+async fn limit(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -82,26 +93,34 @@ async fn limit(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> R
         problem.retry_after = Some(1);
         return problem.into_response();
     };
-    match tokio::time::timeout(gate.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = gate.timeout.as_millis() as u64,
-                "a request took too long and was answered 503"
-            );
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "Timeout",
-                format!(
-                    "the request was not answered within {} ms; whether a write in it took \
-                     effect is unknown: repeat it with the same Idempotency-Key",
-                    gate.timeout.as_millis()
-                ),
-            )
-            .into_response()
-        }
+    next.run(request).await
+}
+
+/// The timeout layer's bare answer as the contract's 503 `timeout`
+/// problem; every other response as it is.
+async fn timeout_problem(State(timeout): State<Duration>, response: Response) -> Response {
+    if response.status() != TIMED_OUT
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
     }
+    tracing::warn!(
+        timeout_ms = timeout.as_millis() as u64,
+        "a request took too long and was answered 503"
+    );
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        "Timeout",
+        format!(
+            "the request was not answered within {} ms; whether a write in it took \
+             effect is unknown: repeat it with the same Idempotency-Key",
+            timeout.as_millis()
+        ),
+    )
+    .into_response()
 }
 
 fn panicked(payload: Box<dyn Any + Send + 'static>) -> Response {

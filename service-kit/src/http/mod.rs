@@ -5,6 +5,7 @@
 pub mod extract;
 pub mod limits;
 pub mod problem;
+pub mod trace;
 
 pub use extract::{BODY_LIMIT, JsonBody, PathParam, QueryParams};
 pub use limits::Limits;

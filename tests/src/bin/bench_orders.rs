@@ -40,6 +40,15 @@ struct Args {
     /// The relay producer's linger (RELAY_LINGER_MS).
     #[arg(long, default_value_t = event_relay::DEFAULT_LINGER_MS)]
     relay_linger_ms: u32,
+    /// The services' log filter, as the services' `RUST_LOG` (their
+    /// default, `info`, is what makes request spans); log lines go to
+    /// stderr as JSON.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
+    /// Where the services' spans go, as for the services (export is off
+    /// unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    #[command(flatten)]
+    traces: service_kit::telemetry::TracesConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,9 +68,22 @@ fn main() -> ExitCode {
 /// after the services using them have stopped.
 async fn run(args: Args) -> anyhow::Result<()> {
     which_wrk()?;
+    // As the service's `main` does, so the overhead of tracing is measured.
+    let telemetry = service_kit::telemetry::init(
+        command_service::SERVICE,
+        "json",
+        &args.log_filter,
+        &args.traces,
+    )?;
+    eprintln!(
+        "log filter {:?}, spans exported: {}",
+        args.log_filter,
+        telemetry.exporting()
+    );
     let bench = infra::start_for_benchmark().await?;
     let result = measure(&bench, &args).await;
     drop(bench);
+    telemetry.shutdown().await;
     result
 }
 
@@ -195,6 +217,7 @@ async fn start_command_service(database_url: &str, brokers: &str, args: &Args) -
             stall_after_ms: 30_000,
             auth: harness::auth::auth_config(),
             limits: service_kit::http::Limits::default(),
+            traces: service_kit::telemetry::TracesConfig::default(),
         },
     };
     services::start_with_internal(command_service::SERVICE, |listener, internal, stop| {

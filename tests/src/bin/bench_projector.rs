@@ -257,6 +257,7 @@ async fn lag(
         stall_after_ms: 30_000,
         auth: harness::auth::auth_config(),
         limits: service_kit::http::Limits::default(),
+        traces: service_kit::telemetry::TracesConfig::default(),
     };
     let relay_metrics = RelayMetrics::default();
     let relay = tokio::spawn(relay::run(

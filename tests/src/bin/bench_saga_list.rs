@@ -74,6 +74,7 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         stall_after_ms: 30_000,
         auth: harness::auth::auth_config(),
         limits: service_kit::http::Limits::default(),
+        traces: service_kit::telemetry::TracesConfig::default(),
     };
     let config = query_service::Config {
         http_addr: ([127, 0, 0, 1], 0).into(),

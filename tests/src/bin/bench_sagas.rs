@@ -126,6 +126,7 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         stall_after_ms: 30_000,
         auth: harness::auth::auth_config(),
         limits: service_kit::http::Limits::default(),
+        traces: service_kit::telemetry::TracesConfig::default(),
     };
     let (services, command_service) = start_platform(&common, args).await?;
     let rounds = offer_rates(&pg, &command_service, args).await;
