@@ -243,58 +243,38 @@ ensure_services() {
     record SERVICES_IMAGE "$services_image"
 }
 
-# The gateway's configuration and start script are mounted by compose, not
-# built in, so either image runs the repository's own (compose/gateway).
-ensure_gateway() {
-    local image
-    if [ -n "${GATEWAY_IMAGE:-}" ]; then
-        image=$GATEWAY_IMAGE
-        have_image "$image" || present_or_pullable "$image" || { say "GATEWAY_IMAGE=$image is not available"; exit 1; }
-    elif present_or_pullable "$official_nginx"; then
-        image=$official_nginx
+# An image whose configuration compose mounts (the gateway's, Prometheus'),
+# so the official image and the offline one run the repository's own:
+# $<variable> if set, else the official image if present or pullable, else
+# the offline one built from the base with compose/<folder>/Dockerfile.
+#   ensure_mounted <what> <variable> <official image> <offline image> <folder>
+ensure_mounted() {
+    local what=$1 variable=$2 official=$3 offline=$4 folder=$5 image
+    if [ -n "${!variable:-}" ]; then
+        image=${!variable}
+        have_image "$image" || present_or_pullable "$image" || { say "$variable=$image is not available"; exit 1; }
+    elif present_or_pullable "$official"; then
+        image=$official
     else
-        image=$debian_nginx
+        image=$offline
         if have_image "$image"; then
             say "$image is present"
         else
             ensure_base
             local ctx
             ctx=$(mktemp -d)
-            cp "$here/gateway/Dockerfile" "$ctx/"
+            cp "$here/$folder/Dockerfile" "$ctx/"
             say "building $image"
             docker_build -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
             rm -rf "$ctx"
         fi
     fi
-    say "gateway image: $image"
-    record GATEWAY_IMAGE "$image"
+    say "$what image: $image"
+    record "$variable" "$image"
 }
 
-# Like the gateway's, Prometheus' start script and rules are mounted.
-ensure_prometheus() {
-    local image
-    if [ -n "${PROMETHEUS_IMAGE:-}" ]; then
-        image=$PROMETHEUS_IMAGE
-        have_image "$image" || present_or_pullable "$image" || { say "PROMETHEUS_IMAGE=$image is not available"; exit 1; }
-    elif present_or_pullable "$official_prometheus"; then
-        image=$official_prometheus
-    else
-        image=$debian_prometheus
-        if have_image "$image"; then
-            say "$image is present"
-        else
-            ensure_base
-            local ctx
-            ctx=$(mktemp -d)
-            cp "$here/prometheus/Dockerfile" "$ctx/"
-            say "building $image"
-            docker_build -t "$image" --build-arg BASE="$base_image" "$ctx" >/dev/null
-            rm -rf "$ctx"
-        fi
-    fi
-    say "prometheus image: $image"
-    record PROMETHEUS_IMAGE "$image"
-}
+ensure_gateway() { ensure_mounted gateway GATEWAY_IMAGE "$official_nginx" "$debian_nginx" gateway; }
+ensure_prometheus() { ensure_mounted prometheus PROMETHEUS_IMAGE "$official_prometheus" "$debian_prometheus" prometheus; }
 
 [ $# -gt 0 ] || set -- all
 for what in "$@"; do

@@ -73,10 +73,8 @@ impl Upstreams {
 pub struct Gateway {
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    nginx: Watched,
     dir: PathBuf,
-    /// Closing it stops nginx (see the module's documentation).
-    stdin: Option<ChildStdin>,
-    watchdog: Child,
 }
 
 /// Stops the program it runs (nginx, here and in [`crate::prometheus`])
@@ -84,11 +82,71 @@ pub struct Gateway {
 /// mid-run leaves none behind; exits when the program does, with its
 /// status. The reader gets the input as fd 3 because an asynchronous
 /// list's standard input is /dev/null in a script.
-pub(crate) const WATCHDOG: &str = r#"exec 3<&0
+const WATCHDOG: &str = r#"exec 3<&0
 "$@" </dev/null &
 program=$!
 { read -r _ <&3; kill -TERM "$program" 2>/dev/null; } &
 wait "$program""#;
+
+/// A program run on the host under [`WATCHDOG`]: stopped when this is
+/// dropped, or when the test process dies.
+pub(crate) struct Watched {
+    /// Closing it stops the program.
+    stdin: Option<ChildStdin>,
+    shell: Child,
+}
+
+impl Watched {
+    /// Runs `program` with `args` under the watchdog, its standard error
+    /// to `log`; `command` may already hold its environment.
+    pub(crate) fn spawn(
+        mut command: Command,
+        program: &std::ffi::OsStr,
+        args: &[&std::ffi::OsStr],
+        log: &Path,
+    ) -> Self {
+        let stderr = std::fs::File::create(log).expect("creating the program's log");
+        let mut shell = command
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting a program under sh");
+        let stdin = shell.stdin.take();
+        Self { stdin, shell }
+    }
+
+    /// The program's exit status, once it has exited.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.shell.try_wait().expect("polling the program's shell")
+    }
+}
+
+impl Watched {
+    /// Stops the program and waits for it (at most 10 s, then kills it).
+    pub(crate) fn stop(&mut self) {
+        // EOF on the watchdog's input: it stops the program (SIGTERM) and
+        // exits once the program has.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.shell.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 impl Gateway {
     /// A gateway in front of `platform`'s four services.
@@ -144,36 +202,34 @@ impl Gateway {
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, render(TEMPLATE, &placeholders)).expect("writing nginx.conf");
 
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("sh")
-            .arg(nginx_binary())
-            .arg("-p")
-            .arg(format!("{}/", dir.display()))
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.join("error.log"));
+        let prefix = format!("{}/", dir.display());
+        let error_log = dir.join("error.log");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-p".as_ref(),
+            prefix.as_ref(),
+            "-c".as_ref(),
+            conf.as_os_str(),
+            "-e".as_ref(),
+            error_log.as_os_str(),
+        ];
         // As root, nginx's workers would run as nobody, who may not read a
         // checkout under a private home directory.
         if is_root() {
-            command.arg("-g").arg("user root;");
+            args.extend([
+                std::ffi::OsStr::new("-g"),
+                std::ffi::OsStr::new("user root;"),
+            ]);
         }
-        let stderr = std::fs::File::create(dir.join("stderr.log")).expect("creating stderr.log");
-        let mut watchdog = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("starting nginx under sh");
-        let stdin = watchdog.stdin.take();
+        let nginx = Watched::spawn(
+            Command::new("sh"),
+            nginx_binary().as_os_str(),
+            &args,
+            &dir.join("stderr.log"),
+        );
         let mut gateway = Self {
             url: format!("http://127.0.0.1:{port}"),
+            nginx,
             dir,
-            stdin,
-            watchdog,
         };
         match gateway.wait_until_up().await {
             Ok(()) => Some(gateway),
@@ -193,10 +249,7 @@ impl Gateway {
         let client = reqwest::Client::new();
         let health = format!("{}/health/gateway", self.url);
         let exited = eventually(Duration::from_secs(20), "the gateway starts", || {
-            let exited = self
-                .watchdog
-                .try_wait()
-                .expect("polling the gateway's shell");
+            let exited = self.nginx.exited();
             let (client, health) = (client.clone(), health.clone());
             async move {
                 if let Some(status) = exited {
@@ -217,15 +270,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        // EOF on the watchdog's input: it stops nginx (SIGTERM: the master
-        // stops its workers) and exits once nginx has.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.watchdog.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        // nginx first (SIGTERM: the master stops its workers), then its
+        // directory.
+        self.nginx.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -5,13 +5,13 @@
 //! extracts them from the package.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::eventually;
-use crate::gateway::{WATCHDOG, address, free_port};
+use crate::gateway::{Watched, address, free_port};
 use crate::platform::Platform;
 
 /// `compose/prometheus`: the start script, the rules and their tests.
@@ -22,9 +22,8 @@ pub fn config_dir() -> PathBuf {
 /// Prometheus, running until dropped.
 pub struct Prometheus {
     pub url: String,
+    process: Watched,
     dir: PathBuf,
-    stdin: Option<ChildStdin>,
-    watchdog: Child,
 }
 
 impl Prometheus {
@@ -54,29 +53,22 @@ impl Prometheus {
         let port = free_port();
         let mut command = Command::new("sh");
         command
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("sh")
-            .arg("sh")
-            .arg(config_dir().join("start.sh"))
             .env("PROMETHEUS_BIN", program("PROMETHEUS_BIN", "prometheus"))
             .env("PROMETHEUS_DATA", &dir)
             .env("PROMETHEUS_LISTEN", format!("127.0.0.1:{port}"))
             .env("SCRAPE_INTERVAL", "1s")
             .envs(addrs.iter().map(|(name, value)| (name, value)));
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("creating its log");
-        let mut watchdog = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting Prometheus under sh");
-        let stdin = watchdog.stdin.take();
+        let start = config_dir().join("start.sh");
+        let process = Watched::spawn(
+            command,
+            "sh".as_ref(),
+            &[start.as_os_str()],
+            &dir.join("prometheus.log"),
+        );
         let mut prometheus = Self {
             url: format!("http://127.0.0.1:{port}"),
+            process,
             dir,
-            stdin,
-            watchdog,
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -89,7 +81,7 @@ impl Prometheus {
             if ready {
                 return Some(prometheus);
             }
-            let exited = !matches!(prometheus.watchdog.try_wait(), Ok(None));
+            let exited = prometheus.process.exited().is_some();
             if exited || Instant::now() >= deadline {
                 eprintln!("Prometheus did not start:\n{}", prometheus.log());
                 return None;
@@ -136,13 +128,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.watchdog.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        self.process.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
