@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, PgPool, Row};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::notify::Notifier;
@@ -33,21 +34,12 @@ impl EventStore {
     /// version or event id surfaces as [`AppendError::Lost`]: a surrounding
     /// transaction is then aborted, and a new one may succeed (or report the
     /// conflict precisely).
-    #[tracing::instrument(name = "event_store.append", skip_all,
-        fields(
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            streams = appends.len(),
-            stream_id = appends.first().map(|a| a.stream_id.as_str()),
-            expected = appends.first().map(|a| tracing::field::display(a.expected)),
-            events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
-        ))]
     pub async fn append_in(
         &self,
         conn: &mut PgConnection,
         appends: &[StreamAppend],
     ) -> Result<AppendOutcome, AppendError> {
-        append_in(conn, appends).await
+        append_in(conn, appends).instrument(span(appends)).await
     }
 
     /// Wakes subscribers after a commit made through
@@ -55,6 +47,20 @@ impl EventStore {
     pub fn notify_appended(&self) {
         self.notifier.appended();
     }
+}
+
+/// The span of one append, grouped or not: [`EventStore::append`] and
+/// [`EventStore::append_in`] alike.
+pub(crate) fn span(appends: &[StreamAppend]) -> tracing::Span {
+    tracing::info_span!(
+        "event_store.append",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        streams = appends.len(),
+        stream_id = appends.first().map(|a| a.stream_id.as_str()),
+        expected = appends.first().map(|a| tracing::field::display(a.expected)),
+        events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
+    )
 }
 
 /// Appends on its own, not grouped with others: the plain insert when every

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::append::{self, AppendError, Columns};
@@ -41,21 +42,16 @@ impl EventStore {
     /// Appends that arrive while others are being written are written
     /// together with them (group commit, see `group`); each is still judged
     /// on its own.
-    #[tracing::instrument(name = "event_store.append", skip_all,
-        fields(
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            streams = appends.len(),
-            stream_id = appends.first().map(|a| a.stream_id.as_str()),
-            expected = appends.first().map(|a| tracing::field::display(a.expected)),
-            events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
-        ))]
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
-        append::validate(appends)?;
-        match self.group.submit(appends.to_vec()).await {
-            Joined::Written(result) => result,
-            Joined::Alone => append::append_alone(&self.pool, &self.notifier, appends).await,
+        async {
+            append::validate(appends)?;
+            match self.group.submit(appends.to_vec()).await {
+                Joined::Written(result) => result,
+                Joined::Alone => append::append_alone(&self.pool, &self.notifier, appends).await,
+            }
         }
+        .instrument(append::span(appends))
+        .await
     }
 
     /// Several independent appends at once. Each is all or nothing and

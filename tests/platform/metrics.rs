@@ -138,7 +138,7 @@ async fn every_service_exports_prometheus_text_by_route_template_under_one_names
     // The orchestrator counted each step once, by step and direction, and
     // counts the sagas by standing.
     let (_, text) = scrape(&platform, orchestrator, None).await;
-    for step in ["reserve_inventory", "charge_payment", "create_shipment"] {
+    for step in domain::saga::SagaStep::ALL.map(|step| step.spec().name) {
         let attempts =
             format!("orders_saga_step_attempts_total{{step=\"{step}\",direction=\"run\"}}");
         assert_eq!(sample(&text, &attempts), Some(1.0), "{step}: {text}");
