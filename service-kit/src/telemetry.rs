@@ -39,6 +39,7 @@ use opentelemetry_sdk::trace::{
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -171,15 +172,34 @@ pub fn init_sampled(
         None => None,
     };
     let otel = provider.as_ref().map(|provider| {
+        // What each span costs is paid on the request path, so the layer
+        // records only what a trace viewer needs: no thread attributes
+        // (an allocation per span), no source location (three attributes
+        // per span to encode and send; the span's name says where it
+        // is), no OpenTelemetry context made current
+        // on every poll of an instrumented future (nothing here reads
+        // `Context::current`: propagation takes a span's context from
+        // the span), and no log line copied into its span as an event
+        // unless it is a warning or an error.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service.to_owned()))
             .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_context_activation(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.is_span() || *metadata.level() <= tracing::Level::WARN
+            }))
     });
     let (pretty, json) = if format == "none" {
         (None, None)
     } else if format == "pretty" {
         (
-            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_lines()),
+            ),
             None,
         )
     } else {
@@ -188,7 +208,8 @@ pub fn init_sampled(
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr);
+            .with_writer(std::io::stderr)
+            .with_filter(log_lines());
         (None, Some(json))
     };
     let installed = tracing_subscriber::registry()
@@ -203,6 +224,20 @@ pub fn init_sampled(
         EXPORTING.store(true, Ordering::Relaxed);
     }
     Ok(Telemetry { provider })
+}
+
+/// What the log layer sees: every event `RUST_LOG` lets through, and the
+/// spans whose fields a log line should carry (a request's, a saga's, a
+/// consumer's batch), but not the event store's spans around each
+/// statement. The log layer formats every span it sees when the span
+/// starts, whether or not a line is ever logged in it, and those are
+/// several per request; without an exporter, nothing else wants them, so
+/// they are not made at all. A line logged inside one carries the
+/// request's fields instead.
+fn log_lines() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|metadata| {
+        !(metadata.is_span() && metadata.target().starts_with("event_store"))
+    })
 }
 
 /// Logs only, for one-shot commands (`migrate`, `rebuild`): no spans are
@@ -307,6 +342,12 @@ impl HttpClient for RuntimeClient {
             }
         })
     }
+}
+
+/// Whether this process exports spans: work done only for the exporter
+/// (naming a span for OpenTelemetry, say) is skipped without.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// The W3C `traceparent` of `span`, when spans are exported.

@@ -4,7 +4,7 @@
 //! else a new UUID; put on the request for handlers, and echoed on the
 //! response); and the request's span, named by method and matched route
 //! template, a child of the caller's `traceparent`, with one log line per
-//! response.
+//! response at `debug`.
 //!
 //! The layers go on the router's routes (`Router::layer`), so the span
 //! knows the route that matched; an unmatched request's span is named by
@@ -23,7 +23,7 @@ use tower_http::request_id::{
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
-use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The header that carries a request's correlation id, which becomes the
 /// `correlation_id` of the events it appends.
@@ -88,47 +88,63 @@ impl MakeRequestId for NewCorrelationId {
 }
 
 /// The request's span: `<METHOD> <route template>` (OpenTelemetry's HTTP
-/// server span name), continuing the caller's trace. Only cheap fields.
+/// server span name), continuing the caller's trace. Only cheap fields,
+/// all known at the start: the log layer formats a span's fields when it
+/// starts, and again, whole, at every `record`, so what only an exporter
+/// reads (the name, the status) goes to the exporter alone.
 fn make_span<B>(request: &axum::http::Request<B>) -> Span {
     let method = request.method().as_str();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    let name = match route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_owned(),
-    };
     let correlation_id = request
         .headers()
         .get(CORRELATION_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let span = tracing::info_span!(
-        "request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.route = route,
-        url.path = request.uri().path(),
-        http.response.status_code = Empty,
-        correlation_id,
-    );
+    macro_rules! request_span {
+        ($($name:tt)*) => {
+            tracing::info_span!(
+                "request",
+                $($name)*
+                otel.kind = "server",
+                http.request.method = method,
+                http.route = route,
+                url.path = request.uri().path(),
+                correlation_id,
+            )
+        };
+    }
+    if !crate::telemetry::exporting() {
+        return request_span!();
+    }
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let span = request_span!(otel.name = name,);
     crate::telemetry::continue_from(&span, request.headers());
     span
 }
 
 /// The target of the per-response log line, apart from the spans' so that
-/// `RUST_LOG=info,service_kit::http::response=warn` drops the lines and
-/// keeps the spans.
+/// `RUST_LOG=info,service_kit::http::response=debug` adds the lines and
+/// nothing else.
 const RESPONSE_LOG: &str = "service_kit::http::response";
 
-/// One log line per response, and its status on the span.
+/// The response's status on the exported span, and one log line per
+/// response at `debug` (tower-http's own level for it): a line per
+/// request is a file's worth of JSON a minute under load, and formatting
+/// it cost more than the request's span (BENCHMARKS.md, "The cost of
+/// tracing"). Server errors are logged where they happen, with their
+/// cause.
 fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    tracing::info!(
+    if crate::telemetry::exporting() {
+        span.set_attribute("http.response.status_code", i64::from(status));
+    }
+    tracing::debug!(
         target: RESPONSE_LOG,
         parent: span,
         status,
@@ -137,10 +153,12 @@ fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     );
 }
 
-/// A 5xx marks the span as failed (OpenTelemetry's HTTP conventions); the
-/// response's own line and the handler's error log say the rest.
+/// A 5xx marks the exported span as failed (OpenTelemetry's HTTP
+/// conventions); the handler's error log says the rest.
 fn on_failure(_failure: ServerErrorsFailureClass, _latency: Duration, span: &Span) {
-    span.record("otel.status_code", "ERROR");
+    if crate::telemetry::exporting() {
+        span.set_status(opentelemetry::trace::Status::error("server error"));
+    }
 }
 
 #[cfg(test)]
