@@ -1,9 +1,11 @@
 //! Group commit: appends that arrive while others are being written are
 //! written together, in one statement and one commit.
 //!
-//! A few writer tasks take appends from one queue. A writer takes whatever
-//! has queued up since it last looked (no timer: an append that finds a
-//! writer idle is written at once, alone), and writes the lot with one
+//! An append that finds no other append in flight is written at once, in
+//! its caller's task: there is no group to join, and handing it to another
+//! task would only add two wake-ups. Otherwise it queues: a few writer
+//! tasks take appends from one queue, each takes whatever has queued up
+//! since it last looked (no timer), and writes the lot with one
 //! statement. Each append in a group is still all or nothing and is judged
 //! on its own: one whose stream moved, or whose events are already stored,
 //! is left out of the group and the others are written. What a group
@@ -21,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -45,6 +48,12 @@ impl EventStore {
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>> {
         async {
             append::validate(appends)?;
+            // Nothing else being written: there is no group to join, so
+            // the caller writes at once, without a hand-over to a writer.
+            let in_flight = self.group.enter();
+            if in_flight.alone {
+                return append::append_alone(&self.pool, &self.notifier, appends).await;
+            }
             match self.group.submit(appends.to_vec()).await {
                 Joined::Written(result) => result,
                 Joined::Alone => append::append_alone(&self.pool, &self.notifier, appends).await,
@@ -104,6 +113,22 @@ const QUEUE: usize = 1024;
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Request>,
+    /// Appends being written now, alone or grouped: an append that finds
+    /// none goes alone at once (see [`GroupCommit::enter`]).
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// An append counted in [`GroupCommit`]'s `in_flight` until dropped.
+pub(crate) struct InFlight {
+    count: Arc<AtomicUsize>,
+    /// No other append was in flight when this one entered.
+    pub(crate) alone: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Request {
@@ -127,7 +152,23 @@ impl GroupCommit {
         for _ in 0..WRITERS {
             tokio::spawn(write(pool.clone(), notifier.clone(), requests.clone()));
         }
-        Self { queue }
+        Self {
+            queue,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Counts an append in flight until the guard drops, and says whether
+    /// it is alone. A lone append is written in its caller's task: a
+    /// hand-over to a writer task would cost a wake-up each way, and there
+    /// is nobody to share a commit with. One that finds others in flight
+    /// queues, to join the next group.
+    pub(crate) fn enter(&self) -> InFlight {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            count: self.in_flight.clone(),
+            alone: before == 0,
+        }
     }
 
     /// Queues a validated append and waits until a writer has dealt with

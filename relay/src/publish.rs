@@ -1,7 +1,9 @@
 //! The relay itself: one active process, elected by an advisory lock,
 //! publishing from its checkpoint.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -238,6 +240,13 @@ async fn create_producer(
 
 /// Publishes the log from the stored checkpoint on, saving the checkpoint
 /// as it goes, until something fails or the lock is lost.
+///
+/// Up to [`IN_FLIGHT`] batches are with the broker at once: the next batch
+/// is read and queued while the broker acknowledges the ones before it.
+/// The producer is idempotent, so each partition keeps the log's order
+/// across them and across retries. The checkpoint only ever moves past
+/// batches the broker acknowledged in full, oldest first: a crash or a
+/// refused message repeats what was in flight, and never skips it.
 async fn publish_from_checkpoint(
     store: &EventStore,
     config: &RelayConfig,
@@ -258,40 +267,68 @@ async fn publish_from_checkpoint(
     let mut last_lag_update = Instant::now() - Duration::from_secs(10);
     let mut received = Vec::with_capacity(config.batch_size as usize);
     let mut batch = Vec::with_capacity(config.batch_size as usize);
+    let mut in_flight: VecDeque<Sent> = VecDeque::with_capacity(IN_FLIGHT);
     loop {
-        // Wait for events, checking the lock meanwhile.
-        let count = tokio::select! {
-            count = subscription.next_batch(&mut received, config.batch_size as usize) => count,
-            () = tokio::time::sleep(config.poll_interval) => {
-                still_holding(lock).await?;
-                if saved.0 != checkpoint {
-                    save_checkpoint(store, &config.name, checkpoint).await?;
+        tokio::select! {
+            // Acknowledgements first, so the checkpoint keeps up.
+            biased;
+            acked = async { (&mut in_flight.front_mut().expect("one in flight").acked).await },
+                if !in_flight.is_empty() =>
+            {
+                acked?;
+                let sent = in_flight.pop_front().expect("one in flight");
+                checkpoint = sent.last;
+                metrics.published.inc_by(sent.events);
+                // Under load, batches are small and frequent; saving after
+                // each would cost a commit per batch. A crash republishes
+                // at most the batches since the last save, which consumers
+                // deduplicate.
+                if saved.1.elapsed() >= CHECKPOINT_EVERY {
+                    save_checkpoint(lock, &config.name, checkpoint).await?;
                     saved = (checkpoint, Instant::now());
                 }
                 update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
-                continue;
             }
-        };
-        if count == 0 {
-            anyhow::bail!("the subscription ended");
+            count = subscription.next_batch(&mut received, config.batch_size as usize),
+                if in_flight.len() < IN_FLIGHT =>
+            {
+                if count == 0 {
+                    anyhow::bail!("the subscription ended");
+                }
+                for event in received.drain(..) {
+                    batch.push(event?);
+                }
+                in_flight.push_back(publish(producer, config, partitions, &batch)?);
+                batch.clear();
+            }
+            // Idle (nothing read, nothing acknowledged): check the lock and
+            // save what was published since the last save.
+            () = tokio::time::sleep(config.poll_interval) => {
+                if saved.0 == checkpoint {
+                    still_holding(lock).await?;
+                } else {
+                    save_checkpoint(lock, &config.name, checkpoint).await?;
+                    saved = (checkpoint, Instant::now());
+                }
+                update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
+            }
         }
-        for event in received.drain(..) {
-            batch.push(event?);
-        }
-        publish(producer, config, partitions, &batch).await?;
-        checkpoint = batch.last().expect("not empty").checkpoint();
-        // Under load, batches are small and frequent; saving after each
-        // would cost a commit per batch. A crash republishes at most the
-        // batches since the last save, which consumers deduplicate.
-        if saved.1.elapsed() >= CHECKPOINT_EVERY {
-            still_holding(lock).await?;
-            save_checkpoint(store, &config.name, checkpoint).await?;
-            saved = (checkpoint, Instant::now());
-        }
-        metrics.published.inc_by(batch.len() as u64);
-        batch.clear();
-        update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
     }
+}
+
+/// Most batches sent and not yet acknowledged in full. One would leave the
+/// broker idle while the relay reads and encodes the next batch, and the
+/// relay idle while the broker writes; a few keep both busy.
+const IN_FLIGHT: usize = 4;
+
+/// A batch handed to the producer.
+struct Sent {
+    /// The checkpoint of its last event.
+    last: Checkpoint,
+    events: u64,
+    /// Resolves once the broker acknowledged every message of the batch,
+    /// or with the first refusal.
+    acked: Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>,
 }
 
 async fn still_holding(lock: &mut PgConnection) -> anyhow::Result<()> {
@@ -306,17 +343,17 @@ async fn still_holding(lock: &mut PgConnection) -> anyhow::Result<()> {
 /// publishes; when idle it saves within `poll_interval`.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Sends the batch in order and waits until the broker acknowledged all of
-/// it, in a producer span linked to the span that appended each event
-/// (whose context each message carries: the `traceparent` header of the
-/// CloudEvents format, the event's metadata in the payload of every
-/// format).
-async fn publish(
+/// Queues the batch in order with the producer and returns what resolves
+/// once the broker acknowledged all of it, in a producer span linked to
+/// the span that appended each event (whose context each message carries:
+/// the `traceparent` header of the CloudEvents format, the event's
+/// metadata in the payload of every format).
+fn publish(
     producer: &FutureProducer,
     config: &RelayConfig,
     partitions: i32,
     batch: &[RecordedEvent],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Sent> {
     let span = tracing::info_span!(
         "publish",
         otel.name = format!("send {}", config.topic),
@@ -332,19 +369,33 @@ async fn publish(
             .iter()
             .filter_map(|event| service_kit::telemetry::traceparent_in(&event.metadata)),
     );
-    send_all(producer, config, partitions, batch)
-        .instrument(span)
-        .await
+    let deliveries = span.in_scope(|| queue_all(producer, config, partitions, batch))?;
+    let acked = async move {
+        for delivery in deliveries {
+            delivery
+                .await
+                .context("the producer dropped a delivery")?
+                .map_err(|(error, _)| error)
+                .context("the broker did not acknowledge an event")?;
+        }
+        Ok(())
+    };
+    Ok(Sent {
+        last: batch.last().expect("not empty").checkpoint(),
+        events: batch.len() as u64,
+        acked: Box::pin(acked.instrument(span)),
+    })
 }
 
-/// [`publish`]'s work. The idempotent producer keeps per-partition order
+/// [`publish`]'s work: every message of the batch queued with the
+/// producer, in order. The idempotent producer keeps per-partition order
 /// across retries.
-async fn send_all(
+fn queue_all(
     producer: &FutureProducer,
     config: &RelayConfig,
     partitions: i32,
     batch: &[RecordedEvent],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<rdkafka::producer::DeliveryFuture>> {
     let mut deliveries = Vec::with_capacity(batch.len());
     match config.format {
         MessageFormat::Batch => {
@@ -373,14 +424,7 @@ async fn send_all(
             }
         }
     }
-    for delivery in deliveries {
-        delivery
-            .await
-            .context("the producer dropped a delivery")?
-            .map_err(|(error, _)| error)
-            .context("the broker did not acknowledge an event")?;
-    }
-    Ok(())
+    Ok(deliveries)
 }
 
 fn send<K: rdkafka::message::ToBytes + ?Sized>(
@@ -409,13 +453,14 @@ async fn load_checkpoint(store: &EventStore, name: &str) -> anyhow::Result<Check
     )
 }
 
+/// Saves the checkpoint on the connection that holds the relay's lock: a
+/// relay that lost its lock (its connection gone) cannot save at all.
 async fn save_checkpoint(
-    store: &EventStore,
+    lock: &mut PgConnection,
     name: &str,
     checkpoint: Checkpoint,
 ) -> anyhow::Result<()> {
-    // Only ever forward: a relay that lost the lock without noticing must
-    // not move the checkpoint back under the new one.
+    // Only ever forward, in case two relays ever overlap.
     sqlx::query(
         "insert into event_relay_checkpoints (name, transaction_id, position) values ($1, $2, $3)
          on conflict (name) do update
@@ -426,9 +471,9 @@ async fn save_checkpoint(
     .bind(name)
     .bind(checkpoint.transaction_id)
     .bind(checkpoint.position)
-    .execute(store.pool())
+    .execute(lock)
     .await
-    .context("saving the relay checkpoint")?;
+    .context("saving the relay checkpoint on the lock's connection")?;
     Ok(())
 }
 
