@@ -312,8 +312,8 @@ pub(crate) async fn insert_grouped(
 /// [`insert_grouped`] for one append to one stream, the usual case: the
 /// same checks and numbering in a statement simple enough for PostgreSQL
 /// to settle on a generic plan after a few executions, where the grouped
-/// one is planned again at every execution (about 0.35 ms of planning
-/// against 0.15 ms of execution; BENCHMARKS.md). Inserts every event or
+/// one is planned again at every execution, which cost more than running
+/// it (BENCHMARKS.md, issue 26). Inserts every event or
 /// none: none when the stream is not at the expected version or an event
 /// id is already stored.
 async fn insert_one_stream(

@@ -175,12 +175,12 @@ pub fn init_sampled(
         // What each span costs is paid on the request path, so the layer
         // records only what a trace viewer needs: no thread attributes
         // (an allocation per span), no source location (three attributes
-        // per span to encode and send; the span's name says where it
-        // is), no OpenTelemetry context made current
-        // on every poll of an instrumented future (nothing here reads
-        // `Context::current`: propagation takes a span's context from
-        // the span), and no log line copied into its span as an event
-        // unless it is a warning or an error.
+        // per span to encode and send; the span's name says where it is),
+        // no OpenTelemetry context made current on every poll of an
+        // instrumented future (nothing here reads `Context::current`:
+        // propagation takes a span's context from the span), and no log
+        // line copied into its span as an event unless it is a warning or
+        // an error.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service.to_owned()))
             .with_tracked_inactivity(false)
@@ -352,7 +352,7 @@ pub fn exporting() -> bool {
 
 /// The W3C `traceparent` of `span`, when spans are exported.
 pub fn traceparent_of(span: &Span) -> Option<String> {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting() {
         return None;
     }
     let context = span.context();
@@ -378,7 +378,7 @@ pub fn current_traceparent() -> Option<String> {
 /// Makes `span` (not yet entered) a child of the trace context `headers`
 /// carry (`traceparent`, `tracestate`), if any.
 pub fn continue_from(span: &Span, headers: &HeaderMap) {
-    if !EXPORTING.load(Ordering::Relaxed) || !headers.contains_key("traceparent") {
+    if !exporting() || !headers.contains_key("traceparent") {
         return;
     }
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -390,7 +390,7 @@ pub fn continue_from(span: &Span, headers: &HeaderMap) {
 /// Adds `span`'s trace context to `headers` (`traceparent`), for the
 /// service it calls to continue the trace.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting() {
         return;
     }
     let context = span.context();
@@ -403,7 +403,7 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
 /// consumer's span links to the producer's (OpenTelemetry's messaging
 /// conventions). A malformed `traceparent` adds nothing.
 pub fn link(span: &Span, traceparent: &str) {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting() {
         return;
     }
     if let Some(context) = parse_traceparent(traceparent) {
@@ -415,7 +415,7 @@ pub fn link(span: &Span, traceparent: &str) {
 /// traceparents: a span for a batch of messages links to every message's
 /// producer (OpenTelemetry's messaging conventions for batches).
 pub fn link_all<'a>(span: &Span, traceparents: impl IntoIterator<Item = &'a str>) {
-    if !EXPORTING.load(Ordering::Relaxed) || span.is_disabled() {
+    if !exporting() || span.is_disabled() {
         return;
     }
     for traceparent in traceparents.into_iter().take(MAX_LINKS) {
