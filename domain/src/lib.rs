@@ -29,7 +29,7 @@ mod wire;
 mod given;
 
 pub use error::{DomainError, RejectionReason};
-pub use wire::{DecodeError, Event};
+pub use wire::{DecodeError, Event, EventData};
 
 /// The largest quantity a line, reservation or restock may carry.
 pub const MAX_QUANTITY: i64 = 1_000_000;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde::de::value::MapDeserializer;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A domain event enum that can be split into (type, data) and rebuilt.
 pub trait Event: Serialize + DeserializeOwned + Sized {
@@ -25,15 +26,43 @@ pub trait Event: Serialize + DeserializeOwned + Sized {
 
     /// Rebuilds an event from its stored type name and data, reading the
     /// data in place (replays decode every event, so no copy is made).
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
-        let tag = Value::String(event_type.to_owned());
-        let tagged = MapDeserializer::<_, serde_json::Error>::new(
-            [("type", &tag), ("data", data)].into_iter(),
-        );
-        Self::deserialize(tagged).map_err(|source| DecodeError {
+    fn decode(event_type: &str, data: &(impl EventData + ?Sized)) -> Result<Self, DecodeError> {
+        data.tagged(event_type).map_err(|source| DecodeError {
             event_type: event_type.to_owned(),
             source,
         })
+    }
+}
+
+/// An event's stored data as [`Event::decode`] takes it: parsed into a
+/// `Value`, or the JSON text the store holds, which replays decode straight
+/// into the event's type without building a `Value` first.
+pub trait EventData {
+    /// Deserializes `{"type": event_type, "data": self}`.
+    fn tagged<E: DeserializeOwned>(&self, event_type: &str) -> serde_json::Result<E>;
+}
+
+impl EventData for Value {
+    fn tagged<E: DeserializeOwned>(&self, event_type: &str) -> serde_json::Result<E> {
+        let tag = Value::String(event_type.to_owned());
+        E::deserialize(MapDeserializer::<_, serde_json::Error>::new(
+            [("type", &tag), ("data", self)].into_iter(),
+        ))
+    }
+}
+
+impl EventData for RawValue {
+    fn tagged<E: DeserializeOwned>(&self, event_type: &str) -> serde_json::Result<E> {
+        let tag = serde_json::value::to_raw_value(event_type)?;
+        E::deserialize(MapDeserializer::<_, serde_json::Error>::new(
+            [("type", &*tag), ("data", self)].into_iter(),
+        ))
+    }
+}
+
+impl<D: EventData + ?Sized> EventData for Box<D> {
+    fn tagged<E: DeserializeOwned>(&self, event_type: &str) -> serde_json::Result<E> {
+        (**self).tagged(event_type)
     }
 }
 

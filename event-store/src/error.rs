@@ -25,6 +25,10 @@ pub enum Error {
         from: i32,
         reason: String,
     },
+    /// A stored document that could not be parsed or written out again
+    /// (while upcasting an event read as JSON text).
+    #[error("an event's stored document: {0}")]
+    Document(#[source] serde_json::Error),
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }

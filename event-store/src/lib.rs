@@ -28,9 +28,10 @@ use std::sync::Arc;
 pub use append::{AppendError, AppendOutcome};
 pub use error::Error;
 pub use model::{
-    Appended, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
+    Appended, Checkpoint, ExpectedVersion, Metadata, NewEvent, RawEvent, RecordedEvent,
+    StreamAppend,
 };
-pub use read::HeldBack;
+pub use read::{Document, HeldBack};
 pub use snapshot::{FromSnapshot, Snapshot};
 pub use subscription::{Subscription, SubscriptionOptions};
 pub use upcast::Upcasters;

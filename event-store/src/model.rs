@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// What the caller expects a stream's current version to be.
@@ -142,9 +143,11 @@ impl Checkpoint {
     };
 }
 
-/// An event as stored.
+/// An event as stored. `D` holds its two documents, `data` and
+/// `metadata`: parsed (`Value`, the default), or as the JSON text the store
+/// holds ([`RawEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordedEvent {
+pub struct RecordedEvent<D = Value> {
     pub event_id: Uuid,
     pub stream_id: String,
     pub version: u64,
@@ -155,16 +158,120 @@ pub struct RecordedEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     pub schema_version: i32,
-    pub data: Value,
-    pub metadata: Value,
+    pub data: D,
+    pub metadata: D,
     pub recorded_at: DateTime<Utc>,
 }
 
-impl RecordedEvent {
+/// An event with its documents left as the JSON text the store holds: what
+/// a reader that passes them on (the relay) or decodes them straight into
+/// its own types (a rebuild) takes, so that no `Value` is built for them.
+/// It serializes to the same JSON as a [`RecordedEvent`].
+pub type RawEvent = RecordedEvent<Box<RawValue>>;
+
+impl<D> RecordedEvent<D> {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             transaction_id: self.transaction_id,
             position: self.position,
         }
+    }
+}
+
+impl RawEvent {
+    /// The event with its documents parsed.
+    pub fn parse(self) -> serde_json::Result<RecordedEvent> {
+        Ok(RecordedEvent {
+            data: serde_json::from_str(self.data.get())?,
+            metadata: serde_json::from_str(self.metadata.get())?,
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            version: self.version,
+            position: self.position,
+            transaction_id: self.transaction_id,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+        })
+    }
+
+    /// The W3C trace context in the metadata, if any (see
+    /// [`Metadata::traceparent`]); the rest of the document is skipped
+    /// over, not parsed into values.
+    pub fn traceparent(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Trace {
+            traceparent: Option<String>,
+        }
+        serde_json::from_str::<Trace>(self.metadata.get())
+            .ok()?
+            .traceparent
+    }
+}
+
+impl RecordedEvent {
+    /// The event with its documents as JSON text.
+    pub fn to_raw(self) -> serde_json::Result<RawEvent> {
+        Ok(RecordedEvent {
+            data: serde_json::value::to_raw_value(&self.data)?,
+            metadata: serde_json::value::to_raw_value(&self.metadata)?,
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            version: self.version,
+            position: self.position,
+            transaction_id: self.transaction_id,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(metadata: Value) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::now_v7(),
+            stream_id: "order-1".into(),
+            version: 3,
+            position: 17,
+            transaction_id: 9,
+            event_type: "OrderPlaced".into(),
+            schema_version: 2,
+            data: json!({ "total_cents": 1250, "note": "café \"x\" \n" }),
+            metadata,
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_raw_event_serializes_as_the_parsed_one_and_parses_back_to_it() {
+        let parsed = event(json!({ "correlation_id": "c", "causation_id": "d" }));
+        let raw = parsed.clone().to_raw().unwrap();
+        assert_eq!(
+            serde_json::to_value(&raw).unwrap(),
+            serde_json::to_value(&parsed).unwrap()
+        );
+        assert_eq!(raw.checkpoint(), parsed.checkpoint());
+        assert_eq!(raw.parse().unwrap(), parsed);
+    }
+
+    #[test]
+    fn a_raw_events_trace_context_is_read_from_its_metadata() {
+        let traced = event(json!({
+            "correlation_id": "c",
+            "nested": { "traceparent": "not this one" },
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        }));
+        assert_eq!(
+            traced.to_raw().unwrap().traceparent().as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        let untraced = event(json!({ "correlation_id": "c" }));
+        assert_eq!(untraced.to_raw().unwrap().traceparent(), None);
+        assert_eq!(event(json!(null)).to_raw().unwrap().traceparent(), None);
     }
 }

@@ -1,14 +1,19 @@
 //! Reading one stream, events by id, and the whole log in global order.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::{Checkpoint, EventStore, FromSnapshot, RecordedEvent, Result, Snapshot};
+use crate::{
+    Checkpoint, Error, EventStore, FromSnapshot, RawEvent, RecordedEvent, Result, Snapshot,
+};
 
 /// Every column of an event, in the order [`EventStore::decode`] reads them.
-const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
+pub(crate) const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
                        schema_version, data, metadata, recorded_at";
 
 /// [`COLUMNS`] with an empty metadata document in place of the stored one.
@@ -220,15 +225,21 @@ impl EventStore {
         self.read_all_columns(COLUMNS, after, limit).await
     }
 
-    /// [`EventStore::read_all`] with every event's `metadata` left `null`,
-    /// for replays that only fold the events' data: a rebuild reading the
-    /// whole log saves the transfer and decoding of every metadata
-    /// document.
-    pub async fn read_all_without_metadata(
+    /// [`EventStore::read_all`] with the documents left as the stored JSON
+    /// text: what a reader that passes them on, or decodes them into types
+    /// of its own, takes instead of building a `Value` of each.
+    pub async fn read_all_raw(&self, after: Checkpoint, limit: u32) -> Result<Vec<RawEvent>> {
+        self.read_all_columns(COLUMNS, after, limit).await
+    }
+
+    /// [`EventStore::read_all_raw`] with every event's `metadata` left
+    /// `null`, for replays that only fold the events' data: a rebuild
+    /// reading the whole log saves the transfer of every metadata document.
+    pub async fn read_all_raw_without_metadata(
         &self,
         after: Checkpoint,
         limit: u32,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<RawEvent>> {
         self.read_all_columns(COLUMNS_WITHOUT_METADATA, after, limit)
             .await
     }
@@ -239,12 +250,12 @@ impl EventStore {
         skip_all,
         fields(otel.kind = "client", db.system.name = "postgresql", after = after.position, limit = limit)
     )]
-    async fn read_all_columns(
+    pub(crate) async fn read_all_columns<D: Document>(
         &self,
         columns: &str,
         after: Checkpoint,
         limit: u32,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<RecordedEvent<D>>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select {columns} from events
              where (transaction_id, position) > ($1, $2)
@@ -257,7 +268,7 @@ impl EventStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| self.decode(row)).collect()
+        rows.iter().map(|row| D::event(self, row)).collect()
     }
 
     /// How far readers of the global order are held back right now: the
@@ -347,25 +358,62 @@ impl EventStore {
         Ok((count as u64, oldest))
     }
 
-    /// Builds an event from a row selected with [`COLUMNS`], by column
-    /// index (this is the hot loop of every replay).
+    /// Builds an event from a row selected with [`COLUMNS`].
     fn decode(&self, row: &PgRow) -> Result<RecordedEvent> {
-        let event = RecordedEvent {
-            event_id: row.get(0),
-            stream_id: row.get(1),
-            version: row.get::<i64, _>(2) as u64,
-            position: row.get(3),
-            transaction_id: row.get(4),
-            event_type: row.get(5),
-            schema_version: row.get(6),
-            data: row.get(7),
-            metadata: row.get(8),
-            recorded_at: row.get(9),
-        };
+        let event = columns(row, |i| row.get(i));
         if self.upcasters.is_empty() {
             return Ok(event);
         }
         self.upcasters.upcast(event)
+    }
+}
+
+/// An event from a row selected with [`COLUMNS`], by column index (this is
+/// the hot loop of every replay), its documents read by `document`.
+fn columns<D>(row: &PgRow, document: impl Fn(usize) -> D) -> RecordedEvent<D> {
+    RecordedEvent {
+        event_id: row.get(0),
+        stream_id: row.get(1),
+        version: row.get::<i64, _>(2) as u64,
+        position: row.get(3),
+        transaction_id: row.get(4),
+        event_type: row.get(5),
+        schema_version: row.get(6),
+        data: document(7),
+        metadata: document(8),
+        recorded_at: row.get(9),
+    }
+}
+
+/// How an event's documents are read: parsed into `Value`s, or kept as
+/// the JSON text the store holds. Implemented for those two only.
+pub trait Document: Sized + Send + 'static {
+    #[doc(hidden)]
+    fn event(store: &EventStore, row: &PgRow) -> Result<RecordedEvent<Self>>;
+}
+
+impl Document for Value {
+    fn event(store: &EventStore, row: &PgRow) -> Result<RecordedEvent<Self>> {
+        store.decode(row)
+    }
+}
+
+impl Document for Box<RawValue> {
+    fn event(store: &EventStore, row: &PgRow) -> Result<RecordedEvent<Self>> {
+        let event = columns(row, |i| row.get::<Json<Box<RawValue>>, _>(i).0);
+        if !store
+            .upcasters
+            .applies(&event.event_type, event.schema_version)
+        {
+            return Ok(event);
+        }
+        // An old shape is rare: parsed, upcast and written out again.
+        let parsed = event.parse().map_err(Error::Document)?;
+        store
+            .upcasters
+            .upcast(parsed)?
+            .to_raw()
+            .map_err(Error::Document)
     }
 }
 

@@ -8,8 +8,12 @@ use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use serde_json::Value;
+use serde_json::value::RawValue;
+
 use crate::notify::CHANNEL;
-use crate::{Checkpoint, EventStore, RecordedEvent, Result};
+use crate::read::COLUMNS;
+use crate::{Checkpoint, Document, EventStore, RecordedEvent, Result};
 
 /// The shortest time between two reads of a caught-up subscription, so a
 /// steady stream of appends is read in batches, not one query per append.
@@ -35,28 +39,33 @@ impl Default for SubscriptionOptions {
     }
 }
 
-/// A running subscription; dropping it stops the reader.
-pub struct Subscription {
-    events: mpsc::Receiver<Result<RecordedEvent>>,
+/// A running subscription, handing out events whose documents are `D`
+/// (see [`Document`]); dropping it stops the reader.
+pub struct Subscription<D = Value> {
+    events: mpsc::Receiver<Result<RecordedEvent<D>>>,
     stop: CancellationToken,
 }
 
-impl Subscription {
+impl<D> Subscription<D> {
     /// The next event in global order, or the error that ended the
     /// subscription. `None` once it has stopped.
-    pub async fn next(&mut self) -> Option<Result<RecordedEvent>> {
+    pub async fn next(&mut self) -> Option<Result<RecordedEvent<D>>> {
         self.events.recv().await
     }
 
     /// Waits for at least one event, then takes every event already
     /// waiting, up to `max`, into `into`. Returns how many were added; 0
     /// once the subscription has stopped.
-    pub async fn next_batch(&mut self, into: &mut Vec<Result<RecordedEvent>>, max: usize) -> usize {
+    pub async fn next_batch(
+        &mut self,
+        into: &mut Vec<Result<RecordedEvent<D>>>,
+        max: usize,
+    ) -> usize {
         self.events.recv_many(into, max).await
     }
 }
 
-impl Drop for Subscription {
+impl<D> Drop for Subscription<D> {
     fn drop(&mut self) {
         self.stop.cancel();
     }
@@ -66,6 +75,24 @@ impl EventStore {
     /// Follows the log from just after `after`: every event committed later
     /// arrives exactly once, in global order.
     pub fn subscribe(&self, after: Checkpoint, options: SubscriptionOptions) -> Subscription {
+        self.subscribe_as(after, options)
+    }
+
+    /// [`EventStore::subscribe`] with the events' documents left as the
+    /// stored JSON text (see [`EventStore::read_all_raw`]).
+    pub fn subscribe_raw(
+        &self,
+        after: Checkpoint,
+        options: SubscriptionOptions,
+    ) -> Subscription<Box<RawValue>> {
+        self.subscribe_as(after, options)
+    }
+
+    fn subscribe_as<D: Document>(
+        &self,
+        after: Checkpoint,
+        options: SubscriptionOptions,
+    ) -> Subscription<D> {
         let (sender, events) = mpsc::channel(options.batch_size as usize);
         let stop = CancellationToken::new();
         let store = self.clone();
@@ -79,11 +106,11 @@ impl EventStore {
         Subscription { events, stop }
     }
 
-    async fn follow(
+    async fn follow<D: Document>(
         &self,
         mut after: Checkpoint,
         options: SubscriptionOptions,
-        sender: &mpsc::Sender<Result<RecordedEvent>>,
+        sender: &mpsc::Sender<Result<RecordedEvent<D>>>,
     ) {
         let mut listener = match self.listen().await {
             Ok(listener) => Some(listener),
@@ -97,7 +124,10 @@ impl EventStore {
             // Appends from now on wake the wait below.
             local_appends.borrow_and_update();
             let read_at = tokio::time::Instant::now();
-            let batch = match self.read_all(after, options.batch_size).await {
+            let batch = match self
+                .read_all_columns::<D>(COLUMNS, after, options.batch_size)
+                .await
+            {
                 Ok(batch) => batch,
                 Err(error) => {
                     let _ = sender.send(Err(error)).await;

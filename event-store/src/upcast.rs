@@ -34,6 +34,14 @@ impl Upcasters {
         self.steps.is_empty()
     }
 
+    /// Whether an event of this type and schema version would be changed.
+    pub fn applies(&self, event_type: &str, schema_version: i32) -> bool {
+        !self.is_empty()
+            && self
+                .steps
+                .contains_key(&(event_type.to_owned(), schema_version))
+    }
+
     pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
         while let Some(step) = self
             .steps

@@ -30,4 +30,6 @@ mod wire;
 
 pub use publish::{DEFAULT_LINGER_MS, MAX_RESTART_DELAY, RelayConfig, RelayMetrics, backlog, run};
 pub use topic::{EVENTS_TOPIC_PARTITIONS, ensure_topic};
-pub use wire::{BATCH_MESSAGE_BYTES, MessageFormat, decode, partition_of, warn_forged};
+pub use wire::{
+    BATCH_MESSAGE_BYTES, MessageFormat, cloudevents_headers, decode, partition_of, warn_forged,
+};

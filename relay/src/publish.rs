@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use event_store::{Checkpoint, EventStore, RecordedEvent, SubscriptionOptions};
+use event_store::{Checkpoint, EventStore, RawEvent, SubscriptionOptions};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -257,7 +257,9 @@ async fn publish_from_checkpoint(
 ) -> anyhow::Result<()> {
     let mut checkpoint = load_checkpoint(store, &config.name).await?;
     let mut saved = (checkpoint, Instant::now());
-    let mut subscription = store.subscribe(
+    // The events' documents stay the JSON text the store holds: the relay
+    // copies them into messages and never needs them parsed.
+    let mut subscription = store.subscribe_raw(
         checkpoint,
         SubscriptionOptions {
             batch_size: config.batch_size,
@@ -352,7 +354,7 @@ fn publish(
     producer: &FutureProducer,
     config: &RelayConfig,
     partitions: i32,
-    batch: &[RecordedEvent],
+    batch: &[RawEvent],
 ) -> anyhow::Result<Sent> {
     let span = tracing::info_span!(
         "publish",
@@ -363,12 +365,7 @@ fn publish(
         messaging.destination.name = config.topic.as_str(),
         messaging.batch.message_count = batch.len(),
     );
-    service_kit::telemetry::link_all(
-        &span,
-        batch
-            .iter()
-            .filter_map(|event| service_kit::telemetry::traceparent_in(&event.metadata)),
-    );
+    service_kit::telemetry::link_all(&span, batch.iter().filter_map(RawEvent::traceparent));
     let deliveries = span.in_scope(|| queue_all(producer, config, partitions, batch))?;
     let acked = async move {
         for delivery in deliveries {
@@ -394,7 +391,7 @@ fn queue_all(
     producer: &FutureProducer,
     config: &RelayConfig,
     partitions: i32,
-    batch: &[RecordedEvent],
+    batch: &[RawEvent],
 ) -> anyhow::Result<Vec<rdkafka::producer::DeliveryFuture>> {
     let mut deliveries = Vec::with_capacity(batch.len());
     match config.format {

@@ -2,7 +2,7 @@
 //! and the consumers that read it.
 
 use anyhow::Context;
-use event_store::RecordedEvent;
+use event_store::{RawEvent, RecordedEvent};
 use rdkafka::message::{Header, OwnedHeaders};
 
 /// What the relay puts in a Kafka message.
@@ -91,7 +91,7 @@ pub fn decode(payload: &[u8]) -> serde_json::Result<Vec<RecordedEvent>> {
 /// The events of `batch` grouped by partition, each group as JSON arrays
 /// of at most [`BATCH_MESSAGE_BYTES`] (or one event), in log order.
 pub(crate) fn batch_messages(
-    batch: &[RecordedEvent],
+    batch: &[RawEvent],
     partitions: i32,
 ) -> anyhow::Result<Vec<(i32, Vec<u8>)>> {
     let mut open: Vec<Option<Vec<u8>>> = vec![None; partitions.max(1) as usize];
@@ -133,12 +133,13 @@ fn close(mut message: Vec<u8>) -> Vec<u8> {
     message
 }
 
-pub(crate) fn cloudevents_headers(source: &str, event: &RecordedEvent) -> OwnedHeaders {
+/// The CloudEvents binary-mode headers of an event published from `source`.
+pub fn cloudevents_headers(source: &str, event: &RawEvent) -> OwnedHeaders {
     let id = event.event_id.to_string();
     let time = event
         .recorded_at
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let traceparent = event.metadata.get("traceparent").and_then(|v| v.as_str());
+    let traceparent = event.traceparent();
     [
         ("ce_specversion", "1.0"),
         ("ce_id", id.as_str()),
@@ -149,7 +150,7 @@ pub(crate) fn cloudevents_headers(source: &str, event: &RecordedEvent) -> OwnedH
         ("content-type", "application/json"),
     ]
     .into_iter()
-    .chain(traceparent.map(|value| ("traceparent", value)))
+    .chain(traceparent.as_deref().map(|value| ("traceparent", value)))
     .fold(
         OwnedHeaders::new_with_capacity(8),
         |headers, (key, value)| {
@@ -166,7 +167,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(stream_id: &str, version: u64, filler: usize) -> RecordedEvent {
+    fn event(stream_id: &str, version: u64, filler: usize) -> RawEvent {
         RecordedEvent {
             event_id: uuid::Uuid::now_v7(),
             stream_id: stream_id.into(),
@@ -179,6 +180,8 @@ mod tests {
             metadata: json!({ "correlation_id": "c", "causation_id": "c" }),
             recorded_at: chrono::Utc::now(),
         }
+        .to_raw()
+        .unwrap()
     }
 
     #[test]
@@ -198,7 +201,7 @@ mod tests {
     #[test]
     fn a_batch_message_holds_one_partitions_events_in_log_order() {
         let streams = ["order-a", "order-b", "product-c", "customer-d", "saga-e"];
-        let batch: Vec<RecordedEvent> = (0..20)
+        let batch: Vec<RawEvent> = (0..20)
             .map(|i| event(streams[i % streams.len()], i as u64, 10))
             .collect();
         let messages = batch_messages(&batch, 2).unwrap();
@@ -223,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_large_round_is_split_into_messages_of_bounded_size_and_a_huge_event_goes_alone() {
-        let mut batch: Vec<RecordedEvent> = (0..100).map(|i| event("order-a", i, 10_000)).collect();
+        let mut batch: Vec<RawEvent> = (0..100).map(|i| event("order-a", i, 10_000)).collect();
         batch.push(event("order-a", 100, 2 * BATCH_MESSAGE_BYTES));
         batch.push(event("order-a", 101, 10));
         let messages = batch_messages(&batch, 1).unwrap();

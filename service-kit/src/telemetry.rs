@@ -414,12 +414,12 @@ pub fn link(span: &Span, traceparent: &str) {
 /// Links `span` (not yet entered) to each of the first [`MAX_LINKS`]
 /// traceparents: a span for a batch of messages links to every message's
 /// producer (OpenTelemetry's messaging conventions for batches).
-pub fn link_all<'a>(span: &Span, traceparents: impl IntoIterator<Item = &'a str>) {
+pub fn link_all(span: &Span, traceparents: impl IntoIterator<Item = impl AsRef<str>>) {
     if !exporting() || span.is_disabled() {
         return;
     }
     for traceparent in traceparents.into_iter().take(MAX_LINKS) {
-        link(span, traceparent);
+        link(span, traceparent.as_ref());
     }
 }
 

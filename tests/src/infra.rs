@@ -157,7 +157,17 @@ pub struct BenchInfra {
     /// `postgres://user:password@host:port`, without a database.
     pub pg_base: String,
     pub brokers: String,
-    _containers: [ContainerAsync<GenericImage>; 2],
+    containers: [ContainerAsync<GenericImage>; 2],
+}
+
+impl BenchInfra {
+    /// The containers' names and ids.
+    pub fn containers(&self) -> [(&'static str, &str); 2] {
+        [
+            ("postgres", self.containers[0].id()),
+            ("broker", self.containers[1].id()),
+        ]
+    }
 }
 
 pub async fn start_for_benchmark() -> anyhow::Result<BenchInfra> {
@@ -171,7 +181,7 @@ pub async fn start_for_benchmark() -> anyhow::Result<BenchInfra> {
     Ok(BenchInfra {
         pg_base,
         brokers,
-        _containers: [pg, kafka],
+        containers: [pg, kafka],
     })
 }
 

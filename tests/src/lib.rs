@@ -28,6 +28,7 @@ pub mod browser;
 pub mod chaos;
 pub mod gateway;
 pub mod infra;
+pub mod memory;
 pub mod otlp;
 pub mod platform;
 pub mod prometheus;

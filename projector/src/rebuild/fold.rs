@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anyhow::Context;
-use event_store::RecordedEvent;
+use event_store::RawEvent;
 use sqlx::PgPool;
 
 use super::{Progressing, WRITE_CHUNK, WRITERS, stored_dead_letter};
@@ -34,7 +34,7 @@ impl<V: View> Fold<V> {
         }
     }
 
-    fn apply(&mut self, event: &RecordedEvent) {
+    fn apply(&mut self, event: &RawEvent) {
         // Keyed by stream id; a stream's id is checked once, when first
         // seen (this is the hot loop of a rebuild).
         if !self.rows.contains_key(event.stream_id.as_str()) {
@@ -89,7 +89,7 @@ impl<V: View> Fold<V> {
                 let (pool, shadow) = (pool.clone(), shadow.clone());
                 writers.spawn(async move {
                     let mut conn = pool.acquire().await.context("writing the shadow table")?;
-                    store::insert_new(&mut conn, &shadow, &chunk).await
+                    store::copy_new(&mut conn, &shadow, &chunk).await
                 });
             }
             if let Some(written) = writers.join_next().await {
@@ -106,7 +106,7 @@ impl<V: View> Fold<V> {
 
 /// A [`Fold`] of any view type.
 trait Folding: Send {
-    fn apply(&mut self, event: &RecordedEvent);
+    fn apply(&mut self, event: &RawEvent);
 
     fn write<'a>(
         self: Box<Self>,
@@ -116,7 +116,7 @@ trait Folding: Send {
 }
 
 impl<V: View> Folding for Fold<V> {
-    fn apply(&mut self, event: &RecordedEvent) {
+    fn apply(&mut self, event: &RawEvent) {
         Fold::apply(self, event);
     }
 
@@ -153,7 +153,7 @@ impl Folds {
         )
     }
 
-    pub(super) fn apply(&mut self, event: &RecordedEvent) {
+    pub(super) fn apply(&mut self, event: &RawEvent) {
         for (declaration, fold) in &mut self.0 {
             if declaration.takes(&event.stream_id) {
                 fold.apply(event);

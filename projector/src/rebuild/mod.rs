@@ -238,7 +238,7 @@ async fn fold_log(
         tokio::spawn(async move {
             let mut after = Checkpoint::START;
             loop {
-                let page = store.read_all_without_metadata(after, PAGE).await?;
+                let page = store.read_all_raw_without_metadata(after, PAGE).await?;
                 let Some(last) = page.last() else {
                     return anyhow::Ok(());
                 };

@@ -1,6 +1,7 @@
 //! `rm_customers`: a customer and their balance.
 
 use domain::Event;
+use domain::EventData;
 use domain::customer::CustomerEvent;
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ impl View for CustomerRow {
         self.version
     }
 
-    fn create(event: &RecordedEvent) -> Result<Self, ApplyError> {
+    fn create<D: EventData>(event: &RecordedEvent<D>) -> Result<Self, ApplyError> {
         match CustomerEvent::decode(&event.event_type, &event.data)? {
             CustomerEvent::CustomerRegistered {
                 customer_id,
@@ -45,7 +46,7 @@ impl View for CustomerRow {
         }
     }
 
-    fn update(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
+    fn update<D: EventData>(&mut self, event: &RecordedEvent<D>) -> Result<(), ApplyError> {
         match CustomerEvent::decode(&event.event_type, &event.data)? {
             CustomerEvent::CustomerRegistered { .. } => {
                 return Err(ApplyError::out_of_place(event, "the customer exists"));

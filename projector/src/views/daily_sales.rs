@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use domain::Event;
+use domain::EventData;
 use domain::order::{OrderEvent, OrderLine};
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -118,7 +119,7 @@ impl View for OrderSales {
         self.version
     }
 
-    fn create(event: &RecordedEvent) -> Result<Self, ApplyError> {
+    fn create<D: EventData>(event: &RecordedEvent<D>) -> Result<Self, ApplyError> {
         match OrderEvent::decode(&event.event_type, &event.data)? {
             OrderEvent::OrderPlaced {
                 order_id, lines, ..
@@ -133,7 +134,7 @@ impl View for OrderSales {
         }
     }
 
-    fn update(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
+    fn update<D: EventData>(&mut self, event: &RecordedEvent<D>) -> Result<(), ApplyError> {
         let day = event.recorded_at.date_naive();
         match OrderEvent::decode(&event.event_type, &event.data)? {
             OrderEvent::OrderPlaced { .. } => {

@@ -8,6 +8,7 @@ pub mod orders;
 pub mod products;
 pub mod sagas;
 
+use domain::EventData;
 use event_store::RecordedEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,7 +29,7 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    pub(crate) fn out_of_place(event: &RecordedEvent, message: &'static str) -> Self {
+    pub(crate) fn out_of_place<D>(event: &RecordedEvent<D>, message: &'static str) -> Self {
         Self::OutOfPlace {
             stream_id: event.stream_id.clone(),
             version: event.version,
@@ -137,14 +138,17 @@ pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn version(&self) -> u64;
 
     /// The row a stream's first event creates.
-    fn create(event: &RecordedEvent) -> Result<Self, ApplyError>;
+    fn create<D: EventData>(event: &RecordedEvent<D>) -> Result<Self, ApplyError>;
 
     /// Applies the stream's next event; on error the row is unchanged.
-    fn update(&mut self, event: &RecordedEvent) -> Result<(), ApplyError>;
+    fn update<D: EventData>(&mut self, event: &RecordedEvent<D>) -> Result<(), ApplyError>;
 
     /// Applies `event`, the next version of the row's stream (the first
     /// when there is no row yet); on error `row` is unchanged.
-    fn apply(row: &mut Option<Self>, event: &RecordedEvent) -> Result<(), ApplyError> {
+    fn apply<D: EventData>(
+        row: &mut Option<Self>,
+        event: &RecordedEvent<D>,
+    ) -> Result<(), ApplyError> {
         match row {
             None => *row = Some(Self::create(event)?),
             Some(existing) => existing.update(event)?,

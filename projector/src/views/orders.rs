@@ -2,6 +2,7 @@
 //! status are read from.
 
 use chrono::{DateTime, Utc};
+use domain::EventData;
 use domain::order::{OrderEvent, OrderLine, OrderStatus, ShippingAddress};
 use domain::{Event, RejectionReason};
 use event_store::RecordedEvent;
@@ -33,7 +34,7 @@ impl View for OrderRow {
         self.version
     }
 
-    fn create(event: &RecordedEvent) -> Result<Self, ApplyError> {
+    fn create<D: EventData>(event: &RecordedEvent<D>) -> Result<Self, ApplyError> {
         match OrderEvent::decode(&event.event_type, &event.data)? {
             OrderEvent::OrderPlaced {
                 order_id,
@@ -58,7 +59,7 @@ impl View for OrderRow {
         }
     }
 
-    fn update(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
+    fn update<D: EventData>(&mut self, event: &RecordedEvent<D>) -> Result<(), ApplyError> {
         match OrderEvent::decode(&event.event_type, &event.data)? {
             OrderEvent::OrderPlaced { .. } => {
                 return Err(ApplyError::out_of_place(event, "the order exists"));

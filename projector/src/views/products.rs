@@ -1,6 +1,7 @@
 //! `rm_products`: a product's catalogue entry and stock.
 
 use domain::Event;
+use domain::EventData;
 use domain::product::ProductEvent;
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ impl View for ProductRow {
         self.version
     }
 
-    fn create(event: &RecordedEvent) -> Result<Self, ApplyError> {
+    fn create<D: EventData>(event: &RecordedEvent<D>) -> Result<Self, ApplyError> {
         match ProductEvent::decode(&event.event_type, &event.data)? {
             ProductEvent::ProductCreated {
                 sku,
@@ -46,7 +47,7 @@ impl View for ProductRow {
         }
     }
 
-    fn update(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
+    fn update<D: EventData>(&mut self, event: &RecordedEvent<D>) -> Result<(), ApplyError> {
         match ProductEvent::decode(&event.event_type, &event.data)? {
             ProductEvent::ProductCreated { .. } => {
                 return Err(ApplyError::out_of_place(event, "the product exists"));

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::Event;
+use domain::EventData;
 use domain::saga::{PerStep, SAGA_TYPE, SagaEvent, SagaState, SagaStatus, SagaStep};
 use event_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,7 @@ impl View for SagaRow {
         self.version
     }
 
-    fn create(event: &RecordedEvent) -> Result<Self, ApplyError> {
+    fn create<D: EventData>(event: &RecordedEvent<D>) -> Result<Self, ApplyError> {
         let decoded = SagaEvent::decode(&event.event_type, &event.data)?;
         let SagaEvent::SagaStarted { order_id, .. } = &decoded else {
             return Err(ApplyError::out_of_place(event, "no SagaStarted before"));
@@ -89,7 +90,7 @@ impl View for SagaRow {
         Ok(row)
     }
 
-    fn update(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
+    fn update<D: EventData>(&mut self, event: &RecordedEvent<D>) -> Result<(), ApplyError> {
         let decoded = SagaEvent::decode(&event.event_type, &event.data)?;
         if matches!(decoded, SagaEvent::SagaStarted { .. }) {
             return Err(ApplyError::out_of_place(event, "the saga exists"));
@@ -100,7 +101,7 @@ impl View for SagaRow {
 }
 
 impl SagaRow {
-    fn fold(&mut self, decoded: &SagaEvent, event: &RecordedEvent) {
+    fn fold<D>(&mut self, decoded: &SagaEvent, event: &RecordedEvent<D>) {
         let at = event.recorded_at;
         let doc = &mut self.state;
         doc.saga = std::mem::take(&mut doc.saga).evolve(decoded);

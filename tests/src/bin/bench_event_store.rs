@@ -22,6 +22,7 @@ use event_relay::{self as relay, RelayConfig, RelayMetrics};
 use event_store::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use futures::TryStreamExt;
 use harness::infra;
+use harness::memory::PeakMemory;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
@@ -63,6 +64,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
+    let watch = PeakMemory::watch(bench)?;
 
     let mut rows = Vec::new();
     let pool = database(&pg_base, "bench_append").await?;
@@ -110,16 +112,25 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let store = EventStore::new(pool.clone());
     store.migrate().await?;
     fill(&pool, args.read_events).await?;
-    let (mut copies, mut reads) = (Vec::new(), Vec::new());
+    let (mut copies, mut reads, mut raw_reads) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         copies.push(copy_out(&pool).await?);
-        reads.push(read_all(&store).await?);
+        reads.push(read_all(&store, Parsed).await?);
+        raw_reads.push(read_all(&store, Raw).await?);
     }
+    let copies = median(copies);
     rows.push(row(
-        "read all in global order",
+        "read all in global order, documents parsed (`read_all`)",
         "events/s",
         median(reads),
-        median(copies),
+        copies,
+        "COPY out",
+    ));
+    rows.push(row(
+        "read all in global order, documents as stored JSON text (`read_all_raw`)",
+        "events/s",
+        median(raw_reads),
+        copies,
         "COPY out",
     ));
 
@@ -127,14 +138,22 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let store = EventStore::new(pool.clone());
     store.migrate().await?;
     fill(&pool, args.relay_events).await?;
-    let producer = bare_producer(&brokers, &store, args.relay_events).await?;
+    let producer = bare_producer(&brokers, &store, None).await?;
+    let with_headers = bare_producer(&brokers, &store, Some(RELAY_SOURCE)).await?;
     let relayed = relay_all(&brokers, &store, args.relay_events).await?;
     rows.push(row(
-        "relay to the broker",
+        "relay to the broker (CloudEvents)",
         "events/s",
         relayed,
         producer,
         "bare producer",
+    ));
+    rows.push(row(
+        "relay to the broker (CloudEvents)",
+        "events/s",
+        relayed,
+        with_headers,
+        "bare producer, same headers",
     ));
 
     println!("| case | ours | floor | ratio |");
@@ -142,6 +161,8 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     for line in rows {
         println!("{line}");
     }
+    println!();
+    println!("{}", watch.report("the event store benchmarks").await?);
     Ok(())
 }
 
@@ -293,15 +314,32 @@ async fn copy_out(pool: &PgPool) -> anyhow::Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn read_all(store: &EventStore) -> anyhow::Result<f64> {
+/// How [`read_all`] reads the documents.
+#[derive(Clone, Copy)]
+enum Documents {
+    Parsed,
+    Raw,
+}
+use Documents::{Parsed, Raw};
+
+async fn read_all(store: &EventStore, documents: Documents) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut after = Checkpoint::START;
     let mut read = 0u64;
     loop {
-        let batch = store.read_all(after, 5_000).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.checkpoint();
-        read += batch.len() as u64;
+        let (last, count) = match documents {
+            Parsed => {
+                let batch = store.read_all(after, 5_000).await?;
+                (batch.last().map(|e| e.checkpoint()), batch.len())
+            }
+            Raw => {
+                let batch = store.read_all_raw(after, 5_000).await?;
+                (batch.last().map(|e| e.checkpoint()), batch.len())
+            }
+        };
+        let Some(last) = last else { break };
+        after = last;
+        read += count as u64;
     }
     Ok(read as f64 / started.elapsed().as_secs_f64())
 }
@@ -314,24 +352,39 @@ fn kafka(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Publishes the same payloads as the relay would, straight from memory.
-async fn bare_producer(brokers: &str, store: &EventStore, events: u64) -> anyhow::Result<f64> {
-    let mut payloads = Vec::with_capacity(events as usize);
+/// The CloudEvents `source` the relay is given here.
+const RELAY_SOURCE: &str = "/bench";
+
+/// Publishes the same payloads as the relay would, straight from memory;
+/// with the relay's CloudEvents headers (built as it sends, as the relay
+/// does) when `source` is given.
+async fn bare_producer(
+    brokers: &str,
+    store: &EventStore,
+    source: Option<&str>,
+) -> anyhow::Result<f64> {
+    let mut payloads = Vec::new();
     let mut after = Checkpoint::START;
     loop {
-        let batch = store.read_all(after, 5_000).await?;
+        let batch = store.read_all_raw(after, 5_000).await?;
         let Some(last) = batch.last() else { break };
         after = last.checkpoint();
         for event in batch {
-            payloads.push((event.stream_id.clone(), serde_json::to_vec(&event)?));
+            let payload = serde_json::to_vec(&event)?;
+            payloads.push((event, payload));
         }
     }
+    let topic = if source.is_some() {
+        "bench.floor-headers"
+    } else {
+        "bench.floor"
+    };
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         kafka(brokers).create()?;
     admin
         .create_topics(
             &[rdkafka::admin::NewTopic::new(
-                "bench.floor",
+                topic,
                 6,
                 rdkafka::admin::TopicReplication::Fixed(1),
             )],
@@ -347,10 +400,14 @@ async fn bare_producer(brokers: &str, store: &EventStore, events: u64) -> anyhow
     let started = Instant::now();
     for chunk in payloads.chunks(1_000) {
         let mut deliveries = Vec::with_capacity(chunk.len());
-        for (key, payload) in chunk {
-            let record = FutureRecord::to("bench.floor")
-                .key(key.as_str())
+        for (event, payload) in chunk {
+            let record = FutureRecord::to(topic)
+                .key(event.stream_id.as_str())
                 .payload(payload.as_slice());
+            let record = match source {
+                Some(source) => record.headers(relay::cloudevents_headers(source, event)),
+                None => record,
+            };
             deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
         }
         for delivery in deliveries {
@@ -363,7 +420,7 @@ async fn bare_producer(brokers: &str, store: &EventStore, events: u64) -> anyhow
 async fn relay_all(brokers: &str, store: &EventStore, events: u64) -> anyhow::Result<f64> {
     let stop = CancellationToken::new();
     let metrics = RelayMetrics::default();
-    let config = RelayConfig::new("bench.events", "/bench");
+    let config = RelayConfig::new("bench.events", RELAY_SOURCE);
     let started = Instant::now();
     let relay = tokio::spawn(relay::run(
         store.clone(),

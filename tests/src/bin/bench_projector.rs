@@ -22,6 +22,7 @@ use clap::Parser;
 use event_relay::{self as relay, RelayConfig, RelayMetrics};
 use event_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use futures::TryStreamExt;
+use harness::memory::PeakMemory;
 use harness::{infra, services};
 use projector::rebuild::{Rebuild, Silent};
 use projector::views::Projection;
@@ -78,12 +79,14 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let (pg_base, brokers) = (bench.pg_base.clone(), bench.brokers.clone());
 
     let mut rows = Vec::new();
+    let mut memory = None;
     if !args.no_rebuild {
         let pool = database(&pg_base, "bench_rebuild").await?;
         let store = EventStore::new(pool.clone());
         projector::migrate(&pool, &pool, &store, "public").await?;
         let filled = fill(&pool, args.events).await?;
         let (mut floors, mut ours) = (Vec::new(), Vec::new());
+        let watch = PeakMemory::watch(bench)?;
         for round in 0..args.rounds {
             floors.push(copy_out(&pool).await?);
             let rate = rebuild(&pool, &store).await?;
@@ -94,6 +97,7 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
             );
             ours.push(rate);
         }
+        memory = Some(watch.report("the rebuilds").await?);
         let (ours, floor) = (median(ours), median(floors));
         rows.push(format!(
             "| rebuild all read models from {filled} events | {ours:.0} events/s | {floor:.0} rows/s (COPY out) | {:.0}% |",
@@ -113,6 +117,9 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         println!("{row}");
     }
     println!();
+    if let Some(memory) = memory {
+        println!("{memory}");
+    }
     println!(
         "| offered | appended | visible within 60 s of the last append | lag p50 | lag p99 | lag max |"
     );

@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use harness::bench::{Catalogue, Services, post};
+use harness::memory::PeakMemory;
 use harness::{infra, services};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -129,9 +130,12 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         traces: service_kit::telemetry::TracesConfig::default(),
     };
     let (services, command_service) = start_platform(&common, args).await?;
+    let watch = PeakMemory::watch(bench)?;
     let rounds = offer_rates(&pg, &command_service, args).await;
+    let memory = watch.report("the offered rates").await;
     services.stop().await;
     let rounds = rounds?;
+    let memory = memory?;
 
     println!(
         "| offered | placed | confirmed | sagas completed per second | placement to confirmed p50 | p99 | max | placement to saga started p50 |"
@@ -151,6 +155,8 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
             round.to_started_p50_ms
         );
     }
+    println!();
+    println!("{memory}");
     for round in &rounds {
         if round.place_errors > 0 || round.not_confirmed > 0 {
             bail!(
