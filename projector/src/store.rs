@@ -1,7 +1,8 @@
 //! Reading and writing read-model rows, and applying events to them.
 //!
 //! Rows travel as JSON: loaded with `to_jsonb(row)` and written with
-//! `jsonb_to_recordset`, so one generic function serves every table. A row
+//! `jsonb_to_recordset` (or `COPY` into a rebuild's empty shadow table), so
+//! one generic function serves every table. A row
 //! is only ever replaced by one built from a later version of its stream
 //! (`where version < excluded.version`), so two writers racing on a row
 //! (two instances during a rebalance, or a redelivery) cannot move it back.
