@@ -450,5 +450,15 @@ mod tests {
             event
         );
         assert!(ProductEvent::decode("Nonsense", &data).is_err());
+        // The same from the JSON text the store holds, as replays read it.
+        let text = serde_json::value::to_raw_value(&data).unwrap();
+        assert_eq!(
+            ProductEvent::decode("InventoryReserved", &text).unwrap(),
+            event
+        );
+        assert!(ProductEvent::decode("Nonsense", &text).is_err());
+        let wrong_shape = serde_json::value::RawValue::from_string(r#"{"sku": 1}"#.into()).unwrap();
+        let error = ProductEvent::decode("InventoryReserved", &wrong_shape).unwrap_err();
+        assert_eq!(error.event_type, "InventoryReserved");
     }
 }

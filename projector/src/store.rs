@@ -99,18 +99,18 @@ pub async fn write<V: View>(
 /// shadow, before its indexes exist) with `COPY`: PostgreSQL reads its
 /// text format without parsing a JSON document per statement, which is
 /// what the insert through `jsonb_to_recordset` spends its time on.
-pub async fn copy_new<V: View>(
+pub async fn copy_new<'a, V: View>(
     conn: &mut PgConnection,
     table: &str,
-    rows: &[V],
+    rows: impl IntoIterator<Item = &'a V>,
 ) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let columns = column_types(&V::DECLARATION);
-    let mut text = Vec::with_capacity(rows.len() * 256);
+    let mut text = Vec::new();
     for row in rows {
         copy_line(&mut text, &columns, row)?;
+    }
+    if text.is_empty() {
+        return Ok(());
     }
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     let mut copy = conn

@@ -2,11 +2,13 @@
 //! hosts the services it starts, and every process of its containers
 //! (PostgreSQL's server and backends, the broker).
 //!
-//! Read from `/proc/<pid>/status` (`VmHWM`, the kernel's high-water mark of
-//! a process's resident set, shared memory it touched included), every
-//! [`INTERVAL`] while the benchmark runs, so a process that exits before
-//! the end (a backend whose connection closed) still counts. Watching
-//! starts by resetting the mark of the processes already running
+//! Read from `/proc/<pid>/status` every [`INTERVAL`] while the benchmark
+//! runs, so a process that exits before the end (a backend whose
+//! connection closed) still counts: `VmHWM`, the kernel's high-water mark
+//! of a process's resident set, which counts the shared memory it touched
+//! (PostgreSQL's shared buffers, in every backend that read them), and the
+//! largest `RssAnon` seen, its private memory. Watching starts by
+//! resetting the mark of the processes already running
 //! (`/proc/<pid>/clear_refs`), so what is reported is the peak within the
 //! watched part, not the benchmark's set-up (filling the log, say).
 
@@ -36,7 +38,10 @@ pub struct Peak {
     pub pid: u32,
     /// The process's command name (`/proc/<pid>/comm`).
     pub command: String,
+    /// The peak resident set (`VmHWM`), in KiB.
     pub kib: u64,
+    /// The largest private resident set sampled (`RssAnon`), in KiB.
+    pub private_kib: u64,
 }
 
 type Peaks = BTreeMap<(String, u32), Peak>;
@@ -96,14 +101,15 @@ impl PeakMemory {
                 .or_insert((peak, 1));
         }
         let mut table = format!(
-            "| peak resident memory during {what} | largest process | its peak | processes seen |\n|---|---|---|---|\n"
+            "| peak resident memory during {what} | largest process | its peak (of it private) | processes seen |\n|---|---|---|---|\n"
         );
         for (owner, (largest, seen)) in owners {
             table.push_str(&format!(
-                "| {owner} | {} (pid {}) | {:.0} MiB | {seen} |\n",
+                "| {owner} | {} (pid {}) | {:.0} MiB ({:.0} MiB) | {seen} |\n",
                 largest.command,
                 largest.pid,
-                largest.kib as f64 / 1024.0
+                largest.kib as f64 / 1024.0,
+                largest.private_kib as f64 / 1024.0
             ));
         }
         Ok(table)
@@ -129,7 +135,7 @@ fn container_pid(id: &str) -> anyhow::Result<u32> {
 
 fn sample(roots: &[(String, u32)], peaks: &mut Peaks) {
     for (owner, pid) in processes(roots) {
-        let Some(kib) = high_water_mark(pid) else {
+        let Some((kib, private_kib)) = resident(pid) else {
             continue; // exited meanwhile
         };
         let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -140,8 +146,10 @@ fn sample(roots: &[(String, u32)], peaks: &mut Peaks) {
             pid,
             command,
             kib: 0,
+            private_kib: 0,
         });
         peak.kib = peak.kib.max(kib);
+        peak.private_kib = peak.private_kib.max(private_kib);
     }
 }
 
@@ -190,17 +198,20 @@ fn parent_of(pid: u32) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `VmHWM` of a process, in KiB.
-fn high_water_mark(pid: u32) -> Option<u64> {
+/// `VmHWM` and `RssAnon` of a process, in KiB.
+fn resident(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((field("VmHWM:")?, field("RssAnon:")?))
 }
 
 #[cfg(test)]
@@ -220,7 +231,8 @@ mod tests {
         let mut peaks = Peaks::new();
         sample(&[("benchmark".to_owned(), me)], &mut peaks);
         let mine = &peaks[&("benchmark".to_owned(), me)];
-        assert!(mine.kib > 1024, "{mine:?}");
+        assert!(mine.kib > 1024 && mine.private_kib > 0, "{mine:?}");
+        assert!(mine.private_kib <= mine.kib, "{mine:?}");
         assert_eq!(
             peaks[&("benchmark".to_owned(), child.id())].command,
             "sleep"

@@ -15,9 +15,13 @@ use crate::store::{self, DeadLetter};
 use crate::views::{Declaration, Projection, View, WithView};
 
 /// One projection folded in memory: its rows by stream id.
+///
+/// Each row is boxed: a rebuild holds every row of every read model being
+/// rebuilt at once, and the map's spare capacity (up to half of it after
+/// it grows) then costs a pointer per slot instead of a whole row.
 struct Fold<V> {
     projection: Projection,
-    rows: HashMap<String, Option<V>>,
+    rows: HashMap<Box<str>, Option<Box<V>>>,
     events: u64,
     position: i64,
     refused: Vec<DeadLetter>,
@@ -43,13 +47,13 @@ impl<V: View> Fold<V> {
                     .push(stored_dead_letter(event.position, reason));
                 return;
             }
-            self.rows.insert(event.stream_id.clone(), None);
+            self.rows.insert(event.stream_id.as_str().into(), None);
         }
         let row = self
             .rows
             .get_mut(event.stream_id.as_str())
             .expect("inserted above");
-        let current = row.as_ref().map_or(0, V::version);
+        let current = row.as_deref().map_or(0, V::version);
         // The global order keeps each stream's versions in order (a
         // stream's next version is appended by a later transaction), so
         // anything else is refused rather than guessed at.
@@ -63,7 +67,12 @@ impl<V: View> Fold<V> {
             ));
             return;
         }
-        match V::apply(row, event) {
+        // `View::apply`, on a boxed row.
+        let applied = match row {
+            None => V::create(event).map(|created| *row = Some(Box::new(created))),
+            Some(existing) => existing.update(event),
+        };
+        match applied {
             Ok(()) => {
                 self.events += 1;
                 self.position = self.position.max(event.position);
@@ -74,26 +83,31 @@ impl<V: View> Fold<V> {
         }
     }
 
-    /// Writes the folded rows into the projection's shadow table.
+    /// Writes the folded rows into the projection's shadow table, a chunk
+    /// at a time: the rows are freed as their chunks are written, not
+    /// first gathered into a list of their own.
     async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
         let projection = self.projection;
         let shadow = format!("{}_shadow", projection.table());
-        let rows: Vec<V> = self.rows.into_values().flatten().collect();
+        let mut rows = self.rows.into_values().flatten();
         // A few connections write chunks side by side: encoding the rows
-        // here and parsing them there then use both sides' cores.
+        // here and reading them there then use both sides' cores.
         let mut writers = tokio::task::JoinSet::new();
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() || !writers.is_empty() {
-            while writers.len() < WRITERS && rows.peek().is_some() {
-                let chunk: Vec<V> = rows.by_ref().take(WRITE_CHUNK).collect();
+        loop {
+            while writers.len() < WRITERS {
+                let chunk: Vec<Box<V>> = rows.by_ref().take(WRITE_CHUNK).collect();
+                if chunk.is_empty() {
+                    break;
+                }
                 let (pool, shadow) = (pool.clone(), shadow.clone());
                 writers.spawn(async move {
                     let mut conn = pool.acquire().await.context("writing the shadow table")?;
-                    store::copy_new(&mut conn, &shadow, &chunk).await
+                    store::copy_new(&mut conn, &shadow, chunk.iter().map(|row| &**row)).await
                 });
             }
-            if let Some(written) = writers.join_next().await {
-                written.context("a shadow writer panicked")??;
+            match writers.join_next().await {
+                Some(written) => written.context("a shadow writer panicked")??,
+                None => break,
             }
         }
         report.report.refused += self.refused.len() as u64;

@@ -27,7 +27,7 @@ use event_store::{Checkpoint, EventStore, RecordedEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use self::fold::Folds;
-use self::shadow::{create_shadows, index_shadow, swap_in};
+use self::shadow::{create_shadows, index_shadows, swap_in};
 use crate::store::{self, DeadLetter};
 use crate::views::Projection;
 
@@ -44,6 +44,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Events read per query.
 const PAGE: u32 = 5_000;
+/// Indexes of the shadow tables built at once.
+const INDEXERS: usize = 2;
 /// Rows written per statement.
 const WRITE_CHUNK: usize = 2_000;
 /// Statements writing the shadow tables at once.
@@ -78,9 +80,9 @@ pub struct Report {
     /// Events that could not be applied (recorded as dead letters).
     pub refused: u64,
     pub elapsed: Duration,
-    /// Time spent reading and folding the log, writing the shadow tables,
-    /// and catching up and swapping.
-    pub phases: [Duration; 3],
+    /// Time spent reading and folding the log, writing the rows into the
+    /// shadow tables, indexing them, and catching up and swapping.
+    pub phases: [Duration; 4],
 }
 
 /// A rebuild that holds its lock: no other rebuild of these projections
@@ -152,12 +154,11 @@ async fn run(
     let (folds, mut after, mut read) = fold_log(pool, store, projections, progress).await?;
     let folded = started.elapsed();
     let mut report = folds.write(pool).await?;
-    let mut indexes = Vec::new();
-    for projection in projections {
-        indexes.push(index_shadow(pool, projection.table()).await?);
-    }
+    let copied = started.elapsed();
+    let tables: Vec<&'static str> = projections.iter().map(|p| p.table()).collect();
+    let indexes = index_shadows(pool, &tables).await?;
     let written = started.elapsed();
-    report.report.phases = [folded, written - folded, Duration::ZERO];
+    report.report.phases = [folded, copied - folded, written - copied, Duration::ZERO];
 
     // Catch up with what was appended while folding, without blocking the
     // live consumer; then the last few events under the lock, and swap.
@@ -176,7 +177,7 @@ async fn run(
     progress.advanced(read);
     report.report.events_read = read;
     report.report.elapsed = started.elapsed();
-    report.report.phases[2] = report.report.elapsed - written;
+    report.report.phases[3] = report.report.elapsed - written;
     Ok(report.report)
 }
 

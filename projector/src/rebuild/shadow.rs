@@ -4,6 +4,7 @@
 use anyhow::Context;
 use sqlx::{PgConnection, PgPool};
 
+use super::INDEXERS;
 use crate::views::Projection;
 
 /// Makes an empty `<table>_shadow` for each projection and records that
@@ -107,51 +108,96 @@ async fn keep_grants(tx: &mut PgConnection, table: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds on `<table>_shadow` the indexes `table` has (named
-/// `<index>_shadow` until the swap renames them), primary key included;
-/// returns the indexes' names.
-pub(super) async fn index_shadow(pool: &PgPool, table: &str) -> anyhow::Result<Vec<String>> {
-    let indexes: Vec<(String, String, bool)> = sqlx::query_as(
-        "select i.relname::text, pg_get_indexdef(i.oid), x.indisprimary
-         from pg_index x join pg_class i on i.oid = x.indexrelid
-         where x.indrelid = $1::regclass",
-    )
-    .bind(table)
-    .fetch_all(pool)
-    .await
-    .with_context(|| format!("reading the indexes of {table}"))?;
-    let mut names = Vec::with_capacity(indexes.len());
-    for (name, definition, primary) in indexes {
-        // `CREATE [UNIQUE] INDEX <name> ON <schema>.<table> USING ...`
-        let shadow_definition = definition
-            .replacen(
-                &format!(" INDEX {name} ON "),
-                &format!(" INDEX {name}_shadow ON "),
-                1,
-            )
-            .replacen(
-                &format!(".{table} USING "),
-                &format!(".{table}_shadow USING "),
-                1,
-            );
-        anyhow::ensure!(
-            shadow_definition.contains(&format!("{name}_shadow ON "))
-                && shadow_definition.contains(&format!("{table}_shadow USING ")),
-            "unexpected index definition: {definition}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(shadow_definition))
-            .execute(pool)
-            .await
-            .with_context(|| format!("building index {name} on {table}_shadow"))?;
-        if primary {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "alter table {table}_shadow add primary key using index {name}_shadow"
-            )))
-            .execute(pool)
-            .await
-            .with_context(|| format!("making {name}_shadow the primary key"))?;
+/// Builds on each `<table>_shadow` the indexes `table` has (named
+/// `<index>_shadow` until the swap renames them), primary keys included;
+/// returns each table's indexes' names, in the order of `tables`.
+///
+/// Up to [`INDEXERS`] indexes are built at once, across tables and on the
+/// same table (`create index` takes a lock that does not exclude another
+/// `create index`); each primary key is made from its index once every
+/// index is built, since that takes the table's exclusive lock.
+pub(super) async fn index_shadows(
+    pool: &PgPool,
+    tables: &[&'static str],
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut names = Vec::with_capacity(tables.len());
+    let mut builds = Vec::new();
+    let mut primary_keys = Vec::new();
+    for &table in tables {
+        let indexes: Vec<(String, String, bool)> = sqlx::query_as(
+            "select i.relname::text, pg_get_indexdef(i.oid), x.indisprimary
+             from pg_index x join pg_class i on i.oid = x.indexrelid
+             where x.indrelid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .with_context(|| format!("reading the indexes of {table}"))?;
+        let mut table_names = Vec::with_capacity(indexes.len());
+        for (name, definition, primary) in indexes {
+            builds.push((
+                table,
+                name.clone(),
+                shadow_definition(table, &name, &definition)?,
+            ));
+            if primary {
+                primary_keys.push((table, name.clone()));
+            }
+            table_names.push(name);
         }
-        names.push(name);
+        names.push(table_names);
+    }
+    let mut building = tokio::task::JoinSet::new();
+    let mut builds = builds.into_iter();
+    loop {
+        while building.len() < INDEXERS {
+            let Some((table, name, definition)) = builds.next() else {
+                break;
+            };
+            let pool = pool.clone();
+            building.spawn(async move {
+                sqlx::query(sqlx::AssertSqlSafe(definition))
+                    .execute(&pool)
+                    .await
+                    .with_context(|| format!("building index {name} on {table}_shadow"))
+            });
+        }
+        match building.join_next().await {
+            Some(built) => {
+                built.context("an index build panicked")??;
+            }
+            None => break,
+        }
+    }
+    for (table, name) in primary_keys {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter table {table}_shadow add primary key using index {name}_shadow"
+        )))
+        .execute(pool)
+        .await
+        .with_context(|| format!("making {name}_shadow the primary key"))?;
     }
     Ok(names)
+}
+
+/// `definition` (`CREATE [UNIQUE] INDEX <name> ON <schema>.<table> USING
+/// ...`) made to build `<name>_shadow` on `<table>_shadow`.
+fn shadow_definition(table: &str, name: &str, definition: &str) -> anyhow::Result<String> {
+    let shadow_definition = definition
+        .replacen(
+            &format!(" INDEX {name} ON "),
+            &format!(" INDEX {name}_shadow ON "),
+            1,
+        )
+        .replacen(
+            &format!(".{table} USING "),
+            &format!(".{table}_shadow USING "),
+            1,
+        );
+    anyhow::ensure!(
+        shadow_definition.contains(&format!("{name}_shadow ON "))
+            && shadow_definition.contains(&format!("{table}_shadow USING ")),
+        "unexpected index definition: {definition}"
+    );
+    Ok(shadow_definition)
 }

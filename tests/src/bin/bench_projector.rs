@@ -231,10 +231,11 @@ async fn rebuild(pool: &PgPool, store: &EventStore) -> anyhow::Result<f64> {
     let report = rebuild.run(pool, store, &Silent).await?;
     anyhow::ensure!(report.refused == 0, "{} events refused", report.refused);
     eprintln!(
-        "rebuild phases: read and fold {:.1} s, write {:.1} s, catch up and swap {:.1} s",
+        "rebuild phases: read and fold {:.1} s, write {:.1} s, index {:.1} s, catch up and swap {:.1} s",
         report.phases[0].as_secs_f64(),
         report.phases[1].as_secs_f64(),
-        report.phases[2].as_secs_f64()
+        report.phases[2].as_secs_f64(),
+        report.phases[3].as_secs_f64()
     );
     Ok(report.events_read as f64 / report.elapsed.as_secs_f64())
 }
