@@ -1,6 +1,7 @@
 //! Reading one stream, events by id, and the whole log in global order.
 
 use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
@@ -232,16 +233,36 @@ impl EventStore {
         self.read_all_columns(COLUMNS, after, limit).await
     }
 
-    /// [`EventStore::read_all_raw`] with every event's `metadata` left
-    /// `null`, for replays that only fold the events' data: a rebuild
-    /// reading the whole log saves the transfer of every metadata document.
-    pub async fn read_all_raw_without_metadata(
+    /// Every event readable now after `after`, in global order, with its
+    /// documents as the stored JSON text, from one query whose rows arrive
+    /// as PostgreSQL produces them: a reader of the whole log (a rebuild)
+    /// decodes the first rows while the server produces the next, where
+    /// pages of [`EventStore::read_all_raw`] take turns with it. The bound
+    /// of what is readable is taken once, when the query starts; what is
+    /// committed later is for the next read. Without `metadata`, every
+    /// event's `metadata` is `null`. The query holds one of the store's
+    /// connections until the stream ends or is dropped.
+    pub fn stream_all_raw(
         &self,
         after: Checkpoint,
-        limit: u32,
-    ) -> Result<Vec<RawEvent>> {
-        self.read_all_columns(COLUMNS_WITHOUT_METADATA, after, limit)
-            .await
+        metadata: bool,
+    ) -> BoxStream<'_, Result<RawEvent>> {
+        let columns = if metadata {
+            COLUMNS
+        } else {
+            COLUMNS_WITHOUT_METADATA
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {columns} from events
+             where (transaction_id, position) > ($1, $2)
+               and transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             order by transaction_id, position"
+        )))
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .fetch(&self.pool)
+        .map(move |row| Document::event(self, &row?))
+        .boxed()
     }
 
     #[tracing::instrument(

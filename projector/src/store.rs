@@ -96,28 +96,34 @@ pub async fn write<V: View>(
 }
 
 /// Writes rows into a table that has none of them yet (a rebuild's
-/// shadow, before its indexes exist) with `COPY`: PostgreSQL reads its
+/// shadow, before its indexes exist) with one `COPY`: PostgreSQL reads its
 /// text format without parsing a JSON document per statement, which is
-/// what the insert through `jsonb_to_recordset` spends its time on.
-pub async fn copy_new<'a, V: View>(
+/// what the insert through `jsonb_to_recordset` spends its time on. The
+/// rows are encoded and sent [`COPY_CHUNK`] bytes at a time, so the server
+/// reads the first while the next are encoded.
+pub async fn copy_new<V: View, R: std::borrow::Borrow<V>>(
     conn: &mut PgConnection,
     table: &str,
-    rows: impl IntoIterator<Item = &'a V>,
+    rows: impl IntoIterator<Item = R>,
 ) -> anyhow::Result<()> {
     let columns = column_types(&V::DECLARATION);
-    let mut text = Vec::new();
-    for row in rows {
-        copy_line(&mut text, &columns, row)?;
-    }
-    if text.is_empty() {
-        return Ok(());
-    }
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     let mut copy = conn
         .copy_in_raw(&format!("copy {table} ({}) from stdin", names.join(", ")))
         .await
         .with_context(|| format!("starting to copy rows into {table}"))?;
-    copy.send(text)
+    let mut text = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
+    for row in rows {
+        // On an error the copy is dropped, which fails it: nothing stays.
+        copy_line(&mut text, &columns, row.borrow())?;
+        if text.len() >= COPY_CHUNK {
+            copy.send(text.as_slice())
+                .await
+                .with_context(|| format!("copying rows into {table}"))?;
+            text.clear();
+        }
+    }
+    copy.send(text.as_slice())
         .await
         .with_context(|| format!("copying rows into {table}"))?;
     copy.finish()
@@ -125,6 +131,9 @@ pub async fn copy_new<'a, V: View>(
         .with_context(|| format!("copying rows into {table}"))?;
     Ok(())
 }
+
+/// How much `COPY` text [`copy_new`] encodes before sending it.
+const COPY_CHUNK: usize = 256 * 1024;
 
 /// Each column of a declaration with its SQL type.
 fn column_types(declaration: &Declaration) -> Vec<(&'static str, &'static str)> {

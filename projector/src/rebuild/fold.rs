@@ -10,7 +10,7 @@ use anyhow::Context;
 use event_store::RawEvent;
 use sqlx::PgPool;
 
-use super::{Progressing, WRITE_CHUNK, WRITERS, stored_dead_letter};
+use super::{Progressing, WRITERS, stored_dead_letter};
 use crate::store::{self, DeadLetter};
 use crate::views::{Declaration, Projection, View, WithView};
 
@@ -83,50 +83,43 @@ impl<V: View> Fold<V> {
         }
     }
 
-    /// Writes the folded rows into the projection's shadow table, a chunk
-    /// at a time: the rows are freed as their chunks are written, not
-    /// first gathered into a list of their own.
-    async fn write(self, pool: &PgPool, report: &mut Progressing) -> anyhow::Result<()> {
+    /// Writes the folded rows into the projection's shadow table with one
+    /// `COPY`, freeing each row as it is encoded, and its refused events as
+    /// dead letters.
+    async fn write(self, pool: PgPool) -> anyhow::Result<Folded> {
         let projection = self.projection;
         let shadow = format!("{}_shadow", projection.table());
-        let mut rows = self.rows.into_values().flatten();
-        // A few connections write chunks side by side: encoding the rows
-        // here and reading them there then use both sides' cores.
-        let mut writers = tokio::task::JoinSet::new();
-        loop {
-            while writers.len() < WRITERS {
-                let chunk: Vec<Box<V>> = rows.by_ref().take(WRITE_CHUNK).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                let (pool, shadow) = (pool.clone(), shadow.clone());
-                writers.spawn(async move {
-                    let mut conn = pool.acquire().await.context("writing the shadow table")?;
-                    store::copy_new(&mut conn, &shadow, chunk.iter().map(|row| &**row)).await
-                });
-            }
-            match writers.join_next().await {
-                Some(written) => written.context("a shadow writer panicked")??,
-                None => break,
-            }
-        }
-        report.report.refused += self.refused.len() as u64;
-        let mut conn = pool.acquire().await.context("writing dead letters")?;
+        let mut conn = pool.acquire().await.context("writing the shadow table")?;
+        store::copy_new::<V, _>(&mut conn, &shadow, self.rows.into_values().flatten()).await?;
         store::dead_letter(&mut conn, &self.refused).await?;
-        report.add(projection, self.events, self.position);
-        Ok(())
+        Ok(Folded {
+            projection,
+            events: self.events,
+            position: self.position,
+            refused: self.refused.len() as u64,
+        })
     }
+}
+
+/// What one projection's fold applied and refused, once written.
+struct Folded {
+    projection: Projection,
+    events: u64,
+    position: i64,
+    refused: u64,
 }
 
 /// A [`Fold`] of any view type.
 trait Folding: Send {
     fn apply(&mut self, event: &RawEvent);
 
-    fn write<'a>(
+    /// Streams folded so far.
+    fn rows(&self) -> usize;
+
+    fn write(
         self: Box<Self>,
-        pool: &'a PgPool,
-        report: &'a mut Progressing,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+        pool: PgPool,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<Folded>> + Send>>;
 }
 
 impl<V: View> Folding for Fold<V> {
@@ -134,12 +127,15 @@ impl<V: View> Folding for Fold<V> {
         Fold::apply(self, event);
     }
 
-    fn write<'a>(
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn write(
         self: Box<Self>,
-        pool: &'a PgPool,
-        report: &'a mut Progressing,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(Fold::write(*self, pool, report))
+        pool: PgPool,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<Folded>> + Send>> {
+        Box::pin(Fold::write(*self, pool))
     }
 }
 
@@ -175,10 +171,26 @@ impl Folds {
         }
     }
 
+    /// Writes every fold into its shadow table, up to [`WRITERS`] tables
+    /// at once (one `COPY` each: several into one table would queue for
+    /// its extension lock), the largest first.
     pub(super) async fn write(self, pool: &PgPool) -> anyhow::Result<Progressing> {
         let mut report = Progressing::default();
-        for (_, fold) in self.0 {
-            fold.write(pool, &mut report).await?;
+        let mut folds: Vec<Box<dyn Folding>> = self.0.into_iter().map(|(_, fold)| fold).collect();
+        folds.sort_by_key(|fold| std::cmp::Reverse(fold.rows()));
+        let mut folds = folds.into_iter();
+        let mut writing = tokio::task::JoinSet::new();
+        loop {
+            while writing.len() < WRITERS {
+                let Some(fold) = folds.next() else { break };
+                writing.spawn(fold.write(pool.clone()));
+            }
+            let Some(written) = writing.join_next().await else {
+                break;
+            };
+            let written = written.context("a shadow writer panicked")??;
+            report.report.refused += written.refused;
+            report.add(written.projection, written.events, written.position);
         }
         Ok(report)
     }

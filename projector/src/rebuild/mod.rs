@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use event_store::{Checkpoint, EventStore, RecordedEvent};
+use futures::StreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use self::fold::Folds;
@@ -46,9 +47,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const PAGE: u32 = 5_000;
 /// Indexes of the shadow tables built at once.
 const INDEXERS: usize = 2;
-/// Rows written per statement.
-const WRITE_CHUNK: usize = 2_000;
-/// Statements writing the shadow tables at once.
+/// Shadow tables written at once, each by one `COPY` on a connection of
+/// its own.
 const WRITERS: usize = 4;
 
 /// Why a rebuild did not run.
@@ -231,23 +231,29 @@ async fn fold_log(
     let mut after = Checkpoint::START;
     let mut read = 0u64;
     let mut last_saved = Instant::now();
-    // Reading (PostgreSQL and JSON decoding) and folding overlap: a task
-    // reads the next pages while this one folds.
+    // Reading and folding overlap: PostgreSQL produces the rows of one
+    // query over the whole log, a task decodes them into pages, and this
+    // one folds.
     let (pages, mut reading) = tokio::sync::mpsc::channel(2);
     let reader = {
         let store = store.clone();
         tokio::spawn(async move {
-            let mut after = Checkpoint::START;
-            loop {
-                let page = store.read_all_raw_without_metadata(after, PAGE).await?;
-                let Some(last) = page.last() else {
-                    return anyhow::Ok(());
-                };
-                after = last.checkpoint();
-                if pages.send(page).await.is_err() {
-                    return Ok(());
+            // Only the events' data is folded: their metadata is left out.
+            let mut events = store.stream_all_raw(Checkpoint::START, false);
+            let mut page = Vec::with_capacity(PAGE as usize);
+            while let Some(event) = events.next().await {
+                page.push(event?);
+                if page.len() == PAGE as usize {
+                    let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE as usize));
+                    if pages.send(full).await.is_err() {
+                        return anyhow::Ok(());
+                    }
                 }
             }
+            if !page.is_empty() {
+                let _ = pages.send(page).await;
+            }
+            Ok(())
         })
     };
     while let Some(page) = reading.recv().await {
