@@ -113,9 +113,10 @@ pub async fn copy_new<V: View, R: std::borrow::Borrow<V>>(
         .await
         .with_context(|| format!("starting to copy rows into {table}"))?;
     let mut text = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
+    let mut scratch = Vec::new();
     for row in rows {
         // On an error the copy is dropped, which fails it: nothing stays.
-        copy_line(&mut text, &columns, row.borrow())?;
+        copy_line(&mut text, &mut scratch, &columns, row.borrow())?;
         if text.len() >= COPY_CHUNK {
             copy.send(text.as_slice())
                 .await
@@ -152,29 +153,40 @@ fn column_types(declaration: &Declaration) -> Vec<(&'static str, &'static str)> 
 /// turned into column values as `jsonb_to_recordset` turns them (what
 /// [`write`] goes through, so both paths store the same row): JSON null or
 /// a missing field is SQL NULL, a string its text, anything else its JSON
-/// text, and a `jsonb` column always takes the JSON text.
+/// text, and a `jsonb` column always takes the JSON text. The row is
+/// encoded once into `scratch` and its fields are read back as slices of
+/// that text, without building a `Value` of it.
 fn copy_line(
     out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
     columns: &[(&str, &str)],
     row: &impl serde::Serialize,
 ) -> anyhow::Result<()> {
-    use serde_json::Value;
-    let Value::Object(fields) = serde_json::to_value(row).context("encoding a row")? else {
-        anyhow::bail!("a read-model row is not a JSON object");
-    };
-    let mut json = Vec::new();
+    use serde_json::value::RawValue;
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, row).context("encoding a row")?;
+    let fields: HashMap<&str, &RawValue> =
+        serde_json::from_slice(scratch).context("a read-model row is not a JSON object")?;
     for (i, (name, sql_type)) in columns.iter().enumerate() {
         if i > 0 {
             out.push(b'\t');
         }
-        match fields.get(*name) {
-            None | Some(Value::Null) => out.extend_from_slice(b"\\N"),
-            Some(Value::String(text)) if *sql_type != "jsonb" => copy_escape(out, text.as_bytes()),
-            Some(value) => {
-                json.clear();
-                serde_json::to_writer(&mut json, value).context("encoding a row")?;
-                copy_escape(out, &json);
+        let text = fields.get(*name).map_or("null", |field| field.get());
+        if text == "null" {
+            out.extend_from_slice(b"\\N");
+        } else if *sql_type != "jsonb" && text.starts_with('"') {
+            // A JSON string: its text, unescaped (borrowed when it has no
+            // escapes).
+            match serde_json::from_str::<&str>(text) {
+                Ok(unescaped) => copy_escape(out, unescaped.as_bytes()),
+                Err(_) => {
+                    let unescaped: String =
+                        serde_json::from_str(text).context("decoding a row's string")?;
+                    copy_escape(out, unescaped.as_bytes());
+                }
             }
+        } else {
+            copy_escape(out, text.as_bytes());
         }
     }
     out.push(b'\n');
@@ -519,8 +531,8 @@ mod tests {
             "reason": { "kind": "OutOfStock" },
             "ignored": "not a column",
         });
-        let mut out = Vec::new();
-        copy_line(&mut out, &columns, &row).unwrap();
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        copy_line(&mut out, &mut scratch, &columns, &row).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             [

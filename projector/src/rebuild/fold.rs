@@ -9,19 +9,23 @@ use std::pin::Pin;
 use anyhow::Context;
 use event_store::RawEvent;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::{Progressing, WRITERS, stored_dead_letter};
 use crate::store::{self, DeadLetter};
 use crate::views::{Declaration, Projection, View, WithView};
 
-/// One projection folded in memory: its rows by stream id.
+/// One projection folded in memory: its rows by stream.
 ///
 /// Each row is boxed: a rebuild holds every row of every read model being
 /// rebuilt at once, and the map's spare capacity (up to half of it after
-/// it grows) then costs a pointer per slot instead of a whole row.
+/// it grows) then costs a pointer per slot instead of a whole row. For the
+/// same reason a stream whose key is a UUID (`order-<uuid>`) is held by
+/// that UUID, not by its id's text.
 struct Fold<V> {
     projection: Projection,
-    rows: HashMap<Box<str>, Option<Box<V>>>,
+    by_uuid: HashMap<Uuid, Option<Box<V>>>,
+    by_id: HashMap<Box<str>, Option<Box<V>>>,
     events: u64,
     position: i64,
     refused: Vec<DeadLetter>,
@@ -31,28 +35,48 @@ impl<V: View> Fold<V> {
     fn new(projection: Projection) -> Self {
         Self {
             projection,
-            rows: HashMap::new(),
+            by_uuid: HashMap::new(),
+            by_id: HashMap::new(),
             events: 0,
             position: 0,
             refused: Vec::new(),
         }
     }
 
+    /// The row of an event's stream (`None` until its first event), or why
+    /// the stream cannot be a row of this read model.
+    fn row(&mut self, stream_id: &str) -> Result<&mut Option<Box<V>>, String> {
+        let declaration = V::DECLARATION;
+        if declaration.key.1 == "uuid" {
+            let key = stream_id
+                .strip_prefix(declaration.stream_prefix)
+                .and_then(|key| Uuid::parse_str(key).ok());
+            return match key {
+                Some(key) => Ok(self.by_uuid.entry(key).or_default()),
+                // Says why, as a live write would.
+                None => Err(store::key_of(&declaration, stream_id)
+                    .err()
+                    .unwrap_or_else(|| format!("{stream_id}: not a key"))),
+            };
+        }
+        // A stream's id is checked once, when first seen (this is the hot
+        // loop of a rebuild).
+        if !self.by_id.contains_key(stream_id) {
+            store::key_of(&declaration, stream_id)?;
+            self.by_id.insert(stream_id.into(), None);
+        }
+        Ok(self.by_id.get_mut(stream_id).expect("inserted above"))
+    }
+
     fn apply(&mut self, event: &RawEvent) {
-        // Keyed by stream id; a stream's id is checked once, when first
-        // seen (this is the hot loop of a rebuild).
-        if !self.rows.contains_key(event.stream_id.as_str()) {
-            if let Err(reason) = store::key_of(&V::DECLARATION, &event.stream_id) {
+        let row = match self.row(&event.stream_id) {
+            Ok(row) => row,
+            Err(reason) => {
                 self.refused
                     .push(stored_dead_letter(event.position, reason));
                 return;
             }
-            self.rows.insert(event.stream_id.as_str().into(), None);
-        }
-        let row = self
-            .rows
-            .get_mut(event.stream_id.as_str())
-            .expect("inserted above");
+        };
         let current = row.as_deref().map_or(0, V::version);
         // The global order keeps each stream's versions in order (a
         // stream's next version is appended by a later transaction), so
@@ -90,7 +114,8 @@ impl<V: View> Fold<V> {
         let projection = self.projection;
         let shadow = format!("{}_shadow", projection.table());
         let mut conn = pool.acquire().await.context("writing the shadow table")?;
-        store::copy_new::<V, _>(&mut conn, &shadow, self.rows.into_values().flatten()).await?;
+        let rows = self.by_uuid.into_values().chain(self.by_id.into_values());
+        store::copy_new::<V, _>(&mut conn, &shadow, rows.flatten()).await?;
         store::dead_letter(&mut conn, &self.refused).await?;
         Ok(Folded {
             projection,
@@ -128,7 +153,7 @@ impl<V: View> Folding for Fold<V> {
     }
 
     fn rows(&self) -> usize {
-        self.rows.len()
+        self.by_uuid.len() + self.by_id.len()
     }
 
     fn write(

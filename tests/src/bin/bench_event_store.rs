@@ -3,10 +3,14 @@
 //!
 //! - appends of 1 and 10 events with 1 and 16 concurrent writers, against
 //!   plain multi-row `INSERT`s of the same rows into an equivalent table;
-//! - reading the whole log in global order, against `COPY` out of the
+//! - reading the whole log in global order (documents parsed, as JSON text,
+//!   and as JSON text from one streamed query), against `COPY` out of the
 //!   events table;
 //! - the relay publishing to the broker, against a bare idempotent producer
-//!   sending the same payloads.
+//!   sending the same payloads, without headers and with the relay's
+//!   CloudEvents headers.
+//!
+//! It also reports each process's peak resident memory.
 //!
 //! Run with `make bench-event-store` (see BENCHMARKS.md). PostgreSQL keeps
 //! its default durability (fsync on) here, unlike in the tests.
@@ -20,7 +24,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_relay::{self as relay, RelayConfig, RelayMetrics};
 use event_store::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use harness::infra;
 use harness::memory::PeakMemory;
 use rdkafka::ClientConfig;
@@ -112,11 +116,13 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let store = EventStore::new(pool.clone());
     store.migrate().await?;
     fill(&pool, args.read_events).await?;
-    let (mut copies, mut reads, mut raw_reads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut copies, mut reads, mut raw_reads, mut streamed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         copies.push(copy_out(&pool).await?);
         reads.push(read_all(&store, Parsed).await?);
         raw_reads.push(read_all(&store, Raw).await?);
+        streamed.push(stream_all(&store).await?);
     }
     let copies = median(copies);
     rows.push(row(
@@ -130,6 +136,13 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         "read all in global order, documents as stored JSON text (`read_all_raw`)",
         "events/s",
         median(raw_reads),
+        copies,
+        "COPY out",
+    ));
+    rows.push(row(
+        "read all in global order, as JSON text, one streamed query (`stream_all_raw`)",
+        "events/s",
+        median(streamed),
         copies,
         "COPY out",
     ));
@@ -340,6 +353,18 @@ async fn read_all(store: &EventStore, documents: Documents) -> anyhow::Result<f6
         let Some(last) = last else { break };
         after = last;
         read += count as u64;
+    }
+    Ok(read as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The whole log through [`EventStore::stream_all_raw`], metadata included.
+async fn stream_all(store: &EventStore) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut events = store.stream_all_raw(Checkpoint::START, true);
+    let mut read = 0u64;
+    while let Some(event) = events.next().await {
+        event?;
+        read += 1;
     }
     Ok(read as f64 / started.elapsed().as_secs_f64())
 }
