@@ -3,9 +3,10 @@
 //!
 //! 1. Take the projection's rebuild lock (one rebuild at a time, across
 //!    processes) and create an empty `<table>_shadow`.
-//! 2. Read the whole log in global order and fold it in memory (`fold`:
-//!    each event into every read model being rebuilt that takes its
-//!    stream), then write the rows into the shadow in bulk.
+//! 2. Read the whole log in global order (one streamed query, documents as
+//!    JSON text) and fold it in memory (`fold`: each event into every read
+//!    model being rebuilt that takes its stream), then write the rows into
+//!    the shadows with `COPY` and build their indexes.
 //! 3. Catch the shadow up with what was appended meanwhile, row by row.
 //! 4. In one transaction: take the projection's exclusive lock (live writes
 //!    to the table hold it shared, so none is in flight), catch up the last
