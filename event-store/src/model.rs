@@ -176,14 +176,15 @@ impl<D> RecordedEvent<D> {
             position: self.position,
         }
     }
-}
 
-impl RawEvent {
-    /// The event with its documents parsed.
-    pub fn parse(self) -> serde_json::Result<RecordedEvent> {
+    /// The event with both its documents turned by `convert`.
+    fn map_documents<E, Err>(
+        self,
+        convert: impl Fn(D) -> Result<E, Err>,
+    ) -> Result<RecordedEvent<E>, Err> {
         Ok(RecordedEvent {
-            data: serde_json::from_str(self.data.get())?,
-            metadata: serde_json::from_str(self.metadata.get())?,
+            data: convert(self.data)?,
+            metadata: convert(self.metadata)?,
             event_id: self.event_id,
             stream_id: self.stream_id,
             version: self.version,
@@ -193,6 +194,13 @@ impl RawEvent {
             schema_version: self.schema_version,
             recorded_at: self.recorded_at,
         })
+    }
+}
+
+impl RawEvent {
+    /// The event with its documents parsed.
+    pub fn parse(self) -> serde_json::Result<RecordedEvent> {
+        self.map_documents(|document| serde_json::from_str(document.get()))
     }
 
     /// The W3C trace context in the metadata, if any (see
@@ -212,18 +220,7 @@ impl RawEvent {
 impl RecordedEvent {
     /// The event with its documents as JSON text.
     pub fn to_raw(self) -> serde_json::Result<RawEvent> {
-        Ok(RecordedEvent {
-            data: serde_json::value::to_raw_value(&self.data)?,
-            metadata: serde_json::value::to_raw_value(&self.metadata)?,
-            event_id: self.event_id,
-            stream_id: self.stream_id,
-            version: self.version,
-            position: self.position,
-            transaction_id: self.transaction_id,
-            event_type: self.event_type,
-            schema_version: self.schema_version,
-            recorded_at: self.recorded_at,
-        })
+        self.map_documents(|document| serde_json::value::to_raw_value(&document))
     }
 }
 
