@@ -14,8 +14,8 @@ use crate::{
 };
 
 /// Every column of an event, in the order [`EventStore::decode`] reads them.
-pub(crate) const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
-                       schema_version, data, metadata, recorded_at";
+pub(crate) const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, \
+                                  type, schema_version, data, metadata, recorded_at";
 
 /// [`COLUMNS`] with an empty metadata document in place of the stored one.
 const COLUMNS_WITHOUT_METADATA: &str = "event_id, stream_id, version, position, transaction_id, \
