@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use clap::Parser;
 use harness::bench::Services;
 use harness::infra;
+use harness::memory::PeakMemory;
 use harness::services::{self, RunningService};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -98,17 +99,21 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
         anyhow::Ok((command_service, floor))
     }
     .await;
+    let watch = PeakMemory::watch(bench)?;
     let rows = match started {
         Ok((command_service, floor)) => load(&database_url, &command_service, &floor, args).await,
         Err(error) => Err(error),
     };
+    let memory = watch.report("the load (ours and the floor's)").await;
     services.stop().await;
-    let rows = rows?;
+    let (rows, memory) = (rows?, memory?);
     println!("| connections | POST /v1/orders | floor (one INSERT) | throughput ratio |");
     println!("|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
+    println!();
+    println!("{memory}");
     Ok(())
 }
 
