@@ -313,9 +313,9 @@ pub(crate) async fn insert_grouped(
 /// same checks and numbering in a statement simple enough for PostgreSQL
 /// to settle on a generic plan after a few executions, where the grouped
 /// one is planned again at every execution, which cost more than running
-/// it (BENCHMARKS.md, issue 26). Inserts every event or
-/// none: none when the stream is not at the expected version or an event
-/// id is already stored.
+/// it (BENCHMARKS.md, issue 26). Inserts every event or none: none when
+/// the stream is not at the expected version or an event id is already
+/// stored.
 async fn insert_one_stream(
     conn: &mut PgConnection,
     append: &StreamAppend,

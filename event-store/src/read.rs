@@ -14,8 +14,8 @@ use crate::{
 };
 
 /// Every column of an event, in the order [`EventStore::decode`] reads them.
-pub(crate) const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, \
-                                  type, schema_version, data, metadata, recorded_at";
+const COLUMNS: &str = "event_id, stream_id, version, position, transaction_id, type, \
+                       schema_version, data, metadata, recorded_at";
 
 /// [`COLUMNS`] with an empty metadata document in place of the stored one.
 const COLUMNS_WITHOUT_METADATA: &str = "event_id, stream_id, version, position, transaction_id, \
@@ -223,14 +223,14 @@ impl EventStore {
     /// long-running writing transaction therefore holds readers back (never
     /// makes them skip); see [`EventStore::held_back`].
     pub async fn read_all(&self, after: Checkpoint, limit: u32) -> Result<Vec<RecordedEvent>> {
-        self.read_all_columns(COLUMNS, after, limit).await
+        self.read_all_as(after, limit).await
     }
 
     /// [`EventStore::read_all`] with the documents left as the stored JSON
     /// text: what a reader that passes them on, or decodes them into types
     /// of its own, takes instead of building a `Value` of each.
     pub async fn read_all_raw(&self, after: Checkpoint, limit: u32) -> Result<Vec<RawEvent>> {
-        self.read_all_columns(COLUMNS, after, limit).await
+        self.read_all_as(after, limit).await
     }
 
     /// Every event readable now after `after`, in global order, with its
@@ -265,20 +265,20 @@ impl EventStore {
         .boxed()
     }
 
+    /// [`EventStore::read_all`] with the documents read as `D`.
     #[tracing::instrument(
         name = "event_store.read_all",
         level = "debug",
         skip_all,
         fields(otel.kind = "client", db.system.name = "postgresql", after = after.position, limit = limit)
     )]
-    pub(crate) async fn read_all_columns<D: Document>(
+    pub(crate) async fn read_all_as<D: Document>(
         &self,
-        columns: &str,
         after: Checkpoint,
         limit: u32,
     ) -> Result<Vec<RecordedEvent<D>>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {columns} from events
+            "select {COLUMNS} from events
              where (transaction_id, position) > ($1, $2)
                and transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
              order by transaction_id, position

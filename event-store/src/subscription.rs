@@ -4,15 +4,13 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use serde_json::Value;
-use serde_json::value::RawValue;
-
 use crate::notify::CHANNEL;
-use crate::read::COLUMNS;
 use crate::{Checkpoint, Document, EventStore, RecordedEvent, Result};
 
 /// The shortest time between two reads of a caught-up subscription, so a
@@ -124,10 +122,7 @@ impl EventStore {
             // Appends from now on wake the wait below.
             local_appends.borrow_and_update();
             let read_at = tokio::time::Instant::now();
-            let batch = match self
-                .read_all_columns::<D>(COLUMNS, after, options.batch_size)
-                .await
-            {
+            let batch = match self.read_all_as::<D>(after, options.batch_size).await {
                 Ok(batch) => batch,
                 Err(error) => {
                     let _ = sender.send(Err(error)).await;
