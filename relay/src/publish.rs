@@ -1,7 +1,6 @@
 //! The relay itself: one active process, elected by an advisory lock,
 //! publishing from its checkpoint.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -241,12 +240,17 @@ async fn create_producer(
 /// Publishes the log from the stored checkpoint on, saving the checkpoint
 /// as it goes, until something fails or the lock is lost.
 ///
-/// Up to [`IN_FLIGHT`] batches are with the broker at once: the next batch
-/// is read and queued while the broker acknowledges the ones before it.
-/// The producer is idempotent, so each partition keeps the log's order
-/// across them and across retries. The checkpoint only ever moves past
-/// batches the broker acknowledged in full, oldest first: a crash or a
-/// refused message repeats what was in flight, and never skips it.
+/// One batch is with the producer at a time, and the next is read from the
+/// store while the broker writes it: whatever is read meanwhile (up to
+/// `batch_size` events) goes out as soon as the broker has acknowledged
+/// the batch before. Handing the producer more would not send more: the
+/// idempotent producer keeps a partition's next request back while one
+/// carrying five or more messages is unacknowledged, and its broker thread
+/// spins until then (librdkafka 2.12; BENCHMARKS.md measured a quarter of
+/// a core at 200 orders/s against a slow broker). The producer keeps each
+/// partition's order across its retries. The checkpoint only ever moves
+/// past a batch the broker acknowledged in full: a crash or a refused
+/// message repeats what was in flight, and never skips it.
 async fn publish_from_checkpoint(
     store: &EventStore,
     config: &RelayConfig,
@@ -266,19 +270,20 @@ async fn publish_from_checkpoint(
             poll_interval: config.poll_interval.min(Duration::from_millis(500)),
         },
     );
+    let batch_size = config.batch_size as usize;
     let mut last_lag_update = Instant::now() - Duration::from_secs(10);
-    let mut received = Vec::with_capacity(config.batch_size as usize);
-    let mut batch = Vec::with_capacity(config.batch_size as usize);
-    let mut in_flight: VecDeque<Sent> = VecDeque::with_capacity(IN_FLIGHT);
+    let mut received = Vec::with_capacity(batch_size);
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut in_flight: Option<Sent> = None;
     loop {
         tokio::select! {
-            // Acknowledgements first, so the checkpoint keeps up.
+            // The acknowledgement first, so the checkpoint keeps up.
             biased;
-            acked = async { (&mut in_flight.front_mut().expect("one in flight").acked).await },
-                if !in_flight.is_empty() =>
+            acked = async { (&mut in_flight.as_mut().expect("one in flight").acked).await },
+                if in_flight.is_some() =>
             {
                 acked?;
-                let sent = in_flight.pop_front().expect("one in flight");
+                let sent = in_flight.take().expect("one in flight");
                 checkpoint = sent.last;
                 metrics.published.inc_by(sent.events);
                 // Under load, batches are small and frequent; saving after
@@ -291,8 +296,8 @@ async fn publish_from_checkpoint(
                 }
                 update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
             }
-            count = subscription.next_batch(&mut received, config.batch_size as usize),
-                if in_flight.len() < IN_FLIGHT =>
+            count = subscription.next_batch(&mut received, batch_size - batch.len()),
+                if batch.len() < batch_size =>
             {
                 if count == 0 {
                     anyhow::bail!("the subscription ended");
@@ -300,8 +305,6 @@ async fn publish_from_checkpoint(
                 for event in received.drain(..) {
                     batch.push(event?);
                 }
-                in_flight.push_back(publish(producer, config, partitions, &batch)?);
-                batch.clear();
             }
             // Idle (nothing read, nothing acknowledged): check the lock and
             // save what was published since the last save.
@@ -315,13 +318,12 @@ async fn publish_from_checkpoint(
                 update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
             }
         }
+        if in_flight.is_none() && !batch.is_empty() {
+            in_flight = Some(publish(producer, config, partitions, &batch)?);
+            batch.clear();
+        }
     }
 }
-
-/// Most batches sent and not yet acknowledged in full. One would leave the
-/// broker idle while the relay reads and encodes the next batch, and the
-/// relay idle while the broker writes; a few keep both busy.
-const IN_FLIGHT: usize = 4;
 
 /// A batch handed to the producer.
 struct Sent {
