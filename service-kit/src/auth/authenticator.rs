@@ -8,6 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde_json::Value;
 
+use super::verified::{Verified, VerifiedTokens};
 use super::{AuthConfig, Grant, KeySet, REFETCH_FLOOR, Refused, Role, Source};
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -30,6 +31,7 @@ struct Inner {
     audience: String,
     roles_claim: Vec<String>,
     grants: Vec<Grant>,
+    verified: VerifiedTokens,
 }
 
 /// A refusal for one of the fixed reasons (the others carry the
@@ -100,6 +102,7 @@ impl Authenticator {
                 audience: config.audience.clone(),
                 roles_claim: config.roles_claim.split('.').map(str::to_owned).collect(),
                 grants: config.grants.clone(),
+                verified: VerifiedTokens::default(),
             }),
         }
     }
@@ -114,8 +117,11 @@ impl Authenticator {
 
     /// The subject and roles of a valid token.
     pub async fn verify(&self, token: &str) -> Result<(String, BTreeSet<Role>), Refused> {
+        if let Some(known) = self.remembered(token).await {
+            return Ok(known);
+        }
         let header = asymmetric_header(token)?;
-        let issuer = self.issuer(token)?;
+        let (index, issuer) = self.issuer(token)?;
         let key = issuer
             .keys
             .key(header.kid.as_deref())
@@ -134,12 +140,42 @@ impl Authenticator {
             .ok_or_else(|| refuse("the token has no subject"))?
             .to_owned();
         let roles = self.roles(&claims, &issuer.name, &subject);
+        // `exp` is required, so a verified token has one.
+        if let Some(exp) = claims["exp"].as_f64() {
+            self.inner.verified.put(
+                token,
+                Verified {
+                    issuer: index,
+                    kid: header.kid,
+                    key_id: key.id,
+                    valid_until: (exp as u64).saturating_add(LEEWAY_SECS),
+                    subject: subject.clone(),
+                    roles: roles.clone(),
+                },
+            );
+        }
         Ok((subject, roles))
     }
 
-    /// The trusted issuer the token names. The issuer picks the key set;
-    /// the signature check that follows is what makes the claim true.
-    fn issuer(&self, token: &str) -> Result<&Issuer, Refused> {
+    /// What `token` was verified as before, if it has not expired since
+    /// and the key that verified it is still the one its issuer's key set
+    /// holds under its `kid` (the set is read again as `verify` would).
+    async fn remembered(&self, token: &str) -> Option<(String, BTreeSet<Role>)> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let known = self.inner.verified.get(token, now)?;
+        let issuer = &self.inner.issuers[known.issuer];
+        let key = issuer.keys.key(known.kid.as_deref()).await;
+        if key.is_none_or(|key| key.id != known.key_id) {
+            self.inner.verified.forget(token);
+            return None;
+        }
+        Some((known.subject, known.roles))
+    }
+
+    /// The trusted issuer the token names, and its place among them. The
+    /// issuer picks the key set; the signature check that follows is what
+    /// makes the claim true.
+    fn issuer(&self, token: &str) -> Result<(usize, &Issuer), Refused> {
         let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|_| refuse("the token's claims are not JSON"))?;
         let iss = unverified["iss"]
@@ -148,7 +184,8 @@ impl Authenticator {
         self.inner
             .issuers
             .iter()
-            .find(|i| i.name == iss)
+            .enumerate()
+            .find(|(_, i)| i.name == iss)
             .ok_or_else(|| refuse("the token's issuer is not trusted"))
     }
 
@@ -205,4 +242,69 @@ fn asymmetric_header(token: &str) -> Result<Header, Refused> {
         return Err(refuse("symmetric algorithms are not accepted"));
     }
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PLATFORM_AUDIENCE;
+    use crate::auth::keys::{Claims, SigningKey};
+
+    fn mint(key: &SigningKey, ttl: Duration) -> String {
+        key.mint(&Claims {
+            issuer: "test-issuer".into(),
+            audience: PLATFORM_AUDIENCE.into(),
+            subject: "orchestrator".into(),
+            roles: vec!["service".into()],
+            ttl,
+        })
+        .unwrap()
+    }
+
+    /// A token verified once is answered from memory while its key stays
+    /// the set's; once the set holds another key under the same `kid`, the
+    /// same token is checked again, and refused.
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_once_its_key_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        let first = SigningKey::generate("k");
+        let second = SigningKey::generate("k");
+        std::fs::write(&path, first.jwks().to_string()).unwrap();
+        let auth = Authenticator::new(&AuthConfig {
+            jwks_file: Some(path.clone()),
+            jwks_url: None,
+            issuers: vec!["test-issuer".into()],
+            audience: PLATFORM_AUDIENCE.into(),
+            jwks_max_age: Duration::from_secs(600),
+            roles_claim: "roles".into(),
+            grants: Vec::new(),
+        });
+        let token = mint(&first, Duration::from_secs(600));
+        for _ in 0..2 {
+            let (subject, roles) = auth.verify(&token).await.expect("verified");
+            assert_eq!(subject, "orchestrator");
+            assert_eq!(roles.into_iter().collect::<Vec<_>>(), [Role::Service]);
+        }
+        assert!(
+            auth.inner
+                .verified
+                .get(&token, jsonwebtoken::get_current_timestamp())
+                .is_some(),
+            "remembered"
+        );
+        // Another size, so the change shows whatever the clock's grain.
+        std::fs::write(&path, format!("{}\n", second.jwks())).unwrap();
+        let refused = auth.verify(&token).await.expect_err("the old key's token");
+        assert!(refused.0.contains("not valid"), "{}", refused.0);
+        auth.verify(&mint(&second, Duration::from_secs(600)))
+            .await
+            .expect("the new key's token");
+        // A token another key signed with the same claims is not the
+        // remembered one.
+        let forged = mint(&SigningKey::generate("k"), Duration::from_secs(600));
+        assert!(auth.verify(&forged).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -57,6 +58,10 @@ impl std::fmt::Display for Source {
 pub struct Key {
     pub decoding: DecodingKey,
     pub algorithms: Vec<Algorithm>,
+    /// Unique to this key as read this time: reading the set again gives
+    /// every key a new one, so a token verified with the key before is
+    /// verified again rather than remembered (`auth::verified`).
+    pub id: u64,
 }
 
 #[derive(Default)]
@@ -275,9 +280,11 @@ fn usable(jwk: &Jwk) -> Option<Key> {
         }
     };
     let decoding = DecodingKey::from_jwk(jwk).ok()?;
+    static READ: AtomicU64 = AtomicU64::new(1);
     Some(Key {
         decoding,
         algorithms,
+        id: READ.fetch_add(1, Ordering::Relaxed),
     })
 }
 

@@ -19,6 +19,7 @@ mod authenticator;
 pub mod jwks;
 pub mod keys;
 mod routes;
+mod verified;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
