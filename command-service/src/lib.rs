@@ -109,6 +109,8 @@ pub struct AppState {
     pub idempotency: http::idempotency::Idempotency,
     /// The state each stream had after this process's last append to it.
     pub warm: warm::Warm,
+    /// Each saga as this process last recorded an outcome in it.
+    pub sagas: routes::steps::KeptSagas,
 }
 
 /// The public write API's routes, each with who may call it (the
@@ -321,6 +323,7 @@ impl AppState {
             store,
             catalogue: catalogue::Catalogue::default(),
             warm: warm::Warm::default(),
+            sagas: routes::steps::KeptSagas::default(),
         }
     }
 }

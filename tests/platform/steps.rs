@@ -340,6 +340,47 @@ async fn a_stale_saga_version_is_saga_moved_and_writes_nothing() {
     assert_eq!(t.count("product-lamp", "InventoryReserved").await, 1);
 }
 
+/// command-service keeps each saga as its last recorded outcome left it,
+/// and decides the next call at that version without reading the stream.
+/// When the stream has moved on meanwhile (a cancellation recorded by the
+/// orchestrator), the outcome's append finds it: 409 `saga-moved`, and
+/// nothing is charged.
+#[tokio::test]
+async fn a_saga_moved_on_after_its_last_step_is_saga_moved_and_charges_nothing() {
+    let t = Steps::start().await;
+    t.api.product("vase", 3_000, 3).await;
+    let customer = t.api.customer(5_000).await;
+    let order_id = t.order(&customer, one("vase"), "FR").await;
+    let version = t.started(&order_id).await;
+    let reserved = t
+        .step_then(
+            &order_id,
+            "reserve-inventory",
+            version,
+            "charge_payment",
+            "1",
+        )
+        .await;
+    assert_eq!(reserved.status(), StatusCode::OK);
+    let charging = version + 2;
+    assert_eq!(t.saga_version(&order_id).await, charging);
+    let moved = t
+        .saga(
+            &order_id,
+            &[SagaEvent::CancellationRequested {
+                reason: "customer".into(),
+            }],
+        )
+        .await;
+    assert_eq!(moved, charging + 1);
+
+    let charged = t.step(&order_id, "charge-payment", charging).await;
+    assert_problem(charged, StatusCode::CONFLICT, "saga-moved", None).await;
+    let customer_stream = format!("customer-{customer}");
+    assert_eq!(t.count(&customer_stream, "PaymentCharged").await, 0);
+    assert_eq!(t.saga_version(&order_id).await, moved, "nothing recorded");
+}
+
 #[tokio::test]
 async fn a_saga_that_goes_straight_through_records_each_outcome_with_its_effect() {
     let t = Steps::start().await;

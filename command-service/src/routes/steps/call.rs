@@ -2,6 +2,9 @@
 //! whether the saga's stream, at the call's version, says it is the call's
 //! turn.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -167,6 +170,7 @@ struct Cause {
 /// what to record there with the action's effect.
 pub struct Turn {
     call: SagaCall,
+    order_id: Uuid,
     stream: String,
     pub state: SagaState,
     cause: Cause,
@@ -196,21 +200,37 @@ impl SagaCall {
             }
         }
         let stream = stream::saga(order_id);
-        let (state, version, cause) = load_saga(&app.store, order_id).await?;
-        if version != self.version {
-            return Err(saga_moved(&stream).into());
-        }
-        // Checked on the state at the very version the outcome is appended
-        // at, so the check holds when the effect is written.
-        if let Err(out_of_turn) = state.turn(action) {
-            return Err(Problem::conflict(format!(
-                "not this call's turn in {stream} at version {version}: {out_of_turn}; \
-                 nothing was written"
-            ))
-            .into());
-        }
+        // The saga as this process recorded it at the call's version, if it
+        // did: that is what the stream holds at that version, and the
+        // outcome's append expects it, so a stream that moved on since is
+        // caught there (409 `saga-moved`) rather than here.
+        let kept = app
+            .sagas
+            .at(order_id, self.version)
+            .filter(|(state, _)| state.turn(action).is_ok());
+        let (state, cause) = match kept {
+            Some(kept) => kept,
+            None => {
+                let (state, version, cause) = load_saga(&app.store, order_id).await?;
+                if version != self.version {
+                    return Err(saga_moved(&stream).into());
+                }
+                // Checked on the state at the very version the outcome is
+                // appended at, so the check holds when the effect is
+                // written.
+                if let Err(out_of_turn) = state.turn(action) {
+                    return Err(Problem::conflict(format!(
+                        "not this call's turn in {stream} at version {version}: {out_of_turn}; \
+                         nothing was written"
+                    ))
+                    .into());
+                }
+                (state, cause)
+            }
+        };
         Ok(Turn {
             call: self,
+            order_id,
             stream,
             state,
             cause,
@@ -219,6 +239,26 @@ impl SagaCall {
 }
 
 impl Turn {
+    /// Keeps the saga as `record`, now appended, left it, so that the next
+    /// call at its new version (the saga's next step, usually) need not
+    /// read the stream.
+    pub fn recorded(&self, sagas: &KeptSagas, record: &StreamAppend) {
+        let mut state = self.state.clone();
+        for event in &record.events {
+            match SagaEvent::decode(&event.event_type, &event.data) {
+                Ok(event) => state = state.evolve(&event),
+                // Not one of the saga's events: keep nothing.
+                Err(_) => return,
+            }
+        }
+        let cause = Cause {
+            correlation_id: self.cause.correlation_id.clone(),
+            event_id: record.events.last().map(|event| event.event_id),
+        };
+        let version = self.call.version + record.events.len() as u64;
+        sagas.keep(self.order_id, version, state, cause);
+    }
+
     /// The request's context for what the call appends: its events belong
     /// to the saga's causal chain (the placement's correlation id, caused
     /// by the saga's event at the call's version), whoever asked.
@@ -253,5 +293,65 @@ impl Turn {
             ExpectedVersion::at(self.call.version),
             events,
         )
+    }
+}
+
+/// Sagas as this process last recorded them: the state and cause at the
+/// version its last recorded outcome left each one at. A saga's stream at a
+/// given version never changes, so a kept saga is exactly what reading the
+/// stream up to that version gives; it cannot say whether the stream has
+/// moved on since, which the outcome's append, expecting that version,
+/// finds out. A call whose turn the kept state denies reads the stream,
+/// so that every refusal is one the stream gives now.
+#[derive(Clone, Default)]
+pub struct KeptSagas {
+    kept: Arc<Mutex<HashMap<Uuid, KeptSaga>>>,
+}
+
+struct KeptSaga {
+    version: u64,
+    state: SagaState,
+    cause: Cause,
+}
+
+/// Sagas kept; when full, all are forgotten (each costs one read).
+const KEPT_SAGAS: usize = 20_000;
+
+impl KeptSagas {
+    /// The kept saga of `order_id`, if it is kept at `version`.
+    fn at(&self, order_id: Uuid, version: u64) -> Option<(SagaState, Cause)> {
+        let kept = self.lock();
+        let saga = kept.get(&order_id).filter(|saga| saga.version == version)?;
+        Some((saga.state.clone(), saga.cause.clone()))
+    }
+
+    /// Keeps the saga of `order_id` at `version`, unless a later version
+    /// is kept already.
+    fn keep(&self, order_id: Uuid, version: u64, state: SagaState, cause: Cause) {
+        let mut kept = self.lock();
+        if kept
+            .get(&order_id)
+            .is_some_and(|saga| saga.version >= version)
+        {
+            return;
+        }
+        if kept.len() >= KEPT_SAGAS {
+            kept.clear();
+        }
+        kept.insert(
+            order_id,
+            KeptSaga {
+                version,
+                state,
+                cause,
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, KeptSaga>> {
+        // A panic while holding the lock leaves a map that is still valid.
+        self.kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

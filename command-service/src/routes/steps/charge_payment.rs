@@ -63,6 +63,8 @@ pub async fn charge_payment(
     )
     .await?;
     Ok(done(
+        &app.sagas,
+        &turn,
         order_id,
         CHARGE,
         &record,
@@ -96,6 +98,8 @@ pub async fn refund_payment(
     )
     .await?;
     Ok(done(
+        &app.sagas,
+        &turn,
         order_id,
         REFUND,
         &record,

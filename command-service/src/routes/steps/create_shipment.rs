@@ -80,6 +80,8 @@ pub async fn create_shipment(
     )
     .await?;
     let mut outcome = done(
+        &app.sagas,
+        &turn,
         order_id,
         CREATE,
         &record,
@@ -115,6 +117,8 @@ pub async fn cancel_shipment(
     )
     .await?;
     Ok(done(
+        &app.sagas,
+        &turn,
         order_id,
         CANCEL,
         &record,

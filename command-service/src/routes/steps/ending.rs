@@ -57,6 +57,8 @@ pub async fn confirm(
     })
     .await?;
     let mut outcome = done(
+        &app.sagas,
+        &turn,
         order_id,
         api::CONFIRM,
         &record,
@@ -102,6 +104,8 @@ pub async fn reject(
     })
     .await?;
     Ok(done(
+        &app.sagas,
+        &turn,
         order_id,
         api::REJECT,
         &record,
@@ -130,6 +134,8 @@ pub async fn mark_cancelled(
     })
     .await?;
     Ok(done(
+        &app.sagas,
+        &turn,
         order_id,
         api::MARK_CANCELLED,
         &record,

@@ -29,7 +29,14 @@
 //! version it is 409 `saga-moved` (read the saga again); if the stream at
 //! V does not say it is this action's turn (`domain::saga::SagaState::turn`,
 //! the same rules the orchestrator decides by), 409 `conflict`; nothing is
-//! written in either case. Otherwise the action's outcome (`StepSucceeded`,
+//! written in either case. When this process recorded the outcome that
+//! left the saga at V (the step before, usually), it has the saga at V
+//! without reading it (`call::KeptSagas`); whether the stream moved on
+//! since is then found by the outcome's append, which expects V (409
+//! `saga-moved` as well). Only a business refusal, which appends nothing,
+//! can be answered for a saga whose stream has moved on in the meantime;
+//! the orchestrator's own record of it expects V too, conflicts, and reads
+//! the saga again. Otherwise the action's outcome (`StepSucceeded`,
 //! `StepCompensated`, `SagaCompleted`, or `SagaCompensated` for `reject` and
 //! `mark-cancelled`) is appended to the saga's stream in the same
 //! transaction as its effect, expecting version V. So the check and the
@@ -72,7 +79,7 @@ mod create_shipment;
 mod ending;
 mod reserve_inventory;
 
-pub use call::{SagaCall, SagaHeaders};
+pub use call::{KeptSagas, SagaCall, SagaHeaders};
 
 /// The OpenAPI tag of every step API operation.
 const TAG: &str = "saga steps";
@@ -138,12 +145,17 @@ pub struct StepOutcome {
     pub tracking_number: Option<String>,
 }
 
+/// The answer to a call whose outcome `record` was appended; the saga is
+/// kept as it left it (`call::KeptSagas`).
 fn done(
+    sagas: &KeptSagas,
+    turn: &call::Turn,
     order_id: Uuid,
     action: Action,
     record: &StreamAppend,
     appended: usize,
 ) -> Json<StepOutcome> {
+    turn.recorded(sagas, record);
     Json(StepOutcome {
         order_id,
         step: action.name.replace('-', "_"),

@@ -121,7 +121,9 @@ pub async fn reserve_inventory(
         ProductCommand::Reserve { order_id, quantity }
     })
     .await?;
-    Ok(done(order_id, RESERVE, &record, appended))
+    Ok(done(
+        &app.sagas, &turn, order_id, RESERVE, &record, appended,
+    ))
 }
 
 /// Returns the order's reservations.
@@ -144,5 +146,7 @@ pub async fn release_inventory(
         order_id,
     })
     .await?;
-    Ok(done(order_id, RELEASE, &record, appended))
+    Ok(done(
+        &app.sagas, &turn, order_id, RELEASE, &record, appended,
+    ))
 }
