@@ -246,8 +246,8 @@ async fn create_producer(
 /// the batch before. Handing the producer more would not send more: the
 /// idempotent producer keeps a partition's next request back while one
 /// carrying five or more messages is unacknowledged, and its broker thread
-/// spins until then (librdkafka 2.12; BENCHMARKS.md measured a quarter of
-/// a core at 200 orders/s against a slow broker). The producer keeps each
+/// spins until then (librdkafka 2.12; BENCHMARKS.md, "Sagas: a CPU
+/// profile per process"). The producer keeps each
 /// partition's order across its retries. The checkpoint only ever moves
 /// past a batch the broker acknowledged in full: a crash or a refused
 /// message repeats what was in flight, and never skips it.
