@@ -90,6 +90,27 @@ impl Steps {
         .await
     }
 
+    /// An order of one `sku` for a new customer with `balance`, whose
+    /// saga started and reserved it, recording the charge's start as the
+    /// orchestrator asks: returns the customer, the order and the saga's
+    /// version before the reservation (the charge runs at two past it).
+    async fn charging(&self, sku: &str, balance: i64, country: &str) -> (String, String, u64) {
+        let customer = self.api.customer(balance).await;
+        let order_id = self.order(&customer, one(sku), country).await;
+        let version = self.started(&order_id).await;
+        let reserved = self
+            .step_then(
+                &order_id,
+                "reserve-inventory",
+                version,
+                "charge_payment",
+                "1",
+            )
+            .await;
+        assert_eq!(reserved.status(), StatusCode::OK);
+        (customer, order_id, version)
+    }
+
     async fn saga_version(&self, order_id: &str) -> u64 {
         self.saga_events(order_id).await.len().try_into().unwrap()
     }
@@ -349,19 +370,7 @@ async fn a_stale_saga_version_is_saga_moved_and_writes_nothing() {
 async fn a_saga_moved_on_after_its_last_step_is_saga_moved_and_charges_nothing() {
     let t = Steps::start().await;
     t.api.product("vase", 3_000, 3).await;
-    let customer = t.api.customer(5_000).await;
-    let order_id = t.order(&customer, one("vase"), "FR").await;
-    let version = t.started(&order_id).await;
-    let reserved = t
-        .step_then(
-            &order_id,
-            "reserve-inventory",
-            version,
-            "charge_payment",
-            "1",
-        )
-        .await;
-    assert_eq!(reserved.status(), StatusCode::OK);
+    let (customer, order_id, version) = t.charging("vase", 5_000, "FR").await;
     let charging = version + 2;
     assert_eq!(t.saga_version(&order_id).await, charging);
     let moved = t
@@ -535,19 +544,7 @@ async fn an_undo_takes_effect_only_once_the_saga_compensates_and_only_last_first
 async fn confirm_before_payment_is_a_conflict() {
     let t = Steps::start().await;
     t.api.product("mug", 1_200, 5).await;
-    let customer = t.api.customer(5_000).await;
-    let order_id = t.order(&customer, one("mug"), "GB").await;
-    let version = t.started(&order_id).await;
-    let reserved = t
-        .step_then(
-            &order_id,
-            "reserve-inventory",
-            version,
-            "charge_payment",
-            "1",
-        )
-        .await;
-    assert_eq!(reserved.status(), StatusCode::OK);
+    let (_, order_id, version) = t.charging("mug", 5_000, "GB").await;
     let refused = t.step(&order_id, "confirm", version + 2).await;
     let body = assert_problem(refused, StatusCode::CONFLICT, "conflict", None).await;
     assert!(
@@ -650,19 +647,7 @@ async fn reject_takes_only_the_failures_code_and_records_the_sagas_end() {
 async fn payment_and_shipping_failures_are_business_problems() {
     let t = Steps::start().await;
     t.api.product("mug", 1_200, 5).await;
-    let poor = t.api.customer(100).await;
-    let order_id = t.order(&poor, one("mug"), "GB").await;
-    let version = t.started(&order_id).await;
-    let reserved = t
-        .step_then(
-            &order_id,
-            "reserve-inventory",
-            version,
-            "charge_payment",
-            "1",
-        )
-        .await;
-    assert_eq!(reserved.status(), StatusCode::OK);
+    let (_, order_id, version) = t.charging("mug", 100, "GB").await;
     let declined = t.step(&order_id, "charge-payment", version + 2).await;
     assert_problem(
         declined,
