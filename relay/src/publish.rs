@@ -33,8 +33,9 @@ pub struct RelayConfig {
     pub source: String,
     /// What a message holds.
     pub format: MessageFormat,
-    /// The producer's `linger.ms`: how long it waits for more events before
-    /// sending a request.
+    /// How long the relay waits for more events, from the first event of a
+    /// batch, before handing the batch to the producer (a full batch goes
+    /// at once).
     pub linger_ms: u32,
     pub batch_size: u32,
     /// The advisory lock key that elects the active relay.
@@ -60,7 +61,7 @@ impl RelayConfig {
     }
 }
 
-/// The producer's `linger.ms` unless configured. Each produce request costs
+/// The relay's linger unless configured. Each produce request costs
 /// tansu a few queries per partition (it plans every statement anew), so
 /// waiting 25 ms instead of 5 for more events sends fewer, larger requests,
 /// which saves the broker more than the wait costs a saga's start
@@ -228,7 +229,11 @@ async fn create_producer(
         .clone()
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", config.linger_ms.to_string())
+        // The relay lingers itself (see `publish_from_checkpoint`) and
+        // hands over whole batches. The producer waits only for the rest
+        // of the batch being queued: with none, it sends the first
+        // messages alone and the rest wait behind them (`PRODUCER_LINGER`).
+        .set("linger.ms", PRODUCER_LINGER.as_millis().to_string())
         .set("compression.type", "lz4")
         .create()
         .context("creating the relay's producer")?;
@@ -242,8 +247,11 @@ async fn create_producer(
 ///
 /// One batch is with the producer at a time, and the next is read from the
 /// store while the broker writes it: whatever is read meanwhile (up to
-/// `batch_size` events) goes out as soon as the broker has acknowledged
-/// the batch before. Handing the producer more would not send more: the
+/// `batch_size` events) goes out once the broker has acknowledged the
+/// batch before and `linger_ms` has passed since the batch's first event
+/// was read (at once if it is full). Lingering here rather than in the
+/// producer lets a batch that filled up while its predecessor was written
+/// go out at the acknowledgement. Handing the producer more would not send more: the
 /// idempotent producer keeps a partition's next request back while one
 /// carrying five or more messages is unacknowledged, and its broker thread
 /// spins until then (librdkafka 2.12; BENCHMARKS.md, "Sagas: a CPU
@@ -275,7 +283,11 @@ async fn publish_from_checkpoint(
     let mut received = Vec::with_capacity(batch_size);
     let mut batch = Vec::with_capacity(batch_size);
     let mut in_flight: Option<Sent> = None;
+    let linger = Duration::from_millis(config.linger_ms.into());
+    // When the first event of `batch` was read.
+    let mut batch_since = Instant::now();
     loop {
+        let ready_at = batch_since + linger;
         tokio::select! {
             // The acknowledgement first, so the checkpoint keeps up.
             biased;
@@ -302,10 +314,16 @@ async fn publish_from_checkpoint(
                 if count == 0 {
                     anyhow::bail!("the subscription ended");
                 }
+                if batch.is_empty() {
+                    batch_since = Instant::now();
+                }
                 for event in received.drain(..) {
                     batch.push(event?);
                 }
             }
+            // A batch that waited its linger, with nothing in flight.
+            () = tokio::time::sleep_until(ready_at.into()),
+                if in_flight.is_none() && !batch.is_empty() => {}
             // Idle (nothing read, nothing acknowledged): check the lock and
             // save what was published since the last save.
             () = tokio::time::sleep(config.poll_interval) => {
@@ -318,12 +336,18 @@ async fn publish_from_checkpoint(
                 update_lag(store, checkpoint, metrics, &mut last_lag_update).await;
             }
         }
-        if in_flight.is_none() && !batch.is_empty() {
+        let ready = batch.len() >= batch_size || batch_since.elapsed() >= linger;
+        if in_flight.is_none() && !batch.is_empty() && ready {
             in_flight = Some(publish(producer, config, partitions, &batch)?);
             batch.clear();
         }
     }
 }
+
+/// How long the producer waits for more messages before a request: long
+/// enough for the relay to queue a batch of events, so that each partition
+/// gets one request per batch.
+const PRODUCER_LINGER: Duration = Duration::from_millis(5);
 
 /// A batch handed to the producer.
 struct Sent {

@@ -38,7 +38,7 @@ struct Args {
     threads: u32,
     #[command(flatten)]
     relay: harness::bench::RelayFormatArgs,
-    /// The relay producer's linger (RELAY_LINGER_MS).
+    /// The relay's linger (RELAY_LINGER_MS).
     #[arg(long, default_value_t = event_relay::DEFAULT_LINGER_MS)]
     relay_linger_ms: u32,
     /// The services' log filter, as the services' `RUST_LOG` (their

@@ -52,7 +52,7 @@ struct Args {
     /// the orchestrator's default unless given.
     #[arg(long)]
     saga_fetch_wait_ms: Option<u32>,
-    /// The relay producer's linger (RELAY_LINGER_MS).
+    /// The relay's linger (RELAY_LINGER_MS).
     #[arg(long, default_value_t = event_relay::DEFAULT_LINGER_MS)]
     relay_linger_ms: u32,
     /// Connections each service's pool may open (DATABASE_MAX_CONNECTIONS).
