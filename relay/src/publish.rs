@@ -251,14 +251,14 @@ async fn create_producer(
 /// batch before and `linger_ms` has passed since the batch's first event
 /// was read (at once if it is full). Lingering here rather than in the
 /// producer lets a batch that filled up while its predecessor was written
-/// go out at the acknowledgement. Handing the producer more would not send more: the
-/// idempotent producer keeps a partition's next request back while one
-/// carrying five or more messages is unacknowledged, and its broker thread
-/// spins until then (librdkafka 2.12; BENCHMARKS.md, "Sagas: a CPU
-/// profile per process"). The producer keeps each
-/// partition's order across its retries. The checkpoint only ever moves
-/// past a batch the broker acknowledged in full: a crash or a refused
-/// message repeats what was in flight, and never skips it.
+/// go out at the acknowledgement. Handing the producer more would not send
+/// more: the idempotent producer keeps a partition's next request back
+/// while one carrying five or more messages is unacknowledged, and its
+/// broker thread spins until then (librdkafka 2.12; BENCHMARKS.md, "Sagas:
+/// a CPU profile per process"). The producer keeps each partition's order
+/// across its retries. The checkpoint only ever moves past a batch the
+/// broker acknowledged in full: a crash or a refused message repeats what
+/// was in flight, and never skips it.
 async fn publish_from_checkpoint(
     store: &EventStore,
     config: &RelayConfig,
