@@ -98,9 +98,16 @@ impl Steps {
         let customer = self.api.customer(balance).await;
         let order_id = self.order(&customer, one(sku), country).await;
         let version = self.started(&order_id).await;
+        self.reserved_then_charging(&order_id, version).await;
+        (customer, order_id, version)
+    }
+
+    /// Reserves the order's stock at `version`, recording the charge's
+    /// start as the orchestrator asks; the charge then runs at two past it.
+    async fn reserved_then_charging(&self, order_id: &str, version: u64) {
         let reserved = self
             .step_then(
-                &order_id,
+                order_id,
                 "reserve-inventory",
                 version,
                 "charge_payment",
@@ -108,7 +115,6 @@ impl Steps {
             )
             .await;
         assert_eq!(reserved.status(), StatusCode::OK);
-        (customer, order_id, version)
     }
 
     async fn saga_version(&self, order_id: &str) -> u64 {
@@ -818,16 +824,7 @@ async fn a_replica_never_decides_on_a_state_another_replica_has_changed() {
 
     // Refusals decided on what the first replica last saw would be
     // insufficient stock and a declined payment.
-    let reserved = t
-        .step_then(
-            &order_id,
-            "reserve-inventory",
-            version,
-            "charge_payment",
-            "1",
-        )
-        .await;
-    assert_eq!(reserved.status(), StatusCode::OK);
+    t.reserved_then_charging(&order_id, version).await;
     let charged = t.step(&order_id, "charge-payment", version + 2).await;
     assert_eq!(charged.status(), StatusCode::OK);
 
