@@ -173,6 +173,49 @@ async fn products_are_created_once_and_restocked() {
     assert_eq!(bare.json::<Value>().await.unwrap()["on_hand"], 0);
 }
 
+/// Commands on one stream in one process take turns (command-service's
+/// `warm::Claim`) instead of racing to append: a burst of restocks of one
+/// product, far more than a lost race is retried, all succeed, each
+/// decided on the state the one before it left.
+#[tokio::test]
+async fn a_burst_of_commands_on_one_product_all_succeed_one_after_another() {
+    const BURST: u64 = 128;
+    let api = Api::start().await;
+    api.product("hot", 100, 0).await;
+    let api = &api;
+    let responses = futures::future::join_all((1..=BURST).map(|quantity| async move {
+        let response = api
+            .post("/v1/products/hot/restock", json!({"quantity": quantity}))
+            .await;
+        (response.status(), response.json::<Value>().await.unwrap())
+    }))
+    .await;
+    let mut restocks = Vec::new();
+    for (status, body) in &responses {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        let number = |field: &str| body[field].as_u64().expect(field);
+        restocks.push((number("version"), number("on_hand")));
+    }
+    restocks.sort_unstable();
+    let versions: Vec<u64> = restocks.iter().map(|(version, _)| *version).collect();
+    assert_eq!(
+        versions,
+        (2..=BURST + 1).collect::<Vec<_>>(),
+        "one event each"
+    );
+    // Each answer's stock is the one before it plus its own quantity.
+    let mut added: Vec<u64> = restocks
+        .iter()
+        .scan(0, |before, (_, on_hand)| {
+            let quantity = on_hand.checked_sub(*before).expect("stock only grows");
+            *before = *on_hand;
+            Some(quantity)
+        })
+        .collect();
+    added.sort_unstable();
+    assert_eq!(added, (1..=BURST).collect::<Vec<_>>(), "each restock once");
+}
+
 #[tokio::test]
 async fn a_long_stream_loads_from_its_snapshot_and_stays_right() {
     let api = Api::start().await;

@@ -3,9 +3,10 @@
 //! bounded number of times, with jitter), unless the client pinned the
 //! version with `If-Match`.
 //!
-//! A command on a stream this process appended to last is decided on the
-//! state it kept ([`crate::warm`]) instead of a load, where a stale state
-//! cannot do harm.
+//! This process's commands on one stream take turns ([`crate::warm`]), so
+//! they do not race each other; a command on a stream this process appended
+//! to last is decided on the state it kept instead of a load, where a stale
+//! state cannot do harm.
 //!
 //! `load` reads an aggregate (from its snapshot when there is one);
 //! `races` counts and spaces the attempts of every decide-and-append loop.
@@ -21,6 +22,7 @@ use service_kit::backoff::Backoff;
 use crate::AppState;
 use crate::http::problem::store_error;
 use crate::http::{ApiError, ApiResult, OrProblem, Problem, RequestContext};
+use crate::warm::Claim;
 
 mod load;
 mod races;
@@ -48,7 +50,7 @@ where
     /// state after them is kept warm for the next command.
     async fn kept_warm(
         app: &AppState,
-        stream_id: &str,
+        claim: &mut Claim,
         loaded: Loaded<A>,
         events: &[A::Event],
         appended: Vec<Appended>,
@@ -62,7 +64,7 @@ where
             created_at: after.created_at,
             updated_at: after.updated_at,
         };
-        keep_warm(app, stream_id, after).await;
+        keep_warm(app, claim, after).await;
         executed
     }
 }
@@ -126,8 +128,9 @@ where
     decide_and_append(app, stream_id, ctx, command, assume_new, record).await
 }
 
-/// The loop behind [`execute`] and [`execute_new`]: take the stream's
-/// state from [`Warm`] or load it (unless the first attempt may assume a
+/// The loop behind [`execute`] and [`execute_new`]: claim the stream (wait
+/// for this process's commands on it before), take its state from the claim
+/// or load it (unless the first attempt may assume a
 /// new stream), decide, append with that version (and `record` before
 /// it), keep the state after it warm, and on a lost race start over.
 async fn decide_and_append<A, F>(
@@ -144,11 +147,13 @@ where
     F: Fn(&A::State) -> ApiResult<A::Command>,
 {
     let store = &app.store;
+    // This process's commands on the stream take turns (see `warm`).
+    let mut claim = app.warm.claim(stream_id).await;
     let mut races = Races::new(Backoff::CONTENTION, format!("{stream_id} kept changing"));
     loop {
         let attempt = races.next().await?;
         let assumed = std::mem::take(&mut assume_new);
-        let (loaded, events) = decide_attempt(app, stream_id, ctx, &command, assumed).await?;
+        let (loaded, events) = decide_attempt(app, &mut claim, ctx, &command, assumed).await?;
         if events.is_empty() {
             if assumed {
                 // Nothing to create: answer from what is stored.
@@ -179,7 +184,7 @@ where
             }
             continue;
         };
-        return Ok(Executed::kept_warm(app, stream_id, loaded, &events, appended).await);
+        return Ok(Executed::kept_warm(app, &mut claim, loaded, &events, appended).await);
     }
 }
 
@@ -188,7 +193,7 @@ where
 /// [`decide_fresh_unless_appending`]), checked against `If-Match`.
 async fn decide_attempt<A, F>(
     app: &AppState,
-    stream_id: &str,
+    claim: &mut Claim,
     ctx: &RequestContext,
     command: &F,
     assume_new: bool,
@@ -205,11 +210,11 @@ where
     }
     // `If-Match` is checked against the stored version.
     let kept = match ctx.if_match {
-        None => app.warm.take::<A>(stream_id),
+        None => claim.take::<Loaded<A>>(),
         Some(_) => None,
     };
     let (loaded, events) =
-        decide_fresh_unless_appending(&app.store, stream_id, kept, command).await?;
+        decide_fresh_unless_appending(&app.store, claim.stream_id(), kept, command).await?;
     if let Some(required) = ctx.if_match
         && required != loaded.version
     {
@@ -219,15 +224,15 @@ where
 }
 
 /// Keeps `loaded`, the state a command just appended, warm for the next
-/// command on `stream_id`, snapshotting it first if that is due (no load
-/// will).
-pub async fn keep_warm<A>(app: &AppState, stream_id: &str, mut loaded: Loaded<A>)
+/// command on the claimed stream, snapshotting it first if that is due (no
+/// load will).
+pub async fn keep_warm<A>(app: &AppState, claim: &mut Claim, mut loaded: Loaded<A>)
 where
     A: Aggregate + 'static,
     A::State: Serialize + Send,
 {
-    snapshot_if_due(&app.store, stream_id, &mut loaded).await;
-    app.warm.keep(stream_id, loaded);
+    snapshot_if_due(&app.store, claim.stream_id(), &mut loaded).await;
+    claim.keep(loaded.version, loaded);
 }
 
 /// What `command` decides on `state` (its events, or why it is refused).
@@ -238,7 +243,7 @@ fn decide<A: Aggregate>(
     A::decide(state, command(state)?).or_problem()
 }
 
-/// Decides `command` on `kept` (a state taken from [`Warm`]) if there is
+/// Decides `command` on `kept` (a state taken from a [`Claim`]) if there is
 /// one and it decides events to append, whose append checks that the
 /// stream has not moved; otherwise, on the stream as loaded now: a refusal
 /// or a command that changes nothing is never decided on a kept state,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{SagaCall, SagaHeaders, StepOutcome, StepResponses, done, existing_order};
 use crate::AppState;
 use crate::commands::{
-    Races, append_recording, decide_fresh_unless_appending, keep_warm, to_new_event,
+    Loaded, Races, append_recording, decide_fresh_unless_appending, keep_warm, to_new_event,
 };
 use crate::http::problem::ProblemBody;
 use crate::http::{ApiResult, PathParam, RequestContext};
@@ -51,18 +51,29 @@ async fn on_every_product(
     command: impl Fn(i64) -> ProductCommand,
 ) -> ApiResult<usize> {
     let order = existing_order(app, order_id).await?;
+    let streams: Vec<String> = order
+        .lines
+        .iter()
+        .map(|line| stream::product(&line.sku))
+        .collect();
+    // This process's commands on these products take turns (see `warm`).
+    let mut claims = app.warm.claim_all(streams.iter().map(String::as_str)).await;
     let mut races = Races::new(PRODUCT_STEP_RETRIES, "the products kept changing");
     loop {
         let attempt = races.next().await?;
         let mut appends = Vec::new();
-        // Each product's state once the append is in, to keep warm.
+        // Each product's state once the append is in, to keep warm, by
+        // its claim's index.
         let mut after = Vec::new();
-        for line in &order.lines {
-            let stream = stream::product(&line.sku);
-            let kept = app.warm.take::<Product>(&stream);
+        for (line, stream) in order.lines.iter().zip(&streams) {
+            let claimed = claims
+                .iter()
+                .position(|claim| claim.stream_id() == stream)
+                .expect("every product is claimed");
+            let kept = claims[claimed].take::<Loaded<Product>>();
             let line_command = |_: &Product| Ok(command(line.quantity));
             let (product, events) =
-                decide_fresh_unless_appending(&app.store, &stream, kept, &line_command).await?;
+                decide_fresh_unless_appending(&app.store, stream, kept, &line_command).await?;
             let events = events?;
             if events.is_empty() {
                 continue;
@@ -70,7 +81,7 @@ async fn on_every_product(
             let new_events = events
                 .iter()
                 .enumerate()
-                .map(|(i, e)| to_new_event(e, ctx, &stream, i))
+                .map(|(i, e)| to_new_event(e, ctx, stream, i))
                 .collect();
             appends.push(StreamAppend::new(
                 stream.clone(),
@@ -79,7 +90,7 @@ async fn on_every_product(
             ));
             let version = product.version + events.len() as u64;
             after.push((
-                stream,
+                claimed,
                 product.evolved(&events, version, chrono::Utc::now()),
             ));
         }
@@ -92,8 +103,8 @@ async fn on_every_product(
             races.lost();
             continue;
         }
-        for (stream, kept) in after {
-            keep_warm(app, &stream, kept).await;
+        for (claimed, kept) in after {
+            keep_warm(app, &mut claims[claimed], kept).await;
         }
         return Ok(count);
     }
