@@ -345,8 +345,11 @@ async fn publish_from_checkpoint(
 }
 
 /// How long the producer waits for more messages before a request: long
-/// enough for the relay to queue a batch of events, so that each partition
-/// gets one request per batch.
+/// enough for the relay to queue a batch of events, built beforehand, so
+/// that each partition gets one request per batch. A batch queued over
+/// longer goes out in parts, and the idempotent producer holds the later
+/// parts back until the first is acknowledged, waking its thread over and
+/// over meanwhile (BENCHMARKS.md).
 const PRODUCER_LINGER: Duration = Duration::from_millis(5);
 
 /// A batch handed to the producer.
@@ -430,19 +433,27 @@ fn queue_all(
             }
         }
         MessageFormat::CloudEvents | MessageFormat::Plain => {
-            for event in batch {
-                let payload = serde_json::to_vec(event).context("encoding an event")?;
+            // Every message is built before the first is queued, so that
+            // the batch is queued within `PRODUCER_LINGER` and goes out as
+            // one request per partition.
+            let with_headers = config.format == MessageFormat::CloudEvents;
+            let messages = batch
+                .iter()
+                .map(|event| {
+                    let payload = serde_json::to_vec(event).context("encoding an event")?;
+                    let headers = with_headers.then(|| cloudevents_headers(&config.source, event));
+                    let partition = partition_of(&event.stream_id, partitions);
+                    Ok((event.stream_id.as_str(), partition, payload, headers))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for (key, partition, payload, headers) in messages {
                 let record = FutureRecord::to(&config.topic)
-                    .partition(partition_of(&event.stream_id, partitions))
-                    .key(event.stream_id.as_str())
+                    .partition(partition)
+                    .key(key)
                     .payload(&payload);
-                deliveries.push(if config.format == MessageFormat::CloudEvents {
-                    send(
-                        producer,
-                        record.headers(cloudevents_headers(&config.source, event)),
-                    )?
-                } else {
-                    send(producer, record)?
+                deliveries.push(match headers {
+                    Some(headers) => send(producer, record.headers(headers))?,
+                    None => send(producer, record)?,
                 });
             }
         }
