@@ -111,6 +111,8 @@ pub struct AppState {
     pub warm: warm::Warm,
     /// Each saga as this process last recorded an outcome in it.
     pub sagas: routes::steps::KeptSagas,
+    /// `orders_command_lost_races_total`.
+    pub lost_races: commands::LostRaces,
 }
 
 /// The public write API's routes, each with who may call it (the
@@ -286,7 +288,8 @@ pub async fn run(
         &watchdog,
         &shutdown,
     );
-    let state = AppState::new(&config, store, deps.pg.clone());
+    let lost_races = commands::LostRaces::register(registry.platform());
+    let state = AppState::new(&config, store, deps.pg.clone(), lost_races);
     let auth = Authenticator::new(&config.common.auth);
     auth.warm_up().await;
     let limits = &config.common.limits;
@@ -311,7 +314,12 @@ pub async fn run(
 
 impl AppState {
     /// What every handler shares, as `config` says.
-    fn new(config: &Config, store: EventStore, pool: sqlx::PgPool) -> Self {
+    fn new(
+        config: &Config,
+        store: EventStore,
+        pool: sqlx::PgPool,
+        lost_races: commands::LostRaces,
+    ) -> Self {
         Self {
             idempotency: http::idempotency::Idempotency {
                 pool,
@@ -324,6 +332,7 @@ impl AppState {
             catalogue: catalogue::Catalogue::default(),
             warm: warm::Warm::default(),
             sagas: routes::steps::KeptSagas::default(),
+            lost_races,
         }
     }
 }

@@ -20,7 +20,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::write_api::{Api, address, assert_problem};
+use crate::write_api::{Api, address, assert_problem, lost_races};
 use SagaStep::{ChargePayment as Charge, CreateShipment as Ship, ReserveInventory as Reserve};
 
 /// The command-service with the event store under it.
@@ -854,6 +854,12 @@ async fn a_replica_never_decides_on_a_state_another_replica_has_changed() {
         .await
         .unwrap();
     assert_eq!(deposited["balance_cents"], 701, "{deposited}");
+
+    // Each replica's last restock was decided on what it kept after its
+    // own last append to the product, which the other had moved on from:
+    // one race lost on each, and counted there.
+    assert_eq!(lost_races(&api.client, &api.url("")).await, 1);
+    assert_eq!(lost_races(&api.client, &other.url).await, 1);
 }
 
 /// End to end with the real orchestrator: a confirmed order cancelled by

@@ -214,6 +214,28 @@ async fn a_burst_of_commands_on_one_product_all_succeed_one_after_another() {
         .collect();
     added.sort_unstable();
     assert_eq!(added, (1..=BURST).collect::<Vec<_>>(), "each restock once");
+    assert_eq!(
+        lost_races(&api.client, &api.url("")).await,
+        0,
+        "no command lost a race to another of the same process"
+    );
+}
+
+/// `orders_command_lost_races_total` of the command-service at `base`.
+pub(crate) async fn lost_races(client: &Client, base: &str) -> u64 {
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("orders_command_lost_races_total "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no lost races counted in {metrics}"))
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ mod races;
 
 use load::snapshot_if_due;
 pub use load::{Loaded, load, load_as_of, load_until};
-pub use races::Races;
+pub use races::{LostRaces, Races};
 
 /// The result of a command.
 pub struct Executed<A: Aggregate> {
@@ -149,7 +149,11 @@ where
     let store = &app.store;
     // This process's commands on the stream take turns (see `warm`).
     let mut claim = app.warm.claim(stream_id).await;
-    let mut races = Races::new(Backoff::CONTENTION, format!("{stream_id} kept changing"));
+    let mut races = Races::new(
+        Backoff::CONTENTION,
+        format!("{stream_id} kept changing"),
+        &app.lost_races,
+    );
     loop {
         let attempt = races.next().await?;
         let assumed = std::mem::take(&mut assume_new);

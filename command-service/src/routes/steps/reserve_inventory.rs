@@ -58,7 +58,11 @@ async fn on_every_product(
         .collect();
     // This process's commands on these products take turns (see `warm`).
     let mut claims = app.warm.claim_all(streams.iter().map(String::as_str)).await;
-    let mut races = Races::new(PRODUCT_STEP_RETRIES, "the products kept changing");
+    let mut races = Races::new(
+        PRODUCT_STEP_RETRIES,
+        "the products kept changing",
+        &app.lost_races,
+    );
     loop {
         let attempt = races.next().await?;
         let mut appends = Vec::new();
