@@ -24,8 +24,8 @@
 //!   on a fresh load (`commands::decide_fresh_unless_appending`).
 //!
 //! Claims never wait in a cycle: a command claims one stream, or several
-//! (an order's products) in the order of their names, all before it waits
-//! for anything else, and keeps them until it has answered.
+//! (an order's products) at once in the order of their names, and claims
+//! nothing more until it has answered and let them go.
 
 use std::any::Any;
 use std::collections::HashMap;
