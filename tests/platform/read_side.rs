@@ -468,15 +468,7 @@ async fn a_poison_message_is_dead_lettered_and_later_events_still_apply() {
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].starts_with("not an event"), "{reasons:?}");
     assert!(reasons[1].contains("ProductTeleported"), "{reasons:?}");
-    let metrics = side
-        .client
-        .get(format!("{}/metrics", side.projector.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = services::metrics(&side.client, &side.projector.url).await;
     assert!(
         metrics.contains("orders_projector_dead_letters_total 2"),
         "{metrics}"

@@ -44,15 +44,7 @@ impl std::ops::DerefMut for Platform {
 impl Platform {
     /// The step attempts an orchestrator instance has counted so far.
     async fn step_attempts(&self, url: &str) -> u64 {
-        let metrics = self
-            .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = services::metrics(&self.client, url).await;
         // One series per step and direction.
         let counts: Vec<u64> = metrics
             .lines()

@@ -223,14 +223,7 @@ async fn a_burst_of_commands_on_one_product_all_succeed_one_after_another() {
 
 /// `orders_command_lost_races_total` of the command-service at `base`.
 pub(crate) async fn lost_races(client: &Client, base: &str) -> u64 {
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = services::metrics(client, base).await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("orders_command_lost_races_total "))

@@ -196,3 +196,15 @@ async fn migrate_read_models(env: &TestEnv, schema: &str) {
         .await
         .expect("migrating the read models as the owner");
 }
+
+/// The `/metrics` text of the service whose URL is `base`.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics' text")
+}
