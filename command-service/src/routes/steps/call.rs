@@ -239,6 +239,11 @@ impl SagaCall {
 }
 
 impl Turn {
+    /// The order whose saga it is.
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
     /// Keeps the saga as `record`, now appended, left it, so that the next
     /// call at its new version (the saga's next step, usually) need not
     /// read the stream.

@@ -65,7 +65,6 @@ pub async fn charge_payment(
     Ok(done(
         &app.sagas,
         &turn,
-        order_id,
         CHARGE,
         &record,
         effects(&executed.appended, &record),
@@ -100,7 +99,6 @@ pub async fn refund_payment(
     Ok(done(
         &app.sagas,
         &turn,
-        order_id,
         REFUND,
         &record,
         effects(&executed.appended, &record),

@@ -82,7 +82,6 @@ pub async fn create_shipment(
     let mut outcome = done(
         &app.sagas,
         &turn,
-        order_id,
         CREATE,
         &record,
         effects(&executed.appended, &record),
@@ -119,7 +118,6 @@ pub async fn cancel_shipment(
     Ok(done(
         &app.sagas,
         &turn,
-        order_id,
         CANCEL,
         &record,
         effects(&executed.appended, &record),

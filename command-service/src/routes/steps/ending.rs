@@ -59,7 +59,6 @@ pub async fn confirm(
     let mut outcome = done(
         &app.sagas,
         &turn,
-        order_id,
         api::CONFIRM,
         &record,
         effects(&executed.appended, &record),
@@ -106,7 +105,6 @@ pub async fn reject(
     Ok(done(
         &app.sagas,
         &turn,
-        order_id,
         api::REJECT,
         &record,
         effects(&executed.appended, &record),
@@ -136,7 +134,6 @@ pub async fn mark_cancelled(
     Ok(done(
         &app.sagas,
         &turn,
-        order_id,
         api::MARK_CANCELLED,
         &record,
         effects(&executed.appended, &record),

@@ -150,14 +150,13 @@ pub struct StepOutcome {
 fn done(
     sagas: &KeptSagas,
     turn: &call::Turn,
-    order_id: Uuid,
     action: Action,
     record: &StreamAppend,
     appended: usize,
 ) -> Json<StepOutcome> {
     turn.recorded(sagas, record);
     Json(StepOutcome {
-        order_id,
+        order_id: turn.order_id(),
         step: action.name.replace('-', "_"),
         status: "succeeded",
         appended,

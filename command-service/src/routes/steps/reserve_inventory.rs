@@ -136,9 +136,7 @@ pub async fn reserve_inventory(
         ProductCommand::Reserve { order_id, quantity }
     })
     .await?;
-    Ok(done(
-        &app.sagas, &turn, order_id, RESERVE, &record, appended,
-    ))
+    Ok(done(&app.sagas, &turn, RESERVE, &record, appended))
 }
 
 /// Returns the order's reservations.
@@ -161,7 +159,5 @@ pub async fn release_inventory(
         order_id,
     })
     .await?;
-    Ok(done(
-        &app.sagas, &turn, order_id, RELEASE, &record, appended,
-    ))
+    Ok(done(&app.sagas, &turn, RELEASE, &record, appended))
 }
