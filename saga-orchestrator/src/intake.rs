@@ -54,6 +54,7 @@ pub struct Intake {
     /// The intake's progress: every handled batch advances it, to the
     /// position of the last order event seen.
     pub progress: Progress,
+    /// Over the intake's progress only (see `Watchdog::over`).
     pub watchdog: Watchdog,
 }
 

@@ -241,6 +241,7 @@ pub async fn run(
         Arc::clone(&wake),
     ));
     let (handoff, adopted) = executor::Handoff::to(&executor);
+    let intake_progress = watchdog.watch("saga-intake");
     let intake = intake::Intake {
         store: store.clone(),
         pool: deps.pg.clone(),
@@ -251,8 +252,10 @@ pub async fn run(
         metrics: metrics.clone(),
         wake: Arc::clone(&wake),
         handoff,
-        progress: watchdog.watch("saga-intake"),
-        watchdog: watchdog.clone(),
+        // Its consumer is recreated when the intake stalls, not when the
+        // step calls do.
+        watchdog: watchdog.over(&[&intake_progress]),
+        progress: intake_progress,
     };
     let pool = deps.pg.clone();
     let read_models =

@@ -13,7 +13,8 @@
 //!
 //! The [`Watchdog`] holds every worker of a process: readiness names the
 //! stalled ones, `/metrics` shows a gauge per worker, and worker loops ask
-//! [`Watchdog::stalled_since`] when to recreate their Kafka client.
+//! [`Watchdog::stalled_since`] when to recreate their Kafka client (of a
+//! watchdog [`Watchdog::over`] the workers that client feeds).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,6 +99,18 @@ impl Watchdog {
         };
         lock(&self.workers).push(progress.clone());
         progress
+    }
+
+    /// The same watchdog over `workers` only: what a worker loop that
+    /// feeds just those is supervised by, so that another worker's stall
+    /// (the orchestrator's failing step calls, say) does not recreate its
+    /// Kafka client.
+    pub fn over(&self, workers: &[&Progress]) -> Watchdog {
+        Self {
+            stall_after: self.stall_after,
+            workers: Arc::new(Mutex::new(workers.iter().map(|&p| p.clone()).collect())),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// The worker called `name`, if watched.
@@ -414,5 +427,37 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         worker.observe(9, Some(2), String::new());
         assert!(worker.is_stalled());
+    }
+
+    #[test]
+    fn a_watchdog_over_some_workers_sees_only_their_stalls_and_progress() {
+        let dog = watchdog(Duration::from_millis(20));
+        let intake = dog.watch("intake");
+        let steps = dog.watch("steps");
+        let over_intake = dog.over(&[&intake]);
+        intake.observe(2, Some(1), String::new());
+        let since = Instant::now();
+        std::thread::sleep(Duration::from_millis(30));
+        steps.advanced();
+        assert!(dog.progressed_since(since));
+        assert!(!over_intake.progressed_since(since), "only steps advanced");
+
+        // Steps stall while the intake keeps up: only the whole watchdog
+        // sees a stall.
+        intake.observe(0, Some(2), String::new());
+        std::thread::sleep(Duration::from_millis(30));
+        steps.observe(3, None, String::new());
+        intake.observe(0, Some(2), String::new());
+        assert_eq!(dog.stalled().len(), 1);
+        assert!(over_intake.stalled().is_empty(), "steps is not watched");
+
+        // The intake stalls too.
+        intake.observe(4, Some(2), String::new());
+        std::thread::sleep(Duration::from_millis(30));
+        intake.observe(4, Some(2), String::new());
+        let stalled = over_intake.stalled();
+        assert_eq!(stalled.len(), 1);
+        assert_eq!(stalled[0].name, "intake");
+        assert_eq!(dog.stalled().len(), 2, "the whole watchdog sees both");
     }
 }
