@@ -40,24 +40,28 @@ const CLAIM: &str = "update saga_instances s
        select order_id from saga_instances
        where status = 'active' and due_at <= now()
          and (lease_until is null or lease_until < now())
+         and order_id <> all($4)
        order by due_at
        limit $3
        -- Instances claiming at once take different rows.
        for update skip locked)
      returning s.order_id, s.nudges";
 
-/// Leases up to `limit` due sagas to `owner` for `lease`; each with its
+/// Leases up to `limit` due sagas to `owner` for `lease`, none of
+/// `driving` (the sagas `owner` is executing already); each with its
 /// `nudges`.
 pub async fn claim(
     pool: &PgPool,
     owner: &str,
     lease: Duration,
     limit: usize,
+    driving: &[Uuid],
 ) -> anyhow::Result<Vec<(Uuid, i64)>> {
     sqlx::query_as(CLAIM)
         .bind(owner)
         .bind(lease.as_millis() as f64)
         .bind(limit as i64)
+        .bind(driving)
         .fetch_all(pool)
         .await
         .context("claiming due sagas")

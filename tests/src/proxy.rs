@@ -1,11 +1,13 @@
 //! A fault-injecting HTTP proxy for tests: forwards every request to a
 //! target service, except those whose path contains one of the configured
-//! fragments, which get a 503 problem as if the service were failing. The
-//! rules change at run time, so a test can make a service "unavailable"
-//! for a while and then bring it back.
+//! fragments, which get a 503 problem as if the service were failing, or
+//! are forwarded only after a delay, as if it were slow. The rules change
+//! at run time, so a test can make a service "unavailable" for a while and
+//! then bring it back.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 struct Shared {
     target: String,
     failing: Arc<Mutex<Vec<String>>>,
+    slow: Arc<Mutex<Vec<(String, Duration)>>>,
     client: reqwest::Client,
 }
 
@@ -27,6 +30,7 @@ pub struct FaultProxy {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     failing: Arc<Mutex<Vec<String>>>,
+    slow: Arc<Mutex<Vec<(String, Duration)>>>,
     stop: CancellationToken,
 }
 
@@ -37,9 +41,11 @@ impl FaultProxy {
             .expect("binding the proxy");
         let url = format!("http://{}", listener.local_addr().expect("local address"));
         let failing = Arc::new(Mutex::new(Vec::new()));
+        let slow = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             target: target.trim_end_matches('/').to_owned(),
             failing: Arc::clone(&failing),
+            slow: Arc::clone(&slow),
             client: reqwest::Client::new(),
         };
         let app = Router::new().fallback(forward).with_state(shared);
@@ -50,7 +56,12 @@ impl FaultProxy {
                 .with_graceful_shutdown(stopped.cancelled_owned())
                 .await;
         });
-        Self { url, failing, stop }
+        Self {
+            url,
+            failing,
+            slow,
+            stop,
+        }
     }
 
     /// Requests whose path contains any of `fragments` fail with 503 from
@@ -61,8 +72,17 @@ impl FaultProxy {
             fragments.iter().map(|f| (*f).to_owned()).collect();
     }
 
+    /// Requests whose path contains any of `fragments` are forwarded
+    /// only after `delay` from now on, replacing earlier delays.
+    pub fn slow_down(&self, fragments: &[&str], delay: Duration) {
+        *self.slow.lock().expect("not poisoned") =
+            fragments.iter().map(|f| ((*f).to_owned(), delay)).collect();
+    }
+
+    /// Lets everything through at once.
     pub fn heal(&self) {
         self.fail(&[]);
+        self.slow_down(&[], Duration::ZERO);
     }
 }
 
@@ -94,6 +114,16 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
             HeaderValue::from_static("application/problem+json"),
         );
         return response;
+    }
+    let delay = shared
+        .slow
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .find(|(fragment, _)| path.contains(fragment.as_str()))
+        .map(|(_, delay)| *delay);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
     let method = request.method().clone();
     let headers = request.headers().clone();

@@ -96,27 +96,40 @@ impl Executor {
             called_recorded: None,
             started,
         };
-        // Renewed once a third of the lease has gone by, so a step call
-        // (bounded by its timeout) always starts with most of the lease
-        // left; not before every transition, which would cost a commit
-        // each.
+        let steps = async {
+            loop {
+                match self.next(&mut saga).await? {
+                    Flow::Continue => {}
+                    flow => return anyhow::Ok(flow),
+                }
+            }
+        };
+        // The lease is kept for as long as the saga is driven, a step call
+        // that outlasts it included; once it is lost, driving stops where
+        // it is (whatever it was doing is read from the stream by the next
+        // owner).
+        tokio::select! {
+            biased;
+            flow = steps => flow,
+            lost = self.keep_lease(order_id, leased_at) => Err(lost),
+        }
+    }
+
+    /// Renews the lease on the saga whenever a third of it has gone by
+    /// (not before every transition, which would cost a commit each), until
+    /// it is lost: the answer is why.
+    async fn keep_lease(&self, order_id: Uuid, leased_at: Instant) -> anyhow::Error {
+        let settings = &self.settings;
         let mut renewed = leased_at;
         loop {
-            if renewed.elapsed() >= self.settings.lease / 3 {
-                let at = Instant::now();
-                instances::renew(
-                    &self.pool,
-                    order_id,
-                    &self.settings.instance,
-                    self.settings.lease,
-                )
-                .await?;
-                renewed = at;
+            tokio::time::sleep_until((renewed + settings.lease / 3).into()).await;
+            let at = Instant::now();
+            let kept =
+                instances::renew(&self.pool, order_id, &settings.instance, settings.lease).await;
+            if let Err(lost) = kept {
+                return lost;
             }
-            match self.next(&mut saga).await? {
-                Flow::Continue => {}
-                flow => return Ok(flow),
-            }
+            renewed = at;
         }
     }
 

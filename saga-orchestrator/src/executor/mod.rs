@@ -17,13 +17,16 @@
 //! A saga is executed by at most one instance at a time: it is claimed with
 //! a lease on its `saga_instances` row (`for update skip locked`, only when
 //! no live lease exists), the lease is renewed whenever a third of it has
-//! gone by, checked before each call, and every
+//! gone by for as long as the saga is driven (a step call that outlasts
+//! the lease included), driving stops once it is lost, and every
 //! append (the executor's own and a step call's) expects the version the
 //! decision was made on, so even an instance that lost its lease without
 //! noticing cannot record anything over another's work, and a step called
-//! again after a crash or a lost lease takes effect at most once.
+//! again after a crash or a lost lease takes effect at most once. Within
+//! an instance, a claim passes over the sagas it is driving already.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -73,6 +76,10 @@ pub struct Executor {
     /// (`Settings::concurrency`), held by each saga it executes or that the
     /// intake is handing over.
     pub slots: Arc<Semaphore>,
+    /// The sagas this instance executes now, until their leases are given
+    /// back: a claim passes over them, so one saga is never driven twice
+    /// at once here, even if its lease ran out meanwhile.
+    driving: Mutex<HashSet<Uuid>>,
 }
 
 /// A saga the intake has just started and leased to this instance: its
@@ -176,6 +183,7 @@ impl Executor {
             settings,
             metrics,
             wake,
+            driving: Mutex::default(),
         }
     }
 
@@ -209,7 +217,7 @@ impl Executor {
                         loaded: Some(saga.loaded),
                         slot: saga.slot,
                     };
-                    running.spawn(Arc::clone(&self).execute(run, release.clone()));
+                    self.spawn(&mut running, run, &release);
                 }
                 () = self.wake.notified() => look = true,
                 _ = poll.tick() => look = true,
@@ -237,16 +245,22 @@ impl Executor {
         }
         let claimed_at = Instant::now();
         let settings = &self.settings;
-        let claimed =
-            match instances::claim(&self.pool, &settings.instance, settings.lease, slots.len())
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
-                    return true;
-                }
-            };
+        let driving: Vec<Uuid> = self.driving().iter().copied().collect();
+        let claimed = match instances::claim(
+            &self.pool,
+            &settings.instance,
+            settings.lease,
+            slots.len(),
+            &driving,
+        )
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "claiming sagas failed");
+                return true;
+            }
+        };
         let more = claimed.len() == slots.len();
         for ((order_id, nudges), slot) in claimed.into_iter().zip(slots) {
             let run = Run {
@@ -256,9 +270,25 @@ impl Executor {
                 loaded: None,
                 slot,
             };
-            running.spawn(Arc::clone(self).execute(run, release.clone()));
+            self.spawn(running, run, release);
         }
         more
+    }
+
+    fn driving(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.driving.lock().expect("not poisoned")
+    }
+
+    /// Executes `run` in a task of `running`, known as driven until its
+    /// lease is given back.
+    fn spawn(
+        self: &Arc<Self>,
+        running: &mut JoinSet<()>,
+        run: Run,
+        release: &mpsc::UnboundedSender<Release>,
+    ) {
+        self.driving().insert(run.order_id);
+        running.spawn(Arc::clone(self).execute(run, release.clone()));
     }
 
     async fn execute(self: Arc<Self>, run: Run, release: mpsc::UnboundedSender<Release>) {
@@ -290,6 +320,7 @@ impl Executor {
         if asked.is_ok() {
             let _ = released.await;
         }
+        self.driving().remove(&order_id);
         self.metrics.running.dec();
         drop(run.slot);
     }
