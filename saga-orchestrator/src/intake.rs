@@ -199,13 +199,7 @@ impl Intake {
             .map(|&i| placed[i].order_id)
             .collect();
         let leased_at = std::time::Instant::now();
-        let leased = instances::lease_new(
-            &self.pool,
-            &self.handoff.instance,
-            self.handoff.lease,
-            &chosen,
-        )
-        .await?;
+        let leased = self.handoff.lease_new(&self.pool, &chosen).await?;
         let recorded_at = chrono::Utc::now();
         let mut places = places.into_iter();
         let mut due = Vec::new();

@@ -288,7 +288,12 @@ async fn a_placed_order_is_reserved_charged_shipped_and_confirmed() {
 
     // Every transition is in the saga's stream, in order, even though a
     // step's success is recorded together with the next transition.
-    assert_eq!(platform.transitions(&order).await, untroubled_transitions());
+    assert_eq!(
+        platform.transitions(&order).await,
+        untroubled_transitions(),
+        "{:#}",
+        saga["history"]
+    );
 }
 
 /// A saga's transitions when nothing went wrong: each step started once

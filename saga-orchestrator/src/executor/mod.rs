@@ -76,10 +76,35 @@ pub struct Executor {
     /// (`Settings::concurrency`), held by each saga it executes or that the
     /// intake is handing over.
     pub slots: Arc<Semaphore>,
-    /// The sagas this instance executes now, until their leases are given
-    /// back: a claim passes over them, so one saga is never driven twice
-    /// at once here, even if its lease ran out meanwhile.
-    driving: Mutex<HashSet<Uuid>>,
+    /// The sagas this instance executes or is being handed, until their
+    /// leases are given back: a claim passes over them, so one saga is
+    /// never driven twice at once here, even if its lease ran out meanwhile.
+    driving: Driving,
+}
+
+/// The sagas an instance drives (see `Executor::driving`).
+#[derive(Clone, Default)]
+struct Driving(Arc<Mutex<HashSet<Uuid>>>);
+
+impl Driving {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.0.lock().expect("not poisoned")
+    }
+
+    fn mark(&self, order_ids: &[Uuid]) {
+        self.lock().extend(order_ids);
+    }
+
+    fn unmark<'a>(&self, order_ids: impl IntoIterator<Item = &'a Uuid>) {
+        let mut driving = self.lock();
+        for order_id in order_ids {
+            driving.remove(order_id);
+        }
+    }
+
+    fn all(&self) -> Vec<Uuid> {
+        self.lock().iter().copied().collect()
+    }
 }
 
 /// A saga the intake has just started and leased to this instance: its
@@ -97,10 +122,11 @@ pub struct Adopted {
 #[derive(Clone)]
 pub struct Handoff {
     slots: Arc<Semaphore>,
+    driving: Driving,
     to_executor: mpsc::UnboundedSender<Adopted>,
     /// The executor's lease owner name and lease length.
-    pub instance: String,
-    pub lease: Duration,
+    instance: String,
+    lease: Duration,
 }
 
 impl Handoff {
@@ -109,6 +135,7 @@ impl Handoff {
         let (to_executor, adopted) = mpsc::unbounded_channel();
         let handoff = Self {
             slots: Arc::clone(&executor.slots),
+            driving: executor.driving.clone(),
             to_executor,
             instance: executor.settings.instance.clone(),
             lease: executor.settings.lease,
@@ -122,8 +149,22 @@ impl Handoff {
         take_slots(&self.slots, wanted)
     }
 
-    /// Gives the executor a saga leased to it at `leased_at`, whose stream
-    /// is `loaded`, in a place from [`Self::places`].
+    /// Leases the new sagas `chosen` (a place each) to this instance, and
+    /// returns those it leased: each to be handed over. They count as
+    /// driven here from before their lease, so the executor's claims cannot
+    /// take one before it is handed over, however long that takes.
+    pub async fn lease_new(&self, pool: &PgPool, chosen: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
+        self.driving.mark(chosen);
+        let leased = instances::lease_new(pool, &self.instance, self.lease, chosen).await;
+        let kept = leased.as_deref().unwrap_or_default();
+        self.driving
+            .unmark(chosen.iter().filter(|order_id| !kept.contains(order_id)));
+        leased
+    }
+
+    /// Gives the executor a saga leased to it at `leased_at` (by
+    /// [`Self::lease_new`]), whose stream is `loaded`, in a place from
+    /// [`Self::places`].
     pub fn hand_over(
         &self,
         order_id: Uuid,
@@ -133,12 +174,18 @@ impl Handoff {
     ) {
         // Gone only when the executor has stopped; the lease then expires
         // and whoever runs next claims the saga.
-        let _ = self.to_executor.send(Adopted {
-            order_id,
-            loaded,
-            leased_at,
-            slot,
-        });
+        if self
+            .to_executor
+            .send(Adopted {
+                order_id,
+                loaded,
+                leased_at,
+                slot,
+            })
+            .is_err()
+        {
+            self.driving.unmark([&order_id]);
+        }
     }
 }
 
@@ -183,7 +230,7 @@ impl Executor {
             settings,
             metrics,
             wake,
-            driving: Mutex::default(),
+            driving: Driving::default(),
         }
     }
 
@@ -245,7 +292,7 @@ impl Executor {
         }
         let claimed_at = Instant::now();
         let settings = &self.settings;
-        let driving: Vec<Uuid> = self.driving().iter().copied().collect();
+        let driving = self.driving.all();
         let claimed = match instances::claim(
             &self.pool,
             &settings.instance,
@@ -275,10 +322,6 @@ impl Executor {
         more
     }
 
-    fn driving(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.driving.lock().expect("not poisoned")
-    }
-
     /// Executes `run` in a task of `running`, known as driven until its
     /// lease is given back.
     fn spawn(
@@ -287,7 +330,7 @@ impl Executor {
         run: Run,
         release: &mpsc::UnboundedSender<Release>,
     ) {
-        self.driving().insert(run.order_id);
+        self.driving.mark(&[run.order_id]);
         running.spawn(Arc::clone(self).execute(run, release.clone()));
     }
 
@@ -320,7 +363,7 @@ impl Executor {
         if asked.is_ok() {
             let _ = released.await;
         }
-        self.driving().remove(&order_id);
+        self.driving.unmark([&order_id]);
         self.metrics.running.dec();
         drop(run.slot);
     }
