@@ -315,6 +315,30 @@ fn untroubled_transitions() -> Vec<(String, Value)> {
 }
 
 #[tokio::test]
+async fn sagas_started_while_the_executor_claims_due_ones_run_their_first_attempt() {
+    // The executor looks for due sagas every 50 ms (`fast_retries`), so
+    // many of forty placements at once are started while it does. Each new
+    // saga must still go straight to the executor, its first step called
+    // on the attempt the intake recorded, not queued as due and its first
+    // step started again.
+    let platform = Platform::start().await;
+    platform.product("pencil", 100, 1_000).await;
+    let customer = platform.customer(1_000_000).await;
+    let orders =
+        futures::future::join_all((0..40).map(|_| platform.place(&customer, "pencil", 1, "GB")))
+            .await;
+    for order in &orders {
+        let saga = platform.saga_becomes(order, "completed").await;
+        assert_eq!(
+            step(&saga, "reserve_inventory")["attempts"],
+            1,
+            "{order}: {:#}",
+            saga["history"]
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_step_call_that_outlasts_the_lease_is_made_once() {
     // Leases of 2 s (`fast_retries`), and a charge that takes 2.5 of them
     // to answer, well within the call's timeout of 10 s.

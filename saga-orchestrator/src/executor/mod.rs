@@ -281,13 +281,19 @@ impl Executor {
     /// Claims due sagas for this instance's free places and starts them;
     /// whether to look again once a place is free: more may be waiting
     /// (no free place, or every place found a saga, or the claim failed).
+    ///
+    /// The free places are counted, not taken, while the claim runs: a
+    /// saga the intake starts meanwhile takes a place and skips the queue
+    /// (see [`Handoff`]) instead of finding the executor full, which would
+    /// make it due and have its first step started a second time. A
+    /// claimed saga left without a place is given back, due at once.
     async fn claim_due(
         self: &Arc<Self>,
         running: &mut JoinSet<()>,
         release: &mpsc::UnboundedSender<Release>,
     ) -> bool {
-        let slots = take_slots(&self.slots, self.settings.concurrency);
-        if slots.is_empty() {
+        let free = self.slots.available_permits();
+        if free == 0 {
             return true;
         }
         let claimed_at = Instant::now();
@@ -297,7 +303,7 @@ impl Executor {
             &self.pool,
             &settings.instance,
             settings.lease,
-            slots.len(),
+            free,
             &driving,
         )
         .await
@@ -308,8 +314,19 @@ impl Executor {
                 return true;
             }
         };
-        let more = claimed.len() == slots.len();
-        for ((order_id, nudges), slot) in claimed.into_iter().zip(slots) {
+        let more = claimed.len() == free;
+        for (order_id, nudges) in claimed {
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                let (done, _) = oneshot::channel();
+                let released = Released {
+                    order_id,
+                    standing: Standing::Active,
+                    due: Utc::now(),
+                    nudges,
+                };
+                let _ = release.send(Release { released, done });
+                continue;
+            };
             let run = Run {
                 order_id,
                 nudges,
