@@ -50,8 +50,16 @@ impl PeakMemory {
     /// Starts watching this process and every process of the benchmark's
     /// containers.
     pub fn watch(bench: &BenchInfra) -> anyhow::Result<Self> {
+        Self::watch_containers(bench.containers())
+    }
+
+    /// Starts watching this process and every process of `containers`
+    /// (each the name to report it under, and its id).
+    pub fn watch_containers<'a>(
+        containers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> anyhow::Result<Self> {
         let mut roots = vec![("benchmark".to_owned(), std::process::id())];
-        for (name, id) in bench.containers() {
+        for (name, id) in containers {
             roots.push((name.to_owned(), container_pid(id)?));
         }
         for (_, pid) in processes(&roots) {
@@ -114,6 +122,31 @@ impl PeakMemory {
         }
         Ok(table)
     }
+}
+
+/// The running containers of compose project `project`: each its service's
+/// name and its id.
+pub fn compose_containers(project: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let output = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}} {{.ID}}",
+        ])
+        .output()
+        .context("running docker ps")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(service, id)| (service.to_owned(), id.to_owned()))
+        .collect())
 }
 
 /// The host pid of a container's first process.

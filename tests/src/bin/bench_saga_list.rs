@@ -7,7 +7,10 @@
 //!   headless Chromium, through the gateway, to the list's rows shown;
 //! - an order's causal trace (`EventStore::trace`, what
 //!   `GET /v1/orders/{id}/trace` runs) with a causal chain of 15 events per
-//!   saga's order in the event store (1,500,000 events for 100,000).
+//!   saga's order in the event store (1,500,000 events for 100,000);
+//! - the peak resident memory of each process (this one, with the
+//!   query-service and the browser, PostgreSQL's, the broker's) over the
+//!   list's requests and the console's views.
 //!
 //! Run with `make bench-saga-list` (see BENCHMARKS.md).
 
@@ -15,6 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use harness::memory::PeakMemory;
 use harness::{infra, services};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -62,6 +66,7 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     fill(&pool, args.sagas).await?;
     eprintln!("{} sagas in {:.1?}", args.sagas, started.elapsed());
+    let watch = PeakMemory::watch(bench)?;
 
     let common = service_kit::CommonConfig {
         database_url,
@@ -142,6 +147,11 @@ async fn measure(bench: &infra::BenchInfra, args: &Args) -> anyhow::Result<()> {
     if !args.no_console {
         first_view(&query.url, args.views).await?;
     }
+    let memory = watch
+        .report("the list's requests and the console's views")
+        .await?;
+    println!();
+    print!("{memory}");
     query.stop().await?;
     trace(&pool, &store, args).await
 }

@@ -13,7 +13,10 @@
 //! events written, orders confirmed, lag p50/p99. The broker's fetch
 //! latency (the oldest and the newest messages of the events topic) is
 //! measured at the start and at the end. At the end it waits until every
-//! saga of the run has ended and every projection has caught up.
+//! saga of the run has ended and every projection has caught up. The peak
+//! resident memory of each of the platform's containers (the compose
+//! project's, found with `docker ps`) over the load and the drain is
+//! reported too.
 //!
 //! Run with `make soak` (compose/soak.sh, which starts the platform first);
 //! see BENCHMARKS.md. Exits non-zero only when a saga did not end or a
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use harness::bench::{Catalogue, post};
+use harness::memory::{self, PeakMemory};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -95,6 +99,10 @@ struct Args {
     kafka_brokers: String,
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "orders.")]
     kafka_topic_prefix: String,
+    /// The compose project whose containers' memory is watched (compose's
+    /// `--project-name`, as compose/compose.sh gives it).
+    #[arg(long, default_value = "orders-platform")]
+    compose_project: String,
 }
 
 impl Args {
@@ -189,6 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let fetch_start = fetch_latency(&args.kafka_brokers, &topic, args.fetch_messages).await?;
 
     // The steady load, sampled every second and reported every minute.
+    let memory = watch_memory(&args.compose_project)?;
     let start_position = last_position(&pg).await?;
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let sampling = CancellationToken::new();
@@ -233,6 +242,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("measuring the broker's fetch latency (end)");
     let fetch_end = fetch_latency(&args.kafka_brokers, &topic, args.fetch_messages).await?;
 
+    let memory = match memory {
+        Some(watch) => Some(watch.report("the load and the drain").await?),
+        None => None,
+    };
     let written = count_events(&pg, start_position).await?;
     let samples = std::mem::take(&mut *samples.lock().expect("not poisoned"));
     print_report(&Report {
@@ -250,6 +263,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fetch_start: &fetch_start,
         fetch_end: &fetch_end,
     });
+    if let Some(memory) = memory {
+        println!();
+        print!("{memory}");
+    }
 
     let mut failures = Vec::new();
     if !sagas.all_ended() {
@@ -266,6 +283,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// Watches the memory of this process and of the compose project's
+/// containers; none when the project has none running here (the platform
+/// under test is elsewhere).
+fn watch_memory(project: &str) -> anyhow::Result<Option<PeakMemory>> {
+    let containers = memory::compose_containers(project)?;
+    if containers.is_empty() {
+        eprintln!("no container of compose project {project} runs here: memory is not watched");
+        return Ok(None);
+    }
+    let watch = PeakMemory::watch_containers(
+        containers
+            .iter()
+            .map(|(service, id)| (service.as_str(), id.as_str())),
+    )?;
+    Ok(Some(watch))
 }
 
 /// The highest position in the event store (0 when empty).
