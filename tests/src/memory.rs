@@ -97,31 +97,38 @@ impl PeakMemory {
         Ok(peaks)
     }
 
-    /// Stops watching and renders the largest process of each owner as a
-    /// Markdown table, with how many processes each owner ran.
+    /// Stops watching and renders, for each owner, the largest process of
+    /// each program it ran as a Markdown table, with how many processes of
+    /// that program were seen: a browser or a load generator the benchmark
+    /// starts is a row of its own, not what hides the benchmark's process.
     pub async fn report(self, what: &str) -> anyhow::Result<String> {
         let peaks = self.stop().await?;
-        let mut owners: BTreeMap<&str, (&Peak, usize)> = BTreeMap::new();
-        for peak in &peaks {
-            owners
-                .entry(peak.owner.as_str())
-                .and_modify(|(_, seen)| *seen += 1)
-                .or_insert((peak, 1));
-        }
-        let mut table = format!(
-            "| peak resident memory during {what} | largest process | its peak (of it private) | processes seen |\n|---|---|---|---|\n"
-        );
-        for (owner, (largest, seen)) in owners {
-            table.push_str(&format!(
-                "| {owner} | {} (pid {}) | {:.0} MiB ({:.0} MiB) | {seen} |\n",
-                largest.command,
-                largest.pid,
-                largest.kib as f64 / 1024.0,
-                largest.private_kib as f64 / 1024.0
-            ));
-        }
-        Ok(table)
+        Ok(render(what, &peaks))
     }
+}
+
+/// [`PeakMemory::report`]'s table of `peaks` (largest first, as
+/// [`PeakMemory::stop`] gives them).
+fn render(what: &str, peaks: &[Peak]) -> String {
+    let mut programs: BTreeMap<(&str, &str), (&Peak, usize)> = BTreeMap::new();
+    for peak in peaks {
+        programs
+            .entry((peak.owner.as_str(), peak.command.as_str()))
+            .and_modify(|(_, seen)| *seen += 1)
+            .or_insert((peak, 1));
+    }
+    let mut table = format!(
+        "| peak resident memory during {what} | largest process | its peak (of it private) | processes seen |\n|---|---|---|---|\n"
+    );
+    for ((owner, command), (largest, seen)) in programs {
+        table.push_str(&format!(
+            "| {owner} | {command} (pid {}) | {:.0} MiB ({:.0} MiB) | {seen} |\n",
+            largest.pid,
+            largest.kib as f64 / 1024.0,
+            largest.private_kib as f64 / 1024.0
+        ));
+    }
+    table
 }
 
 /// The running containers of compose project `project`: each its service's
@@ -272,5 +279,34 @@ mod tests {
         );
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn each_program_of_an_owner_is_a_row_with_its_largest_process() {
+        let peak = |owner: &str, pid, command: &str, mib: u64| Peak {
+            owner: owner.to_owned(),
+            pid,
+            command: command.to_owned(),
+            kib: mib * 1024,
+            private_kib: mib * 512,
+        };
+        let peaks = [
+            peak("benchmark", 9, "chromium", 220),
+            peak("postgres", 20, "postgres", 61),
+            peak("benchmark", 1, "bench-saga-list", 90),
+            peak("benchmark", 10, "chromium", 50),
+            peak("postgres", 21, "postgres", 30),
+        ];
+        let table = render("the views", &peaks);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "| benchmark | bench-saga-list (pid 1) | 90 MiB (45 MiB) | 1 |",
+                "| benchmark | chromium (pid 9) | 220 MiB (110 MiB) | 2 |",
+                "| postgres | postgres (pid 20) | 61 MiB (30 MiB) | 2 |",
+            ]
+        );
+        assert!(table.starts_with("| peak resident memory during the views |"));
     }
 }
