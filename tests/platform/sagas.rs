@@ -44,7 +44,7 @@ impl std::ops::DerefMut for Platform {
 impl Platform {
     /// Each event in a saga's stream: its type and the step it is about.
     async fn transitions(&self, order: &str) -> Vec<(String, Value)> {
-        self.stream(&format!("saga-{order}"))
+        self.stream(&format!("{}{order}", domain::stream::SAGA))
             .await
             .into_iter()
             .map(|(kind, data)| (kind, data["step"].clone()))

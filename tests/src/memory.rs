@@ -134,22 +134,14 @@ fn render(what: &str, peaks: &[Peak]) -> String {
 /// The running containers of compose project `project`: each its service's
 /// name and its id.
 pub fn compose_containers(project: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let output = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "--filter",
-            &format!("label=com.docker.compose.project={project}"),
-            "--format",
-            "{{.Label \"com.docker.compose.service\"}} {{.ID}}",
-        ])
-        .output()
-        .context("running docker ps")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "docker ps: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout)
+    let listed = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.ID}}",
+    ])?;
+    Ok(listed
         .lines()
         .filter_map(|line| line.split_once(' '))
         .map(|(service, id)| (service.to_owned(), id.to_owned()))
@@ -158,19 +150,25 @@ pub fn compose_containers(project: &str) -> anyhow::Result<Vec<(String, String)>
 
 /// The host pid of a container's first process.
 fn container_pid(id: &str) -> anyhow::Result<u32> {
-    let output = std::process::Command::new("docker")
-        .args(["inspect", "--format", "{{.State.Pid}}", id])
-        .output()
-        .context("running docker inspect")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "docker inspect {id}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    docker(&["inspect", "--format", "{{.State.Pid}}", id])?
         .trim()
         .parse()
         .with_context(|| format!("the pid of container {id}"))
+}
+
+/// What `docker <args>` printed; an error with what it said if it failed.
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .with_context(|| format!("running docker {}", args[0]))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn sample(roots: &[(String, u32)], peaks: &mut Peaks) {

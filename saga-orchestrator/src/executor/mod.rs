@@ -146,7 +146,9 @@ impl Handoff {
     /// Up to `wanted` free places in the executor, each held until the saga
     /// given it is handed over (or the place is dropped).
     pub fn places(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
-        take_slots(&self.slots, wanted)
+        std::iter::from_fn(|| Arc::clone(&self.slots).try_acquire_owned().ok())
+            .take(wanted)
+            .collect()
     }
 
     /// Leases the new sagas `chosen` (a place each) to this instance, and
@@ -187,12 +189,6 @@ impl Handoff {
             self.driving.unmark([&order_id]);
         }
     }
-}
-
-fn take_slots(slots: &Arc<Semaphore>, wanted: usize) -> Vec<OwnedSemaphorePermit> {
-    std::iter::from_fn(|| Arc::clone(slots).try_acquire_owned().ok())
-        .take(wanted)
-        .collect()
 }
 
 /// A finished run's lease to give back, and where to say it was.
